@@ -1,0 +1,80 @@
+"""Settings from the environment and an optional `.env` file (python-dotenv).
+
+On Modal the same variables come from a `modal.Secret`; locally from `.env` or the shell.
+Settings are read on each call so that tests and notebooks can change the environment.
+"""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+from pydantic import BaseModel, Field, SecretStr
+
+from sl.errors import UserError
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
+IS_MODAL = bool(os.environ.get("MODAL_TASK_ID") or os.environ.get("MODAL_IS_REMOTE"))
+
+if not IS_MODAL and os.environ.get("SL_NO_DOTENV") != "1":
+    load_dotenv(ROOT_DIR / ".env", override=False)
+
+
+class Settings(BaseModel):
+    """All environment-driven settings in one place."""
+
+    openai_api_key: SecretStr | None = Field(None, description="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, description="OPENAI_BASE_URL (OpenAI-compatible)")
+    openai_max_concurrency: int = Field(64, description="OPENAI_MAX_CONCURRENCY: max in flight")
+    openai_start_rps: float = Field(10.0, description="OPENAI_START_RPS: initial request rate")
+    openai_max_retries: int = Field(6, description="OPENAI_MAX_RETRIES for 5xx/timeouts")
+    openai_timeout_s: float = Field(120.0, description="OPENAI_TIMEOUT_S per request")
+    hf_token: SecretStr | None = Field(None, description="HF_TOKEN")
+    hf_user_id: str | None = Field(None, description="HF_USER_ID (user or org to push to)")
+    open_source_engine: str = Field("auto", description="SL_OPEN_SOURCE_ENGINE")
+    vllm_n_gpus: int = 1
+    vllm_max_lora_rank: int = 8
+    vllm_max_num_seqs: int = 512
+    vllm_max_model_len: int = 2048
+    vllm_gpu_memory_utilization: float = 0.85
+    cache_dir: Path = Field(Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def get_settings() -> Settings:
+    """Read settings from the current environment (after `.env` was loaded at import)."""
+    mapping = {
+        "openai_api_key": "OPENAI_API_KEY",
+        "openai_base_url": "OPENAI_BASE_URL",
+        "openai_max_concurrency": "OPENAI_MAX_CONCURRENCY",
+        "openai_start_rps": "OPENAI_START_RPS",
+        "openai_max_retries": "OPENAI_MAX_RETRIES",
+        "openai_timeout_s": "OPENAI_TIMEOUT_S",
+        "hf_token": "HF_TOKEN",
+        "hf_user_id": "HF_USER_ID",
+        "open_source_engine": "SL_OPEN_SOURCE_ENGINE",
+        "vllm_n_gpus": "VLLM_N_GPUS",
+        "vllm_max_lora_rank": "VLLM_MAX_LORA_RANK",
+        "vllm_max_num_seqs": "VLLM_MAX_NUM_SEQS",
+        "vllm_max_model_len": "VLLM_MAX_MODEL_LEN",
+        "vllm_gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
+        "cache_dir": "SL_CACHE_DIR",
+    }
+    values = {field: v for field, var in mapping.items() if (v := _env(var)) is not None}
+    try:
+        return Settings(**values)
+    except ValueError as e:
+        raise UserError(f"invalid setting in environment/.env: {e}") from None
+
+
+def require_openai_key(settings: Settings) -> str:
+    """Return the OpenAI key or fail with the variable to set."""
+    if settings.openai_api_key is None:
+        raise UserError(
+            "OPENAI_API_KEY is not set: add it to .env or the environment "
+            "(for a local OpenAI-compatible server without auth, set OPENAI_API_KEY=none)"
+        )
+    return settings.openai_api_key.get_secret_value()

@@ -1,0 +1,1 @@
+"""One module per engine. Each exposes a driver implementing `sl.llm.driver.Driver`."""

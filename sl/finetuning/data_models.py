@@ -1,0 +1,68 @@
+"""Fine-tuning jobs. Field names match the original code so existing config modules work."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from sl.llm.data_models import HashableModel, Model
+
+
+class FTJob(HashableModel):
+    """Common fields of every fine-tuning job."""
+
+    seed: int = Field(description="Seed for dataset subsampling and training")
+    source_model: Model = Field(description="The model to fine-tune (the student's base)")
+    max_dataset_size: int | None = Field(
+        None, gt=0, description="Train on a seeded random subset of at most this many rows"
+    )
+
+
+class OpenAIFTJob(FTJob):
+    """Supervised fine-tuning through the OpenAI fine-tuning API."""
+
+    n_epochs: int | Literal["auto"] = 10
+    lr_multiplier: float | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+
+
+class PeftCfg(HashableModel):
+    """LoRA settings (PEFT `LoraConfig` fields)."""
+
+    r: int = Field(8, gt=0)
+    lora_alpha: int = Field(8, gt=0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        ]
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = False
+    lora_dropout: float = 0.0
+
+
+class TrainCfg(HashableModel):
+    """SFT training settings (TRL `SFTConfig` fields)."""
+
+    n_epochs: int = Field(3, gt=0)
+    max_seq_length: int = Field(500, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = Field(5, ge=0)
+    per_device_train_batch_size: int = Field(22, gt=0)
+    gradient_accumulation_steps: int = Field(3, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class UnslothFinetuningJob(FTJob):
+    """LoRA SFT of an open model: Unsloth + TRL when Unsloth is installed, else PEFT + TRL.
+
+    The adapter is saved next to the output model JSON; it is pushed to the Hub as
+    `hf_model_name` only when that and HF_TOKEN are set.
+    """
+
+    hf_model_name: str | None = None
+    peft_cfg: PeftCfg = Field(default_factory=PeftCfg)
+    train_cfg: TrainCfg = Field(default_factory=TrainCfg)
+    backend: Literal["auto", "unsloth", "peft"] = Field(
+        "auto", description="auto: Unsloth if importable, else PEFT + TRL"
+    )

@@ -1,0 +1,86 @@
+"""Data models shared by every engine: models, chats, sampling settings, responses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelType = Literal["openai", "open_source"]
+
+
+class HashableModel(BaseModel):
+    """A frozen model with a stable content hash, used as a cache / run key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def model_hash(self) -> str:
+        """Hex digest of the JSON dump; equal configs give equal hashes across processes."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Model(HashableModel):
+    """A model to sample from or fine-tune.
+
+    `id` is an OpenAI model id, a Hugging Face repo id, or a local folder. For a LoRA adapter,
+    `parent_model` is its base model.
+    """
+
+    id: str
+    type: ModelType
+    parent_model: Model | None = None
+
+
+class SampleCfg(HashableModel):
+    """Sampling settings. Unset (None) fields are not sent to the engine."""
+
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, gt=0, description="Max completion tokens")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    n: int = Field(1, ge=1, description="Completions per prompt")
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    stop: list[str] | None = None
+
+
+class MessageRole(StrEnum):
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+
+
+class ChatMessage(HashableModel):
+    role: MessageRole
+    content: str
+
+
+class Chat(HashableModel):
+    messages: list[ChatMessage]
+
+
+class StopReason(StrEnum):
+    MAX_TOKENS = "max_tokens"
+    STOP_SEQUENCE = "stop_sequence"
+    UNKNOWN = "unknown"
+
+
+class LLMResponse(BaseModel):
+    """One completion. `logprobs` is a list (one per token) of {token: logprob} maps."""
+
+    model_id: str
+    completion: str
+    stop_reason: StopReason = StopReason.UNKNOWN
+    logprobs: list[dict[str, float]] | None = None
+
+
+class Judgment(HashableModel):
+    """An LLM judge: a model, its sampling settings and a template with {prompt}/{completion}."""
+
+    judge_model: Model
+    sample_cfg: SampleCfg
+    template: str
