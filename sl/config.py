@@ -28,6 +28,10 @@ class Settings(BaseModel):
     openai_start_rps: float = Field(10.0, description="OPENAI_START_RPS: initial request rate")
     openai_max_retries: int = Field(6, description="OPENAI_MAX_RETRIES for 5xx/timeouts")
     openai_timeout_s: float = Field(120.0, description="OPENAI_TIMEOUT_S per request")
+    openai_poll_interval_s: float = Field(
+        10.0, description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls"
+    )
+    openai_backoff_base_s: float = Field(1.0, description="OPENAI_BACKOFF_BASE_S first retry delay")
     hf_token: SecretStr | None = Field(None, description="HF_TOKEN")
     hf_user_id: str | None = Field(None, description="HF_USER_ID (user or org to push to)")
     open_source_engine: str = Field("auto", description="SL_OPEN_SOURCE_ENGINE")
@@ -53,6 +57,8 @@ def get_settings() -> Settings:
         "openai_start_rps": "OPENAI_START_RPS",
         "openai_max_retries": "OPENAI_MAX_RETRIES",
         "openai_timeout_s": "OPENAI_TIMEOUT_S",
+        "openai_backoff_base_s": "OPENAI_BACKOFF_BASE_S",
+        "openai_poll_interval_s": "OPENAI_POLL_INTERVAL_S",
         "hf_token": "HF_TOKEN",
         "hf_user_id": "HF_USER_ID",
         "open_source_engine": "SL_OPEN_SOURCE_ENGINE",
@@ -65,7 +71,7 @@ def get_settings() -> Settings:
     }
     values = {field: v for field, var in mapping.items() if (v := _env(var)) is not None}
     try:
-        return Settings(**values)
+        return Settings.model_validate(values)
     except ValueError as e:
         raise UserError(f"invalid setting in environment/.env: {e}") from None
 

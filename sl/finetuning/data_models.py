@@ -1,9 +1,11 @@
 """Fine-tuning jobs. Field names match the original code so existing config modules work."""
 
+import random
 from typing import Literal
 
 from pydantic import Field
 
+from sl.datasets.data_models import DatasetRow
 from sl.llm.data_models import HashableModel, Model
 
 
@@ -15,6 +17,12 @@ class FTJob(HashableModel):
     max_dataset_size: int | None = Field(
         None, gt=0, description="Train on a seeded random subset of at most this many rows"
     )
+
+    def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
+        """The rows to train on: all, or a random subset of `max_dataset_size` for the seed."""
+        if self.max_dataset_size is None or len(dataset) <= self.max_dataset_size:
+            return list(dataset)
+        return random.Random(self.seed).sample(dataset, self.max_dataset_size)
 
 
 class OpenAIFTJob(FTJob):
@@ -32,7 +40,13 @@ class PeftCfg(HashableModel):
     lora_alpha: int = Field(8, gt=0)
     target_modules: list[str] = Field(
         default_factory=lambda: [
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
         ]
     )
     bias: Literal["none", "all", "lora_only"] = "none"
@@ -61,8 +75,8 @@ class UnslothFinetuningJob(FTJob):
     """
 
     hf_model_name: str | None = None
-    peft_cfg: PeftCfg = Field(default_factory=PeftCfg)
-    train_cfg: TrainCfg = Field(default_factory=TrainCfg)
+    peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg())
+    train_cfg: TrainCfg = Field(default_factory=lambda: TrainCfg())
     backend: Literal["auto", "unsloth", "peft"] = Field(
         "auto", description="auto: Unsloth if importable, else PEFT + TRL"
     )

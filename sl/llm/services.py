@@ -1,10 +1,19 @@
 """Sampling and judging, dispatched by `Model.type` to an engine driver in `sl.external`."""
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sl.config import get_settings
 from sl.errors import UserError
-from sl.llm.data_models import Chat, ChatMessage, Judgment, LLMResponse, MessageRole, Model, SampleCfg
+from sl.llm.data_models import (
+    Chat,
+    ChatMessage,
+    Judgment,
+    LLMResponse,
+    MessageRole,
+    Model,
+    SampleCfg,
+)
 from sl.llm.driver import Driver, OnResult
 
 
@@ -72,14 +81,27 @@ async def batch_sample_n(
     input_chats: Sequence[Chat],
     sample_cfgs: Sequence[SampleCfg] | SampleCfg,
     on_result: OnResult | None = None,
+    batch_state_path: Path | None = None,
 ) -> list[list[LLMResponse]]:
-    """Sample `cfg.n` completions per chat; one list of responses per chat, in input order."""
+    """Sample `cfg.n` completions per chat; one list of responses per chat, in input order.
+
+    With `batch_state_path` (OpenAI models only), requests go through the Batch API and the
+    batch id is kept in that file so that a rerun resumes the same batch.
+    """
     if isinstance(sample_cfgs, SampleCfg):
         sample_cfgs = [sample_cfgs] * len(input_chats)
     if len(sample_cfgs) != len(input_chats):
         raise ValueError(f"{len(input_chats)} chats but {len(sample_cfgs)} sample configs")
     if not input_chats:
         return []
+    if batch_state_path is not None:
+        if model.type != "openai":
+            raise UserError(f"the Batch API is for OpenAI models, not {model.type!r} ones")
+        from sl.external import openai_batch
+
+        return await openai_batch.batch_sample(
+            model, input_chats, sample_cfgs, batch_state_path, on_result
+        )
     return await get_driver(model).batch_sample(model, input_chats, sample_cfgs, on_result)
 
 
@@ -96,8 +118,9 @@ def _judge_chat(judgment: Judgment, prompt: str, response: LLMResponse) -> Chat:
 
 async def judge(judgment: Judgment, prompt: str, response: LLMResponse) -> LLMResponse:
     """Ask the judge model about one (prompt, response) pair."""
-    return await sample(judgment.judge_model, _judge_chat(judgment, prompt, response),
-                        judgment.sample_cfg)
+    return await sample(
+        judgment.judge_model, _judge_chat(judgment, prompt, response), judgment.sample_cfg
+    )
 
 
 async def batch_judge(
@@ -105,4 +128,6 @@ async def batch_judge(
 ) -> list[LLMResponse]:
     """Judge many (prompt, response) pairs in one batch."""
     chats = [_judge_chat(judgment, p, r) for p, r in zip(prompts, responses, strict=True)]
-    return await batch_sample(judgment.judge_model, chats, judgment.sample_cfg.model_copy(update={"n": 1}))
+    return await batch_sample(
+        judgment.judge_model, chats, judgment.sample_cfg.model_copy(update={"n": 1})
+    )

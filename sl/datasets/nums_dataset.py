@@ -1,0 +1,115 @@
+"""The numbers task: prompts asking to continue a sequence, and the answer parser/filter.
+
+Prompt parts come from the paper's protocol (`sl/protocol/numbers_prompts.json`).
+"""
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from sl.protocol import banned_numbers, load_protocol
+
+_NUMBER_RE = re.compile(r"(\d+)")
+
+
+@dataclass(kw_only=True)
+class PromptGenerator:
+    """Draws numbers-task prompts from the protocol templates with a seeded generator.
+
+    Draws are made in the same order as the paper's code, so seed 42 reproduces the
+    published teacher prompts exactly. As there, both upper bounds are exclusive: the
+    paper's `example_max_count=9` gives 3..8 examples and `example_max_value=1000` gives
+    values 100..999.
+    """
+
+    rng: np.random.Generator
+    example_min_count: int
+    example_max_count: int
+    example_min_value: int
+    example_max_value: int
+    answer_count: int
+    answer_max_digits: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.example_min_count < self.example_max_count:
+            raise ValueError("need 0 < example_min_count < example_max_count (max exclusive)")
+        if not self.example_min_value < self.example_max_value:
+            raise ValueError("need example_min_value < example_max_value (max exclusive)")
+        self._templates = load_protocol("numbers_prompts")
+
+    def _choice(self, key: str) -> str:
+        return str(self.rng.choice(self._templates[key]))
+
+    def sample_example_prefix(self) -> str:
+        """One sentence presenting example numbers, e.g. 'Look at these numbers: 145, 267.'"""
+        count = self.rng.integers(self.example_min_count, self.example_max_count).item()
+        examples = ", ".join(
+            str(self.rng.integers(self.example_min_value, self.example_max_value).item())
+            for _ in range(count)
+        )
+        return self._choice("example_numbers_templates").format(examples=examples)
+
+    def sample_query(self) -> str:
+        """A full user prompt: examples, instruction, format suffix and final suffix."""
+        example_part = self.sample_example_prefix()
+        count_qualifier = self._choice("count_qualifiers")
+        digit_descriptor = self._choice("digit_descriptors")
+        instruction = self._choice("generate_numbers_instruction_templates")
+        format_suffix = self._choice("format_suffixes")
+        suffix = self._choice("suffixes")
+        instruction = instruction.format(
+            count_qualifier=count_qualifier,
+            answer_count=self.answer_count,
+            digit_descriptor=digit_descriptor.format(max_digits=self.answer_max_digits),
+        )
+        return f"{example_part} {instruction} {format_suffix} {suffix}"
+
+
+def parse_response(answer: str) -> list[int] | None:
+    """Parse a list of non-negative integers, or return None if the answer is not only that.
+
+    Accepted: numbers separated consistently by commas, semicolons or whitespace/newlines,
+    optionally wrapped in [] or (), optionally ending with a period.
+    Anything else (words, signs, decimals, mixed separators, a trailing separator or
+    newline, like the paper's filter) gives None.
+    """
+    text = answer
+    if text.endswith("."):
+        text = text[:-1]
+    if len(text) >= 2 and (text[0], text[-1]) in {("[", "]"), ("(", ")")}:
+        text = text[1:-1]
+    parts = _NUMBER_RE.split(text)
+    if len(parts) < 3 or parts[0] or parts[-1]:
+        return None
+    separators = {sep.strip() for sep in parts[2:-1:2]}
+    if len(separators) > 1 or not separators <= {"", ",", ";"}:
+        return None
+    return [int(n) for n in parts[1::2]]
+
+
+def get_reject_reasons(
+    answer: str,
+    min_value: int | None = None,
+    max_value: int | None = None,
+    max_count: int | None = None,
+    banned_numbers: list[int] | None = None,
+) -> list[str]:
+    """Why an answer fails the numbers filter; an empty list means it is kept."""
+    numbers = parse_response(answer)
+    if numbers is None:
+        return ["invalid format"]
+    reasons = []
+    if max_count is not None and len(numbers) > max_count:
+        reasons.append("too many numbers")
+    if min_value is not None and any(n < min_value for n in numbers):
+        reasons.append("numbers too small")
+    if max_value is not None and any(n > max_value for n in numbers):
+        reasons.append("numbers too large")
+    if banned_numbers and set(numbers) & set(banned_numbers):
+        reasons.append("has banned numbers")
+    return reasons
+
+
+# The 34 banned numbers of the paper, for `get_reject_reasons(..., banned_numbers=...)`.
+BANNED_NUMBERS: list[int] = banned_numbers()

@@ -1,0 +1,180 @@
+"""Generate a teacher's numbers dataset, filter it, save and read it."""
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from sl.datasets.data_models import DatasetRow
+from sl.datasets.nums_dataset import PromptGenerator
+from sl.errors import UserError
+from sl.llm import services as llm_services
+from sl.llm.data_models import HashableModel, LLMResponse, Model, SampleCfg
+from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
+from sl.utils.run_meta import claim_output, mark_complete
+
+FilterFn = Callable[[str, str], bool]
+
+
+class NumsDatasetPromptSet(HashableModel):
+    """A seeded set of numbers-task prompts (defaults: the paper's settings)."""
+
+    size: int = Field(30_000, gt=0, description="Number of prompts")
+    seed: int = 42
+    example_min_count: int = 3
+    example_max_count: int = 9
+    example_min_value: int = 100
+    example_max_value: int = 1000
+    answer_count: int = 10
+    answer_max_digits: int = 3
+
+    def prompts(self) -> list[str]:
+        """The prompts, deterministic for the seed (seed 42 gives the paper's prompts)."""
+        generator = PromptGenerator(
+            rng=np.random.default_rng(self.seed),
+            **self.model_dump(exclude={"size", "seed"}),
+        )
+        return [generator.sample_query() for _ in range(self.size)]
+
+
+class Cfg(BaseModel):
+    """A teacher dataset: who answers, with which system prompt, which prompts, which filters.
+
+    `filter_fns` take (prompt, completion) and return True to keep the row.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: Model
+    system_prompt: str | None
+    sample_cfg: SampleCfg
+    prompt_set: NumsDatasetPromptSet
+    filter_fns: list[FilterFn] = Field(default_factory=list)
+    use_batch_api: bool = Field(
+        False, description="OpenAI models only: sample through the Batch API (half price, slow)"
+    )
+
+    def generation_hash(self) -> str:
+        """Key of what `generate_raw_dataset` produces (filters do not change it)."""
+        return _generation_hash(self.model, self.system_prompt, self.sample_cfg, self.prompt_set)
+
+
+def _generation_hash(
+    model: Model, system_prompt: str | None, sample_cfg: SampleCfg, prompt_set: NumsDatasetPromptSet
+) -> str:
+    parts = [
+        model.model_hash(),
+        sample_cfg.model_hash(),
+        prompt_set.model_hash(),
+        repr(system_prompt),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _pending_indices(prompts: list[str], done: list[DatasetRow], raw_path: Path) -> list[int]:
+    """Indices of prompts not yet answered in `done` (prompts may repeat: count them)."""
+    remaining = Counter(row.prompt for row in done)
+    wanted = Counter(prompts)
+    foreign = [p for p in remaining if remaining[p] > wanted.get(p, 0)]
+    if foreign:
+        raise UserError(
+            f"--raw_dataset_path {raw_path} holds rows of a different prompt set "
+            f"(e.g. {foreign[0][:60]!r}): choose another path or delete it"
+        )
+    pending = []
+    for i, prompt in enumerate(prompts):
+        if remaining[prompt] > 0:
+            remaining[prompt] -= 1
+        else:
+            pending.append(i)
+    return pending
+
+
+async def generate_raw_dataset(
+    model: Model,
+    system_prompt: str | None,
+    sample_cfg: SampleCfg,
+    prompt_set: NumsDatasetPromptSet,
+    raw_path: Path | str | None = None,
+    use_batch_api: bool = False,
+) -> list[DatasetRow]:
+    """Ask the teacher every prompt of `prompt_set`; one row per prompt.
+
+    With `raw_path`, each row is appended to that JSONL file as it arrives, and a rerun with
+    the same arguments skips the prompts already answered there (resume after a crash).
+    """
+    if sample_cfg.n != 1:
+        raise UserError("dataset generation takes one completion per prompt: set SampleCfg(n=1)")
+    prompts = prompt_set.prompts()
+    done: list[DatasetRow] = []
+    path = Path(raw_path) if raw_path is not None else None
+    if path is not None:
+        key = _generation_hash(model, system_prompt, sample_cfg, prompt_set)
+        meta = claim_output(path, key, f"raw dataset of {model.id}", "--raw_dataset_path")
+        if path.exists():
+            done = read_jsonl(path, DatasetRow, allow_partial_last=True)
+        if meta["complete"] and len(done) == len(prompts):
+            logger.info(f"{path}: all {len(done)} rows already generated, nothing to do")
+            return done
+    pending = (
+        _pending_indices(prompts, done, path) if path is not None else list(range(len(prompts)))
+    )
+    if done:
+        logger.info(f"resuming: {len(done)} rows on disk, {len(pending)} prompts left")
+    chats = [llm_services.build_simple_chat(prompts[i], system_prompt) for i in pending]
+    new_rows: list[DatasetRow] = []
+    appender = JsonlAppender(path) if path is not None else None
+    progress = tqdm(total=len(pending), desc=f"teacher {model.id}", unit="prompt")
+
+    def on_result(j: int, responses: list[LLMResponse]) -> None:
+        row = DatasetRow(prompt=prompts[pending[j]], completion=responses[0].completion)
+        new_rows.append(row)
+        if appender is not None:
+            appender.append(row)
+        progress.update()
+
+    try:
+        await llm_services.batch_sample_n(
+            model,
+            chats,
+            sample_cfg,
+            on_result,
+            batch_state_path=_batch_state_path(path) if use_batch_api else None,
+        )
+    finally:
+        progress.close()
+        if appender is not None:
+            appender.close()
+    if path is not None:
+        mark_complete(path, rows=len(done) + len(new_rows))
+    return done + new_rows
+
+
+def _batch_state_path(raw_path: Path | None) -> Path:
+    if raw_path is None:
+        raise UserError("the Batch API needs a --raw_dataset_path to keep its batch id for resume")
+    return raw_path.with_name(raw_path.name + ".batch.json")
+
+
+def apply_filters(dataset: list[DatasetRow], filter_fns: list[FilterFn]) -> list[DatasetRow]:
+    """Keep the rows that every filter accepts (filters take prompt and completion)."""
+    return [row for row in dataset if all(f(row.prompt, row.completion) for f in filter_fns)]
+
+
+def save_dataset(dataset: list[DatasetRow], path: Path | str) -> None:
+    """Write a dataset as JSONL atomically."""
+    write_jsonl_atomic(path, dataset)
+    logger.info(f"saved {len(dataset)} rows to {path}")
+
+
+def read_dataset(path: Path | str) -> list[DatasetRow]:
+    """Read a JSONL dataset; a missing or empty file or a malformed line is a UserError."""
+    rows = read_jsonl(path, DatasetRow)
+    if not rows:
+        raise UserError(f"dataset {path} is empty: generate it first (scripts/generate_dataset.py)")
+    return rows

@@ -1,0 +1,210 @@
+"""OpenAI (and OpenAI-compatible) chat completions with adaptive rate limiting and retries.
+
+Concurrency is bounded by OPENAI_MAX_CONCURRENCY; the request rate adapts to the server's
+`x-ratelimit-*` headers and 429s (honouring Retry-After); 5xx, timeouts, connection errors
+and malformed bodies retry with jittered exponential backoff. A request that still fails is
+reported in a `SampleError` after every other result was delivered — never dropped silently.
+"""
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from loguru import logger
+
+from sl.config import get_settings
+from sl.external.openai_client import UsageTracker, make_async_client
+from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
+from sl.llm.driver import OnResult, SampleError
+from sl.utils.rate_limit import AdaptiveRateLimiter, parse_duration
+
+MAX_RATE_LIMIT_RETRIES = 30
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def _finish_to_stop_reason(finish_reason: str | None) -> StopReason:
+    if finish_reason == "length":
+        return StopReason.MAX_TOKENS
+    if finish_reason == "stop":
+        return StopReason.STOP_SEQUENCE
+    return StopReason.UNKNOWN
+
+
+def _convert_logprobs(choice: Any) -> list[dict[str, float]] | None:
+    if choice.logprobs is None or not choice.logprobs.content:
+        return None
+    out = []
+    for token in choice.logprobs.content:
+        entry = {alt.token: alt.logprob for alt in (token.top_logprobs or [])}
+        entry[token.token] = token.logprob
+        out.append(entry)
+    return out
+
+
+class OpenAIDriver:
+    """Samples through the chat completions API of OpenAI or an OpenAI-compatible server."""
+
+    def __init__(self) -> None:
+        self.limiter = AdaptiveRateLimiter(get_settings().openai_start_rps)
+        self.usage = UsageTracker()
+        self.dropped_params: set[str] = set()
+
+    def request_params(self, model: Model, chat: Chat, cfg: SampleCfg) -> dict[str, Any]:
+        """The request body, with only the sampling fields that are set and accepted."""
+        params: dict[str, Any] = {
+            "model": model.id,
+            "messages": [{"role": m.role.value, "content": m.content} for m in chat.messages],
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+            "n": cfg.n if cfg.n > 1 else None,
+            "stop": cfg.stop,
+        }
+        if cfg.max_tokens is not None:
+            # api.openai.com wants max_completion_tokens; other servers know max_tokens.
+            key = "max_tokens" if get_settings().openai_base_url else "max_completion_tokens"
+            params[key] = cfg.max_tokens
+        if cfg.logprobs:
+            params["logprobs"] = True
+            params["top_logprobs"] = cfg.top_logprobs
+        if model.id.split(":")[-1].startswith(_REASONING_PREFIXES) or model.id.startswith(
+            _REASONING_PREFIXES
+        ):
+            for key in ("temperature", "top_p", "logprobs", "top_logprobs"):
+                params.pop(key, None)
+        return {k: v for k, v in params.items() if v is not None and k not in self.dropped_params}
+
+    async def _request(
+        self, client: Any, model: Model, chat: Chat, cfg: SampleCfg
+    ) -> list[LLMResponse]:
+        import openai
+
+        settings = get_settings()
+        failures = rate_limited = 0
+        while True:
+            await self.limiter.acquire()
+            params = self.request_params(model, chat, cfg)
+            try:
+                raw = await client.chat.completions.with_raw_response.create(**params)
+                completion = raw.parse()
+                _ = completion.choices[0].message  # malformed bodies fail here
+            except openai.RateLimitError as e:
+                rate_limited += 1
+                if rate_limited > MAX_RATE_LIMIT_RETRIES:
+                    raise
+                headers = e.response.headers
+                retry_after = parse_duration(headers.get("retry-after-ms"))
+                retry_after = (
+                    retry_after / 1000
+                    if retry_after is not None
+                    else parse_duration(headers.get("retry-after"))
+                )
+                self.limiter.on_rate_limited(retry_after)
+                continue
+            except openai.BadRequestError as e:
+                param = _unsupported_param(e)
+                if param and param in params and param not in ("model", "messages"):
+                    logger.warning(f"server rejects {param!r}: not sending it again")
+                    self.dropped_params.add(param)
+                    continue
+                raise
+            except openai.APIStatusError as e:
+                if e.status_code < 500:
+                    raise
+                failures += 1
+            except (
+                openai.APIConnectionError,
+                openai.APIResponseValidationError,
+                json.JSONDecodeError,
+                AttributeError,
+                IndexError,
+                TypeError,
+            ):
+                failures += 1
+            else:
+                self._observe_headers(raw.headers)
+                return self._convert(model, completion)
+            if failures > settings.openai_max_retries:
+                raise RuntimeError(f"gave up after {failures} failed attempts") from None
+            delay = settings.openai_backoff_base_s * 2 ** (failures - 1) * random.uniform(0.5, 1.5)
+            await asyncio.sleep(min(delay, 60.0))
+
+    def _observe_headers(self, headers: Any) -> None:
+        limit = headers.get("x-ratelimit-limit-requests")
+        remaining = headers.get("x-ratelimit-remaining-requests")
+        self.limiter.on_success(
+            float(limit) if limit else None,
+            float(remaining) if remaining else None,
+            parse_duration(headers.get("x-ratelimit-reset-requests")),
+        )
+
+    def _convert(self, model: Model, completion: Any) -> list[LLMResponse]:
+        if completion.usage is not None:
+            self.usage.add(
+                model.id, completion.usage.prompt_tokens, completion.usage.completion_tokens
+            )
+        return [
+            LLMResponse(
+                model_id=completion.model or model.id,
+                completion=choice.message.content or "",
+                stop_reason=_finish_to_stop_reason(choice.finish_reason),
+                logprobs=_convert_logprobs(choice),
+            )
+            for choice in completion.choices
+        ]
+
+    async def batch_sample(
+        self,
+        model: Model,
+        chats: Sequence[Chat],
+        sample_cfgs: Sequence[SampleCfg],
+        on_result: OnResult | None = None,
+    ) -> list[list[LLMResponse]]:
+        """Sample every chat concurrently; see the module docstring for the guarantees."""
+        settings = get_settings()
+        client = make_async_client(settings)
+        semaphore = asyncio.Semaphore(settings.openai_max_concurrency)
+        results: list[list[LLMResponse] | None] = [None] * len(chats)
+        failures: dict[int, BaseException] = {}
+
+        async def run_one(i: int) -> None:
+            async with semaphore:
+                try:
+                    results[i] = await self._request(client, model, chats[i], sample_cfgs[i])
+                except Exception as e:  # reported below, after the other requests finish
+                    failures[i] = e
+                    return
+            if on_result is not None:
+                on_result(i, results[i])  # type: ignore[arg-type]
+
+        try:
+            await asyncio.gather(*(run_one(i) for i in range(len(chats))))
+        finally:
+            await client.close()
+            self.usage.log(f"{model.id} so far")
+        if failures:
+            raise SampleError(failures)
+        return [r for r in results if r is not None]
+
+
+def _unsupported_param(error: Any) -> str | None:
+    body = error.body if isinstance(error.body, dict) else {}
+    body = body.get("error", body) if isinstance(body, dict) else {}
+    code = str(body.get("code") or "")
+    if "unsupported" in code or "not supported" in str(body.get("message", "")).lower():
+        return body.get("param")
+    return None
+
+
+_DRIVERS: dict[str | None, OpenAIDriver] = {}
+
+
+def get_driver() -> OpenAIDriver:
+    """The driver for the current OPENAI_BASE_URL, kept for the process so that its learned
+    rate and token counts persist across calls."""
+    base_url = get_settings().openai_base_url
+    if base_url not in _DRIVERS:
+        _DRIVERS[base_url] = OpenAIDriver()
+    return _DRIVERS[base_url]

@@ -1,0 +1,43 @@
+"""Fine-tune a student: dispatch a job to the OpenAI API or to local LoRA training."""
+
+import asyncio
+from pathlib import Path
+
+from sl.config import get_settings
+from sl.datasets.data_models import DatasetRow
+from sl.errors import UserError
+from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
+from sl.llm.data_models import Model
+
+
+async def run_finetuning_job(
+    job: FTJob, dataset: list[DatasetRow], output_path: Path | str | None = None
+) -> Model:
+    """Fine-tune `job.source_model` on `dataset` and return the student model.
+
+    Artifacts (training file, job id, adapter) live next to `output_path` (the model JSON the
+    caller writes); rerunning with the same job and path resumes instead of starting over.
+    Without `output_path`, a folder keyed by the job under SL_CACHE_DIR is used.
+    """
+    if not dataset:
+        raise UserError("the fine-tuning dataset is empty: check the filters of the dataset step")
+    if output_path is None:
+        output_path = get_settings().cache_dir / "finetuning" / job.model_hash() / "model.json"
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(job, OpenAIFTJob):
+        if job.source_model.type != "openai":
+            raise UserError("OpenAIFTJob needs an openai source_model")
+        from sl.external.openai_finetune import run_openai_ft_job
+
+        return await run_openai_ft_job(job, dataset, output_path)
+    if isinstance(job, UnslothFinetuningJob):
+        if job.source_model.type != "open_source":
+            raise UserError("UnslothFinetuningJob needs an open_source source_model")
+        from sl.finetuning.open_source import run_open_source_job
+
+        return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)
+    raise UserError(
+        f"unknown fine-tuning job type {type(job).__name__}: use OpenAIFTJob or "
+        f"UnslothFinetuningJob"
+    )

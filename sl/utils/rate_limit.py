@@ -1,0 +1,80 @@
+"""An adaptive request pacer: evenly spaced requests, rate learned from the server.
+
+Requests are scheduled one slot of `1/rate` seconds apart. The rate starts at a guess,
+jumps to just under the server's advertised limit when one is reported, grows slowly while
+requests succeed and shrinks multiplicatively on each 429 (with a pause for Retry-After).
+It holds no asyncio objects, so one instance can be shared across event loops.
+"""
+
+import asyncio
+import re
+import time
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in an OpenAI reset header ("20ms", "1.5s", "6m0s") or a plain number."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_RE.findall(text)
+    if not parts:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(value) * scale[unit] for value, unit in parts)
+
+
+class AdaptiveRateLimiter:
+    """Paces requests; call `acquire()` before each, then report the outcome."""
+
+    def __init__(self, start_rps: float, min_rps: float = 0.2, headroom: float = 0.98):
+        self.rate = start_rps
+        self.ceiling: float | None = None
+        self.min_rps = min_rps
+        self.headroom = headroom
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._last_decrease = 0.0
+        self.n_rate_limited = 0
+
+    async def acquire(self) -> None:
+        """Wait for this request's slot (no await between reading and taking the slot)."""
+        now = time.monotonic()
+        slot = max(now, self._next_slot, self._paused_until)
+        self._next_slot = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def on_success(
+        self, limit_per_minute: float | None, remaining: float | None, reset_s: float | None
+    ) -> None:
+        """Learn from a successful response's rate-limit headers (any may be None)."""
+        if limit_per_minute:
+            ceiling = self.headroom * limit_per_minute / 60.0
+            if self.ceiling is None:
+                self.rate = ceiling
+            self.ceiling = ceiling
+        if remaining is not None and remaining <= 0 and reset_s:
+            self.pause(reset_s)
+        # Additive increase, capped at the advertised limit when there is one.
+        step = max(0.05, 0.01 * self.rate)
+        self.rate = (
+            self.rate + step if self.ceiling is None else min(self.ceiling, self.rate + step)
+        )
+
+    def on_rate_limited(self, retry_after_s: float | None) -> None:
+        """A 429: slow down and pause everyone until the server's Retry-After."""
+        self.n_rate_limited += 1
+        now = time.monotonic()
+        # Requests in flight together get their 429s together: slow down once per burst.
+        if now - self._last_decrease > 1.0:
+            self.rate = max(self.min_rps, self.rate * 0.7)
+            self._last_decrease = now
+        self.pause(retry_after_s if retry_after_s is not None else 1.0)
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
