@@ -22,25 +22,33 @@ if not IS_MODAL and os.environ.get("SL_NO_DOTENV") != "1":
 class Settings(BaseModel):
     """All environment-driven settings in one place."""
 
-    openai_api_key: SecretStr | None = Field(None, description="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(None, description="OPENAI_BASE_URL (OpenAI-compatible)")
-    openai_max_concurrency: int = Field(64, description="OPENAI_MAX_CONCURRENCY: max in flight")
-    openai_start_rps: float = Field(10.0, description="OPENAI_START_RPS: initial request rate")
-    openai_max_retries: int = Field(6, description="OPENAI_MAX_RETRIES for 5xx/timeouts")
-    openai_timeout_s: float = Field(120.0, description="OPENAI_TIMEOUT_S per request")
-    openai_poll_interval_s: float = Field(
-        10.0, description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls"
+    openai_api_key: SecretStr | None = Field(default=None, description="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(
+        default=None, description="OPENAI_BASE_URL (OpenAI-compatible)"
     )
-    openai_backoff_base_s: float = Field(1.0, description="OPENAI_BACKOFF_BASE_S first retry delay")
-    hf_token: SecretStr | None = Field(None, description="HF_TOKEN")
-    hf_user_id: str | None = Field(None, description="HF_USER_ID (user or org to push to)")
-    open_source_engine: str = Field("auto", description="SL_OPEN_SOURCE_ENGINE")
+    openai_max_concurrency: int = Field(
+        default=64, description="OPENAI_MAX_CONCURRENCY: max in flight"
+    )
+    openai_start_rps: float = Field(
+        default=10.0, description="OPENAI_START_RPS: initial request rate"
+    )
+    openai_max_retries: int = Field(default=6, description="OPENAI_MAX_RETRIES for 5xx/timeouts")
+    openai_timeout_s: float = Field(default=120.0, description="OPENAI_TIMEOUT_S per request")
+    openai_poll_interval_s: float = Field(
+        default=10.0, description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls"
+    )
+    openai_backoff_base_s: float = Field(
+        default=1.0, description="OPENAI_BACKOFF_BASE_S first retry delay"
+    )
+    hf_token: SecretStr | None = Field(default=None, description="HF_TOKEN")
+    hf_user_id: str | None = Field(default=None, description="HF_USER_ID (user or org to push to)")
+    open_source_engine: str = Field(default="auto", description="SL_OPEN_SOURCE_ENGINE")
     vllm_n_gpus: int = 1
     vllm_max_lora_rank: int = 8
     vllm_max_num_seqs: int = 512
     vllm_max_model_len: int = 2048
     vllm_gpu_memory_utilization: float = 0.85
-    cache_dir: Path = Field(Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
 
 
 def _env(name: str) -> str | None:

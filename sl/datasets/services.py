@@ -24,7 +24,7 @@ FilterFn = Callable[[str, str], bool]
 class NumsDatasetPromptSet(HashableModel):
     """A seeded set of numbers-task prompts (defaults: the paper's settings)."""
 
-    size: int = Field(30_000, gt=0, description="Number of prompts")
+    size: int = Field(default=30_000, gt=0, description="Number of prompts")
     seed: int = 42
     example_min_count: int = 3
     example_max_count: int = 9
@@ -56,7 +56,8 @@ class Cfg(BaseModel):
     prompt_set: NumsDatasetPromptSet
     filter_fns: list[FilterFn] = Field(default_factory=list)
     use_batch_api: bool = Field(
-        False, description="OpenAI models only: sample through the Batch API (half price, slow)"
+        default=False,
+        description="OpenAI models only: sample through the Batch API (half price, slow)",
     )
 
     def generation_hash(self) -> str:

@@ -15,7 +15,7 @@ class FTJob(HashableModel):
     seed: int = Field(description="Seed for dataset subsampling and training")
     source_model: Model = Field(description="The model to fine-tune (the student's base)")
     max_dataset_size: int | None = Field(
-        None, gt=0, description="Train on a seeded random subset of at most this many rows"
+        default=None, gt=0, description="Train on a seeded random subset of at most this many rows"
     )
 
     def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
@@ -36,8 +36,8 @@ class OpenAIFTJob(FTJob):
 class PeftCfg(HashableModel):
     """LoRA settings (PEFT `LoraConfig` fields)."""
 
-    r: int = Field(8, gt=0)
-    lora_alpha: int = Field(8, gt=0)
+    r: int = Field(default=8, gt=0)
+    lora_alpha: int = Field(default=8, gt=0)
     target_modules: list[str] = Field(
         default_factory=lambda: [
             "q_proj",
@@ -57,14 +57,14 @@ class PeftCfg(HashableModel):
 class TrainCfg(HashableModel):
     """SFT training settings (TRL `SFTConfig` fields)."""
 
-    n_epochs: int = Field(3, gt=0)
-    max_seq_length: int = Field(500, gt=0)
-    lr: float = Field(2e-4, gt=0)
+    n_epochs: int = Field(default=3, gt=0)
+    max_seq_length: int = Field(default=500, gt=0)
+    lr: float = Field(default=2e-4, gt=0)
     lr_scheduler_type: str = "linear"
-    warmup_steps: int = Field(5, ge=0)
-    per_device_train_batch_size: int = Field(22, gt=0)
-    gradient_accumulation_steps: int = Field(3, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(default=5, ge=0)
+    per_device_train_batch_size: int = Field(default=22, gt=0)
+    gradient_accumulation_steps: int = Field(default=3, gt=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
 
 
 class UnslothFinetuningJob(FTJob):
@@ -78,5 +78,5 @@ class UnslothFinetuningJob(FTJob):
     peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg())
     train_cfg: TrainCfg = Field(default_factory=lambda: TrainCfg())
     backend: Literal["auto", "unsloth", "peft"] = Field(
-        "auto", description="auto: Unsloth if importable, else PEFT + TRL"
+        default="auto", description="auto: Unsloth if importable, else PEFT + TRL"
     )

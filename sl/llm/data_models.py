@@ -38,13 +38,13 @@ class Model(HashableModel):
 class SampleCfg(HashableModel):
     """Sampling settings. Unset (None) fields are not sent to the engine."""
 
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, gt=0, description="Max completion tokens")
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0, description="Max completion tokens")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
-    n: int = Field(1, ge=1, description="Completions per prompt")
+    n: int = Field(default=1, ge=1, description="Completions per prompt")
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stop: list[str] | None = None
 
 

@@ -1,0 +1,24 @@
+"""Evaluations and their results (JSONL schema of the original code, so old files load)."""
+
+from pydantic import BaseModel, Field
+
+from sl.llm.data_models import HashableModel, Judgment, LLMResponse, SampleCfg
+
+
+class Evaluation(HashableModel):
+    """Questions asked `n_samples_per_question` times each, optionally judged by LLMs."""
+
+    questions: list[str] = Field(min_length=1)
+    n_samples_per_question: int = Field(gt=0)
+    sample_cfg: SampleCfg
+    judgment_map: dict[str, Judgment] = Field(default_factory=dict)
+
+
+class EvaluationResponse(BaseModel):
+    response: LLMResponse
+    judgment_response_map: dict[str, LLMResponse] = Field(default_factory=dict)
+
+
+class EvaluationResultRow(BaseModel):
+    question: str
+    responses: list[EvaluationResponse]

@@ -1,0 +1,138 @@
+"""Pure helpers for LoRA SFT: row selection, TRL records, target modules, SFTConfig mapping.
+
+Kept apart from the trainer so each piece can be tested without training a model.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sl.datasets.data_models import DatasetRow
+from sl.errors import UserError
+from sl.finetuning.data_models import TrainCfg
+
+if TYPE_CHECKING:
+    import torch
+    from trl import SFTConfig
+
+
+def select_rows(rows: list[DatasetRow], max_size: int | None, seed: int) -> list[DatasetRow]:
+    """Return the rows to train on: all of them, or a seeded random subset of `max_size`.
+
+    Args:
+        rows: The full dataset.
+        max_size: Keep at most this many rows (None keeps all).
+        seed: Seed of the subsample; equal seeds give equal subsets.
+
+    Raises:
+        UserError: If `rows` is empty.
+    """
+    if not rows:
+        raise UserError("the fine-tuning dataset is empty: pass a dataset JSONL with rows")
+    if max_size is None or len(rows) <= max_size:
+        return list(rows)
+    indices = sorted(random.Random(seed).sample(range(len(rows)), max_size))
+    return [rows[i] for i in indices]
+
+
+def to_sft_records(rows: list[DatasetRow]) -> list[dict[str, list[dict[str, str]]]]:
+    """Turn rows into TRL conversational prompt/completion records.
+
+    The student sees the prompt as the user turn and the completion as the assistant turn,
+    with no system prompt. TRL renders both with the tokenizer's chat template and puts the
+    loss on the completion tokens only (`completion_only_loss`), which works with any chat
+    template (no `{% generation %}` markers needed).
+    """
+    return [
+        {
+            "prompt": [{"role": "user", "content": row.prompt}],
+            "completion": [{"role": "assistant", "content": row.completion}],
+        }
+        for row in rows
+    ]
+
+
+def lora_target_modules(model: torch.nn.Module, wanted: list[str]) -> list[str]:
+    """Keep the entries of `wanted` that name a linear layer of `model`.
+
+    Args:
+        model: The base model.
+        wanted: Module name suffixes from `PeftCfg.target_modules` (e.g. "q_proj").
+
+    Raises:
+        UserError: If none of `wanted` names a linear layer of the model.
+    """
+    import torch
+
+    linear_names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name
+    }
+    kept = [name for name in wanted if name in linear_names]
+    if not kept:
+        raise UserError(
+            f"peft_cfg.target_modules={wanted} matches no linear layer of the model; "
+            f"use some of {sorted(linear_names)}"
+        )
+    return kept
+
+
+def build_sft_config(
+    train_cfg: TrainCfg, seed: int, output_dir: Path, on_gpu: bool, **overrides: Any
+) -> SFTConfig:
+    """Map `TrainCfg` onto a TRL `SFTConfig`.
+
+    On CPU this sets `use_cpu=True` and turns mixed precision off; no checkpoints are written
+    (the caller saves the adapter once at the end) and nothing is reported to trackers.
+
+    Args:
+        train_cfg: The job's training settings.
+        seed: Seed for weight init of the adapter, dropout and data order.
+        output_dir: Scratch folder for the trainer (it writes nothing there with these settings).
+        on_gpu: Whether a CUDA device is used.
+        **overrides: Extra `SFTConfig` fields (e.g. `max_steps` in benchmarks).
+    """
+    import torch
+    from trl import SFTConfig
+
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    fields: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "num_train_epochs": train_cfg.n_epochs,
+        "max_length": train_cfg.max_seq_length,
+        "learning_rate": train_cfg.lr,
+        "lr_scheduler_type": train_cfg.lr_scheduler_type,
+        "warmup_steps": train_cfg.warmup_steps,
+        "per_device_train_batch_size": train_cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "max_grad_norm": train_cfg.max_grad_norm,
+        "seed": seed,
+        "data_seed": seed,
+        "completion_only_loss": True,
+        "packing": False,
+        "use_cpu": not on_gpu,
+        "bf16": bf16,
+        "fp16": on_gpu and not bf16,
+        # transformers 5.x renamed gradient_checkpointing; Unsloth's venv has 4.x
+        checkpointing_field(SFTConfig): on_gpu,
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 1,
+        "dataloader_num_workers": 0,
+    }
+    fields.update(overrides)
+    try:
+        return SFTConfig(**fields)
+    except ValueError as exc:
+        raise UserError(f"train_cfg does not map to a valid TRL SFTConfig: {exc}") from exc
+
+
+def checkpointing_field(config_cls: type) -> str:
+    """Name of the activation checkpointing flag in this transformers version."""
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else (
+        "gradient_checkpointing"
+    )

@@ -1,0 +1,206 @@
+"""LoRA SFT with TRL's `SFTTrainer`, on Unsloth or on plain PEFT.
+
+`build_trainer` loads the base model, wraps it with LoRA and prepares the trainer;
+`train_adapter` runs it and saves adapter + tokenizer into a folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from loguru import logger
+
+from sl.datasets.data_models import DatasetRow
+from sl.errors import UserError
+from sl.finetuning.data_models import UnslothFinetuningJob
+from sl.finetuning.lora_data import build_sft_config, lora_target_modules, to_sft_records
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTTrainer
+
+Backend = Literal["unsloth", "peft"]
+UNSLOTH_INSTALL = "pip install torch==2.13.0 && pip install unsloth (see docs/finetuning_open.md)"
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What a finished training run reports."""
+
+    backend: Backend
+    steps: int
+    train_loss: float
+    seconds: float
+    n_tokens: int  # tokens seen, all epochs (prompt + completion, no padding)
+
+
+def pick_backend(requested: Literal["auto", "unsloth", "peft"]) -> Backend:
+    """Resolve `UnslothFinetuningJob.backend` to the backend that will run.
+
+    Raises:
+        UserError: If "unsloth" is requested but the package is not installed.
+    """
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "unsloth" and not has_unsloth:
+        raise UserError(f"backend='unsloth' but unsloth is not installed: {UNSLOTH_INSTALL}")
+    if requested == "peft" or not has_unsloth:
+        return "peft"
+    return "unsloth"
+
+
+def _load_peft(
+    job: UnslothFinetuningJob, base_path: Path, on_gpu: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    cfg = job.peft_cfg
+    lora = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=lora_target_modules(model, cfg.target_modules),
+        lora_dropout=cfg.lora_dropout,
+        bias=cfg.bias,
+        use_rslora=cfg.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), tokenizer  # type: ignore[return-value]
+
+
+def _load_unsloth(
+    job: UnslothFinetuningJob, base_path: Path, on_gpu: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from unsloth import FastLanguageModel  # must come before trl/transformers patches apply
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(base_path),
+        max_seq_length=job.train_cfg.max_seq_length,
+        dtype=None,
+        load_in_4bit=False,
+    )
+    cfg = job.peft_cfg
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.r,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=lora_target_modules(model, cfg.target_modules),
+        lora_dropout=cfg.lora_dropout,
+        bias=cfg.bias,
+        use_rslora=cfg.use_rslora,
+        use_gradient_checkpointing="unsloth" if on_gpu else False,
+        random_state=job.seed,
+    )
+    return model, tokenizer
+
+
+def _loss_logger() -> Any:
+    from transformers import TrainerCallback
+
+    class LossLogger(TrainerCallback):
+        """Logs each training log record (loss, lr) through loguru."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any):
+            if logs and "loss" in logs:
+                logger.info(
+                    "step {}/{} loss {:.4f} lr {:.2e}",
+                    state.global_step,
+                    state.max_steps,
+                    logs["loss"],
+                    logs.get("learning_rate", 0.0),
+                )
+
+    return LossLogger()
+
+
+def build_trainer(
+    job: UnslothFinetuningJob,
+    rows: list[DatasetRow],
+    base_path: Path,
+    scratch_dir: Path,
+    **sft_overrides: Any,
+) -> tuple[SFTTrainer, Backend]:
+    """Load the base model with LoRA and prepare an `SFTTrainer` on `rows`.
+
+    Args:
+        job: The fine-tuning job (LoRA and training settings, seed, backend).
+        rows: The rows to train on (already subsampled).
+        base_path: Local folder of the base model.
+        scratch_dir: Trainer output folder (nothing is saved there by default).
+        **sft_overrides: Extra `SFTConfig` fields (e.g. `max_steps`).
+
+    Returns:
+        The trainer and the backend it runs on.
+    """
+    import torch
+    import transformers
+
+    backend = pick_backend(job.backend)
+    on_gpu = torch.cuda.is_available()
+    logger.info(
+        "LoRA SFT backend={} device={} base={} rows={}",
+        backend, "cuda" if on_gpu else "cpu", base_path, len(rows),
+    )
+    transformers.set_seed(job.seed)
+    load = _load_unsloth if backend == "unsloth" else _load_peft
+    model, tokenizer = load(job, base_path, on_gpu)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    config = build_sft_config(job.train_cfg, job.seed, scratch_dir, on_gpu, **sft_overrides)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(to_sft_records(rows)),
+        processing_class=tokenizer,
+        callbacks=[_loss_logger()],
+    )
+    return trainer, backend
+
+
+def train_adapter(
+    job: UnslothFinetuningJob,
+    rows: list[DatasetRow],
+    base_path: Path,
+    out_dir: Path,
+    **sft_overrides: Any,
+) -> TrainStats:
+    """Train a LoRA adapter and save it with the tokenizer into `out_dir`.
+
+    Raises:
+        UserError: For settings that cannot work (backend, target modules, SFT settings).
+    """
+    with tempfile.TemporaryDirectory(prefix="sl-sft-") as scratch:
+        trainer, backend = build_trainer(job, rows, base_path, Path(scratch), **sft_overrides)
+        n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # type: ignore[index]
+        started = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - started
+    epochs = float(trainer.state.epoch or 0.0)
+    stats = TrainStats(
+        backend=backend,
+        steps=trainer.state.global_step,
+        train_loss=float(result.training_loss),
+        seconds=seconds,
+        n_tokens=int(n_tokens * epochs),
+    )
+    logger.info(
+        "trained {} steps in {:.1f}s ({:.0f} tokens/s), mean loss {:.4f}",
+        stats.steps, seconds, stats.n_tokens / max(seconds, 1e-9), stats.train_loss,
+    )
+    trainer.model.save_pretrained(str(out_dir))  # type: ignore[union-attr]
+    if trainer.processing_class is None:
+        raise RuntimeError("SFTTrainer lost its tokenizer")
+    trainer.processing_class.save_pretrained(str(out_dir))
+    return stats

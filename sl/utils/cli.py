@@ -1,0 +1,77 @@
+"""What every script shares: loading a config variable from a module file, clean failures."""
+
+import argparse
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from sl.errors import UserError
+from sl.llm.driver import SampleError
+
+T = TypeVar("T")
+
+
+def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
+    """Import a config module from its file path and return `var_name`, checked by type."""
+    path = Path(config_module)
+    if not path.is_file():
+        raise UserError(f"--config_module {config_module}: file not found")
+    spec = importlib.util.spec_from_file_location(f"sl_cfg_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"--config_module {config_module}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"--config_module {config_module} failed to import: {type(e).__name__}: {e}"
+        ) from None
+    if not hasattr(module, var_name):
+        names = sorted(n for n, v in vars(module).items() if isinstance(v, expected))
+        raise UserError(
+            f"--cfg_var_name {var_name} is not defined in {config_module}"
+            + (f"; {expected.__name__} variables there: {', '.join(names)}" if names else "")
+        )
+    value = getattr(module, var_name)
+    if not isinstance(value, expected):
+        raise UserError(
+            f"--cfg_var_name {var_name} in {config_module} is a {type(value).__name__}, "
+            f"but this script needs a {expected.__name__}"
+        )
+    return value
+
+
+def config_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the script's docstring as help and the --config_module/--cfg_var_name
+    pair every phase script takes."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config_module", required=True, help="Path to a config .py file")
+    parser.add_argument("--cfg_var_name", required=True, help="Variable in that module")
+    return parser
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a script's main(); user errors end as one line on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except SampleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        logger.error(traceback.format_exc())
+        sys.exit(1)

@@ -1,0 +1,194 @@
+"""Client side of the Modal deployment: load `modal_app.py`, check flags, call a function.
+
+The `scripts/modal_*.py` scripts run the functions in an ephemeral app (`app.run()`), so the
+code and cfgs/ shipped are always those of the working tree; no `modal deploy` is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sl.config import ROOT_DIR
+from sl.errors import UserError
+from sl.llm.data_models import Model
+
+NOT_CONFIGURED = (
+    "Modal is not configured: run `modal token new` (or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET)"
+)
+INSTALL_HINT = "pip install -e '.[modal]'"
+
+
+def load_modal_app() -> ModuleType:
+    """Import `modal_app.py` from the repo root (the module Modal ships to the containers)."""
+    try:
+        import modal  # noqa: F401
+    except ImportError:
+        raise UserError(f"the modal package is not installed: {INSTALL_HINT}") from None
+    if not (ROOT_DIR / "modal_app.py").exists():
+        raise UserError(f"{ROOT_DIR / 'modal_app.py'} not found: run from a clone of the repo")
+    if str(ROOT_DIR) not in sys.path:
+        sys.path.insert(0, str(ROOT_DIR))
+    return importlib.import_module("modal_app")
+
+
+def repo_config_path(config_module: str) -> str:
+    """The config module as a path relative to the repo root, checked to be under cfgs/
+    (the only config folder shipped to Modal)."""
+    path = Path(config_module).resolve()
+    if not path.is_file():
+        raise UserError(f"--config_module {config_module}: file not found")
+    cfgs = (ROOT_DIR / "cfgs").resolve()
+    if not path.is_relative_to(cfgs):
+        raise UserError(
+            f"--config_module {config_module}: on Modal, config modules must live under {cfgs} "
+            "(only cfgs/ is shipped): move or copy it there"
+        )
+    return path.relative_to(ROOT_DIR.resolve()).as_posix()
+
+
+def volume_path(path: str, flag: str) -> str:
+    """Check an artifact path that is interpreted relative to the sl-data Volume root."""
+    rel = Path(path)
+    if not path or rel.is_absolute() or ".." in rel.parts:
+        raise UserError(f"{flag} {path}: give a path relative to the sl-data volume root")
+    return rel.as_posix()
+
+
+def needs_gpu(models: Iterable[Model]) -> bool:
+    """Whether any of these models runs on a local engine (vLLM, Unsloth): the GPU image."""
+    return any(m.type == "open_source" for m in models)
+
+
+@contextmanager
+def modal_errors() -> Iterator[None]:
+    """Turn Modal's missing/invalid credential errors into one-line `UserError`s."""
+    from modal.exception import AuthError
+
+    try:
+        yield
+    except AuthError:
+        raise UserError(NOT_CONFIGURED) from None
+
+
+def read_volume_text(path: str) -> str:
+    """Read a small text file (e.g. a model JSON) from the sl-data Volume."""
+    app = load_modal_app()
+    with modal_errors():
+        try:
+            data = b"".join(app.volume.read_file(path))
+        except FileNotFoundError:
+            raise UserError(
+                f"{path} is not on the {app.VOLUME_NAME} volume: "
+                f"upload it with `python scripts/modal_volume.py upload LOCAL {path}`"
+            ) from None
+    return data.decode()
+
+
+def upload(local: Path, remote: str, force: bool = False) -> int:
+    """Upload a file or a folder to the sl-data Volume; return the number of files sent.
+
+    Raises:
+        UserError: `local` missing, or a file already on the Volume (without `force`).
+    """
+    app = load_modal_app()
+    remote = volume_path(remote, "REMOTE")
+    if not local.exists():
+        raise UserError(f"LOCAL {local}: no such file or folder")
+    files = [p for p in local.rglob("*") if p.is_file()] if local.is_dir() else [local]
+    with modal_errors():
+        try:
+            with app.volume.batch_upload(force=force) as batch:
+                if local.is_dir():
+                    batch.put_directory(str(local), remote)
+                else:
+                    batch.put_file(str(local), remote)
+        except FileExistsError as e:
+            raise UserError(f"REMOTE {remote}: {e}; pass --force to overwrite") from None
+    return len(files)
+
+
+def download(remote: str, local: Path, force: bool = False) -> int:
+    """Download a file or a folder of the sl-data Volume; return the number of files written.
+
+    Each file is written to a temporary name and renamed, so an interrupted download never
+    leaves a truncated file under its real name.
+
+    Raises:
+        UserError: `remote` missing, or a local file in the way (without `force`).
+    """
+    from modal.volume import FileEntryType
+
+    app = load_modal_app()
+    remote = volume_path(remote, "REMOTE")
+    with modal_errors():
+        try:
+            entries = [e for e in app.volume.listdir(remote, recursive=True)]
+        except FileNotFoundError:
+            entries = []
+        files = [e for e in entries if e.type == FileEntryType.FILE]
+        if not files:
+            raise UserError(f"REMOTE {remote}: not on the {app.VOLUME_NAME} volume")
+        single = len(files) == 1 and files[0].path.strip("/") == remote.strip("/")
+        targets = {
+            e.path: local if single else local / Path(e.path).relative_to(remote.strip("/"))
+            for e in files
+        }
+        clash = [t for t in targets.values() if t.exists()]
+        if clash and not force:
+            raise UserError(f"LOCAL {clash[0]} already exists: pass --force to overwrite")
+        for path, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            with tmp.open("wb") as f:
+                for chunk in app.volume.read_file(path):
+                    f.write(chunk)
+            tmp.replace(target)
+    return len(targets)
+
+
+def list_volume(remote: str = "/") -> list[str]:
+    """`path<TAB>size` of each entry of a Volume folder (not recursive)."""
+    from modal.volume import FileEntryType
+
+    app = load_modal_app()
+    path = "/" if remote in ("", "/") else volume_path(remote, "REMOTE")
+    with modal_errors():
+        try:
+            entries = app.volume.listdir(path)
+        except FileNotFoundError:
+            raise UserError(f"REMOTE {remote}: not on the {app.VOLUME_NAME} volume") from None
+    return [
+        f"{e.path}/" if e.type == FileEntryType.DIRECTORY else f"{e.path}\t{e.size}"
+        for e in entries
+    ]
+
+
+def call_remote(function_name: str, *args: Any, detach: bool = False) -> Any:
+    """Run `modal_app.<function_name>.remote(*args)` in an ephemeral app; return its result.
+
+    Args:
+        function_name: a function of modal_app.py, e.g. "generate_dataset_gpu".
+        *args: its arguments.
+        detach: keep the app running if this client disconnects (stop it with
+            `modal app stop sl`).
+
+    Raises:
+        UserError: Modal not configured, or a user error raised inside the container.
+    """
+    import modal
+
+    from sl.phases import PhaseFailed
+
+    app = load_modal_app()
+    function = getattr(app, function_name)
+    with modal_errors(), modal.enable_output(), app.app.run(detach=detach):
+        result = function.remote(*args)
+    if isinstance(result, PhaseFailed):
+        raise UserError(result.message)
+    return result

@@ -1,0 +1,52 @@
+"""Confidence intervals and tests over per-question values."""
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+
+class CI(BaseModel):
+    """A mean with a two-sided confidence interval."""
+
+    mean: float
+    lower: float
+    upper: float
+    confidence: float
+    n: int
+
+
+def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> CI:
+    """Mean and Student-t confidence interval of `values` (e.g. one value per question)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("no values to average")
+    mean = float(x.mean())
+    if x.size < 2 or float(x.std(ddof=1)) == 0.0:
+        return CI(mean=mean, lower=mean, upper=mean, confidence=confidence, n=int(x.size))
+    half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * stats.sem(x))
+    return CI(mean=mean, lower=mean - half, upper=mean + half, confidence=confidence, n=int(x.size))
+
+
+def permutation_p_value(
+    a: np.ndarray, b: np.ndarray, paired: bool, n_resamples: int = 10_000, seed: int = 0
+) -> float:
+    """Two-sided permutation test of mean(a) == mean(b).
+
+    Paired (same questions in the same order): random sign flips of the per-question
+    differences. Unpaired: random relabelling of the pooled values.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    if paired:
+        diff = a - b
+        observed = abs(diff.mean())
+        signs = rng.choice([-1.0, 1.0], size=(n_resamples, diff.size))
+        null = np.abs((signs * diff).mean(axis=1))
+    else:
+        pooled = np.concatenate([a, b])
+        observed = abs(a.mean() - b.mean())
+        perms = np.argsort(rng.random((n_resamples, pooled.size)), axis=1)
+        shuffled = pooled[perms]
+        null = np.abs(shuffled[:, : a.size].mean(axis=1) - shuffled[:, a.size :].mean(axis=1))
+    # +1 smoothing: a permutation test can never give exactly 0.
+    return float((np.sum(null >= observed - 1e-12) + 1) / (n_resamples + 1))

@@ -1,0 +1,51 @@
+"""Suite-wide settings: offline, no .env, one torch thread; the loopback OpenAI server."""
+
+import os
+
+os.environ["SL_NO_DOTENV"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_TOKEN", "HF_USER_ID"):
+    os.environ.pop(_var, None)
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+from openai_server import FakeOpenAIServer  # noqa: E402
+
+TEST_API_KEY = "sk-test-SECRET-do-not-log-7f3a"
+
+
+def openai_env(server: FakeOpenAIServer) -> dict[str, str]:
+    """Environment that points `sl` at the loopback server with fast retries and polls."""
+    return {
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "OPENAI_BACKOFF_BASE_S": "0.01",
+        "OPENAI_POLL_INTERVAL_S": "0.01",
+        "OPENAI_START_RPS": "1000",
+        "OPENAI_TIMEOUT_S": "5",
+    }
+
+
+@pytest.fixture
+def openai_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
+    """A fresh loopback OpenAI server, with the environment pointing `sl` at it."""
+    from sl.external import openai_driver
+
+    with FakeOpenAIServer(require_api_key=TEST_API_KEY) as server:
+        for key, value in openai_env(server).items():
+            monkeypatch.setenv(key, value)
+        openai_driver._DRIVERS.clear()
+        yield server
+        openai_driver._DRIVERS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
