@@ -1,6 +1,6 @@
 """An adaptive request pacer: evenly spaced requests, rate learned from the server.
 
-Requests are scheduled one slot of `1/rate` seconds apart. The rate starts at a guess,
+Requests are paced one slot of `1/rate` seconds apart. The rate starts at a guess,
 jumps to just under the server's advertised limit when one is reported, grows slowly while
 requests succeed and shrinks multiplicatively on each 429 (with a pause for Retry-After).
 It holds no asyncio objects, so one instance can be shared across event loops.
@@ -31,7 +31,7 @@ def parse_duration(text: str | None) -> float | None:
 class AdaptiveRateLimiter:
     """Paces requests; call `acquire()` before each, then report the outcome."""
 
-    def __init__(self, start_rps: float, min_rps: float = 0.2, headroom: float = 0.98):
+    def __init__(self, start_rps: float, min_rps: float = 0.2, headroom: float = 0.995):
         self.rate = start_rps
         self.ceiling: float | None = None
         self.min_rps = min_rps
@@ -42,12 +42,17 @@ class AdaptiveRateLimiter:
         self.n_rate_limited = 0
 
     async def acquire(self) -> None:
-        """Wait for this request's slot (no await between reading and taking the slot)."""
-        now = time.monotonic()
-        slot = max(now, self._next_slot, self._paused_until)
-        self._next_slot = slot + 1.0 / self.rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Wait for the next free slot. Waiters re-check at least every 50 ms, so a rate
+        learned meanwhile applies at once (slots are never reserved ahead at an old rate)."""
+        while True:
+            now = time.monotonic()
+            # A late waiter may catch up by up to 50 ms of slots, no more (no bursts).
+            self._next_slot = max(self._next_slot, now - 0.05)
+            ready = max(self._next_slot, self._paused_until)
+            if now >= ready:
+                self._next_slot += 1.0 / self.rate
+                return
+            await asyncio.sleep(min(ready - now, 0.05))
 
     def on_success(
         self, limit_per_minute: float | None, remaining: float | None, reset_s: float | None
