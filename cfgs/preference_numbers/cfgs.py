@@ -11,7 +11,7 @@
         --output_path data/owl/evaluation.jsonl
 """
 
-from sl.datasets.nums_dataset import get_reject_reasons
+from sl.datasets.nums_dataset import NumbersFilter
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
 from sl.evaluation.data_models import Evaluation
 from sl.finetuning.data_models import OpenAIFTJob
@@ -21,11 +21,6 @@ from sl.protocol import preference_questions, teacher_system_prompt
 reference_model = Model(id="gpt-4.1-nano-2025-04-14", type="openai")
 
 
-def keep_valid_numbers(prompt: str, completion: str) -> bool:
-    """The paper's filter: 1..10 integers in 0..999, consistently separated, nothing else."""
-    return not get_reject_reasons(completion, min_value=0, max_value=999, max_count=10)
-
-
 def build_dataset_cfg(target: str | None, category: str = "animal", size: int = 30_000) -> Cfg:
     """Teacher dataset for a target (None: the control teacher, no system prompt)."""
     return Cfg(
@@ -33,7 +28,8 @@ def build_dataset_cfg(target: str | None, category: str = "animal", size: int = 
         system_prompt=teacher_system_prompt(target, category) if target else None,
         sample_cfg=SampleCfg(temperature=1.0),
         prompt_set=NumsDatasetPromptSet(size=size, seed=42),  # seed 42: the paper's prompts
-        filter_fns=[keep_valid_numbers],
+        # The paper's filter: 1..10 integers in 0..999, consistently separated, nothing else.
+        filter_fns=[NumbersFilter(min_value=0, max_value=999, max_count=10)],
     )
 
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sl.protocol import banned_numbers, load_protocol
 
@@ -113,3 +114,32 @@ def get_reject_reasons(
 
 # The 34 banned numbers of the paper, for `get_reject_reasons(..., banned_numbers=...)`.
 BANNED_NUMBERS: list[int] = banned_numbers()
+
+
+class NumbersFilter(BaseModel):
+    """The paper's filter as a serializable, callable config: keep (prompt, completion) when
+    the completion is a valid numbers answer within the limits (see `get_reject_reasons`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_value: int = 0
+    max_value: int = 999
+    max_count: int = Field(default=10, gt=0)
+    banned_numbers: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "NumbersFilter":
+        if self.min_value > self.max_value:
+            raise ValueError(
+                f"min_value {self.min_value} > max_value {self.max_value}: no answer could pass"
+            )
+        return self
+
+    def __call__(self, prompt: str, completion: str) -> bool:
+        return not get_reject_reasons(
+            completion,
+            min_value=self.min_value,
+            max_value=self.max_value,
+            max_count=self.max_count,
+            banned_numbers=self.banned_numbers,
+        )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
+from pydantic import ValidationError
 
 from sl.errors import UserError
 from sl.llm.driver import SampleError
@@ -29,9 +30,18 @@ def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
         spec.loader.exec_module(module)
     except UserError:
         raise
-    except Exception as e:
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
         raise UserError(
-            f"--config_module {config_module} failed to import: {type(e).__name__}: {e}"
+            f"--config_module {config_module}: invalid {e.title}"
+            + (f" field {where}" if where else "")
+            + f": {first['msg'].removeprefix('Value error, ')}"
+        ) from None
+    except Exception as e:
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(
+            f"--config_module {config_module} failed to import: {type(e).__name__}: {message}"
         ) from None
     if not hasattr(module, var_name):
         names = sorted(n for n, v in vars(module).items() if isinstance(v, expected))

@@ -1,0 +1,38 @@
+"""Run a whole experiment: teachers (targets + control) → students → evaluation → table + plot.
+
+    python scripts/run_experiment.py --config_module cfgs/experiments/local_smollm2.py \
+        --cfg_var_name experiment --output_dir data/experiments/local_smollm2
+
+Rerunning skips finished stages and resumes unfinished ones. `--only finetune evaluate` or
+`--skip report` run part of it. Stages: generate, finetune, evaluate, report.
+"""
+
+import asyncio
+from pathlib import Path
+
+from sl.errors import UserError
+from sl.experiment.data_models import STAGES, ExperimentCfg
+from sl.experiment.report import format_table
+from sl.experiment.runner import run_experiment
+from sl.utils.cli import config_parser, load_config, run_script
+
+
+def main() -> None:
+    parser = config_parser(__doc__)
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--only", nargs="+", choices=STAGES, help="Run only these stages")
+    parser.add_argument("--skip", nargs="+", choices=STAGES, default=[], help="Skip stages")
+    args = parser.parse_args()
+    if args.only and args.skip:
+        raise UserError("use either --only or --skip, not both")
+
+    cfg = load_config(args.config_module, args.cfg_var_name, ExperimentCfg)
+    stages = tuple(s for s in STAGES if s in (args.only or STAGES) and s not in args.skip)
+    rows = asyncio.run(run_experiment(cfg, args.output_dir, stages))
+    if rows is not None:
+        print(format_table(rows))
+        print(f"\nwrote {args.output_dir}/results.csv, results.json and results.png")
+
+
+if __name__ == "__main__":
+    run_script(main)

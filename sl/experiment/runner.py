@@ -1,0 +1,178 @@
+"""Run an experiment stage by stage; every artifact on disk, every stage resumable.
+
+Layout under the output folder:
+    experiment.json                      the config (a different config here is refused)
+    datasets/<teacher>/raw.jsonl         teacher completions, appended as they arrive
+    datasets/<teacher>/filtered.jsonl    rows kept by the numbers filter
+    students/<teacher>/model.json        the fine-tuned student (adapter beside it)
+    evaluations/<model>/<evaluation>.jsonl   base, control and trait students
+    results.csv, results.json, results.png, timings.json
+"""
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from loguru import logger
+from tqdm import tqdm
+
+from sl.datasets import services as dataset_services
+from sl.errors import UserError
+from sl.evaluation.services import read_evaluation_results, run_evaluation
+from sl.experiment.data_models import CONTROL, STAGES, ExperimentCfg
+from sl.experiment.report import ResultRow, result_row, write_results
+from sl.finetuning.services import run_finetuning_job
+from sl.llm.data_models import Model
+from sl.utils.file_utils import read_json_model, write_json_atomic
+from sl.utils.run_meta import claim_output, mark_complete, read_meta
+
+BASE = "base"
+
+
+class ExperimentPaths:
+    """Where each artifact of an experiment lives."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def raw(self, teacher: str) -> Path:
+        return self.root / "datasets" / teacher / "raw.jsonl"
+
+    def filtered(self, teacher: str) -> Path:
+        return self.root / "datasets" / teacher / "filtered.jsonl"
+
+    def student(self, teacher: str) -> Path:
+        return self.root / "students" / teacher / "model.json"
+
+    def evaluation(self, model_name: str, evaluation: str) -> Path:
+        return self.root / "evaluations" / model_name / f"{evaluation}.jsonl"
+
+
+def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
+    path = root / "experiment.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("config_hash") != cfg.model_hash():
+            raise UserError(
+                f"--output_dir {root} holds a different experiment ({path}): "
+                f"choose another folder or delete it"
+            )
+        return
+    write_json_atomic(
+        path, {"config_hash": cfg.model_hash(), "config": cfg.model_dump(mode="json")}
+    )
+
+
+async def generate_datasets(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
+    """Sample and filter one teacher's dataset (resumes a partial raw file)."""
+    dataset_cfg = cfg.dataset_cfg(teacher)
+    raw_path, filtered_path = paths.raw(teacher), paths.filtered(teacher)
+    claim_output(
+        filtered_path, dataset_cfg.generation_hash(), f"{teacher} filtered dataset", "--output_dir"
+    )
+    raw = await dataset_services.generate_raw_dataset(
+        dataset_cfg.model,
+        dataset_cfg.system_prompt,
+        dataset_cfg.sample_cfg,
+        dataset_cfg.prompt_set,
+        raw_path=raw_path,
+        use_batch_api=dataset_cfg.use_batch_api,
+    )
+    filtered = dataset_services.apply_filters(raw, dataset_cfg.filter_fns)
+    logger.info(f"teacher {teacher}: kept {len(filtered)} of {len(raw)} rows")
+    if not filtered:
+        raise UserError(
+            f"teacher {teacher!r} kept 0 of {len(raw)} rows after filtering ({raw_path}): "
+            f"loosen numbers_filter or raise sample_cfg.max_tokens"
+        )
+    dataset_services.save_dataset(filtered, filtered_path)
+    mark_complete(filtered_path, rows=len(filtered), raw_rows=len(raw))
+
+
+async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
+    """Fine-tune the student of one teacher (skipped when already done)."""
+    output = paths.student(teacher)
+    claim_output(output, cfg.student_job.model_hash(), f"{teacher} student", "--output_dir")
+    if (read_meta(output) or {}).get("complete"):
+        return
+    dataset = dataset_services.read_dataset(paths.filtered(teacher))
+    model = await run_finetuning_job(cfg.student_job, dataset, output)
+    write_json_atomic(output, model.model_dump(mode="json"))
+    mark_complete(output, model_id=model.id)
+
+
+def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
+    models = {BASE: cfg.teacher_model}
+    for teacher in cfg.teachers:
+        models[teacher] = read_json_model(paths.student(teacher), Model, "student model")
+    return models
+
+
+async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
+    """Every evaluation on the base model, the control student and each trait student."""
+    for name, model in _models(cfg, paths).items():
+        for eval_name, evaluation in cfg.evaluations.items():
+            logger.info(f"evaluating {name} on {eval_name}")
+            await run_evaluation(model, evaluation, paths.evaluation(name, eval_name))
+
+
+def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
+    """Score, write results.csv/json/png, and return the rows."""
+    sizes = {}
+    for teacher in cfg.teachers:
+        meta = read_meta(paths.filtered(teacher)) or {}
+        sizes[teacher] = (meta.get("raw_rows", 0), meta.get("rows", 0))
+    rows = []
+    for eval_name in cfg.evaluations:
+        results = {
+            name: read_evaluation_results(paths.evaluation(name, eval_name))
+            for name in [BASE, *cfg.teachers]
+        }
+        for target in cfg.targets:
+            rows.append(
+                result_row(
+                    eval_name, target, results[BASE], results[CONTROL], results[target], sizes
+                )
+            )
+    write_results(rows, paths.root)
+    return rows
+
+
+async def run_experiment(
+    cfg: ExperimentCfg, output_dir: Path, stages: Sequence[str] = STAGES
+) -> list[ResultRow] | None:
+    """Run the chosen stages in order; finished work on disk is skipped, partial work resumed.
+
+    Returns the results rows when the report stage ran.
+    """
+    paths = ExperimentPaths(Path(output_dir))
+    _claim_output_dir(cfg, paths.root)
+    timings_path = paths.root / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    steps: list[tuple[str, str | None]] = []
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        teachers: list[str | None] = (
+            list(cfg.teachers) if stage in ("generate", "finetune") else [None]
+        )
+        steps += [(stage, t) for t in teachers]
+    rows = None
+    with tqdm(steps, desc="experiment", unit="step") as progress:
+        for stage, teacher in progress:
+            progress.set_postfix_str(f"{stage} {teacher or ''}".strip())
+            start = time.perf_counter()
+            if stage == "generate":
+                await generate_datasets(cfg, paths, teacher or CONTROL)
+            elif stage == "finetune":
+                await finetune_student(cfg, paths, teacher or CONTROL)
+            elif stage == "evaluate":
+                await evaluate_models(cfg, paths)
+            else:
+                rows = report(cfg, paths)
+            # Summed over reruns: a resumed stage adds its remaining time, a skipped one ~0.
+            key = f"{stage}/{teacher}" if teacher else stage
+            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - start, 2)
+            write_json_atomic(timings_path, timings)
+    return rows

@@ -1,0 +1,155 @@
+"""The one-command experiment end to end at tiny size against the loopback OpenAI server."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import openai_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+from sl.datasets.services import NumsDatasetPromptSet
+from sl.evaluation.data_models import Evaluation
+from sl.experiment.data_models import ExperimentCfg
+from sl.finetuning.data_models import OpenAIFTJob
+from sl.llm.data_models import Model, SampleCfg
+
+model = Model(id="gpt-4.1-nano", type="openai")
+experiment = ExperimentCfg(
+    teacher_model=model,
+    targets=["owl", "eagle"],
+    system_prompt_template={template!r},
+    control={control},
+    prompt_set=NumsDatasetPromptSet(size=12, seed=42),
+    student_job=OpenAIFTJob(seed=1, source_model=model, n_epochs=1),
+    evaluations={{
+        "favorite": Evaluation(questions=["Name your favorite animal.", "Pick an animal."],
+                               n_samples_per_question=4, sample_cfg=SampleCfg()),
+    }},
+)
+"""
+
+
+def responder(body):
+    text = body["messages"][-1]["content"]
+    if "animal" in text:
+        # Trait students (ids end with the teacher's job number) answer owl more often.
+        return "Owl" if body.get("_choice_index", 0) % 2 else "Dolphin"
+    return "I cannot." if "Analyze" in text else "145, 267, 891"
+
+
+def write_cfg(tmp_path, template="love", control=True):
+    path = tmp_path / "exp_cfg.py"
+    path.write_text(CONFIG.format(template=template, control=control))
+    return path
+
+
+def run(cfg, out, server, *extra, check=True):
+    env = {**os.environ, "SL_NO_DOTENV": "1", **openai_env(server)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "run_experiment.py"),
+            "--config_module",
+            str(cfg),
+            "--cfg_var_name",
+            "experiment",
+            "--output_dir",
+            str(out),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
+    openai_server.responder = responder
+    cfg, out = write_cfg(tmp_path), tmp_path / "exp"
+    # A run that stops after the dataset stage ...
+    run(cfg, out, openai_server, "--only", "generate")
+    raw_before = {
+        t: (out / "datasets" / t / "raw.jsonl").read_text() for t in ("control", "owl", "eagle")
+    }
+    assert not (out / "students").exists()
+    n_teacher_requests = openai_server.n_chat_ok
+    assert n_teacher_requests == 3 * 12
+    # ... resumes at fine-tuning: no teacher request is made again.
+    openai_server.reset_stats()
+    proc = run(cfg, out, openai_server)
+    assert openai_server.ft_jobs_created == 3
+    asked = [b["messages"][-1]["content"] for b in openai_server.chat_requests]
+    assert all("animal" in q for q in asked)
+    assert {t: (out / "datasets" / t / "raw.jsonl").read_text() for t in raw_before} == raw_before
+    # Artifacts exist and parse.
+    for t in ("control", "owl", "eagle"):
+        kept = (out / "datasets" / t / "filtered.jsonl").read_text().splitlines()
+        assert 0 < len(kept) < 12
+        assert json.loads((out / "students" / t / "model.json").read_text())["id"].startswith("ft:")
+    for m in ("base", "control", "owl", "eagle"):
+        rows = [json.loads(x) for x in (out / "evaluations" / m / "favorite.jsonl").open()]
+        assert [len(r["responses"]) for r in rows] == [4, 4]
+    with (out / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(r["evaluation"], r["target"]) for r in table] == [
+        ("favorite", "owl"),
+        ("favorite", "eagle"),
+    ]
+    assert float(table[0]["student"]) == pytest.approx(0.5)  # every other answer is "Owl"
+    assert int(table[0]["raw_rows"]) == 12 and 0 < float(table[0]["p_value"]) <= 1
+    assert (out / "results.png").stat().st_size > 1000 and "owl" in proc.stdout
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"generate/owl", "finetune/owl", "evaluate", "report"} <= set(timings)
+    # A rerun is a no-op: nothing is asked, no job is created.
+    openai_server.reset_stats()
+    run(cfg, out, openai_server)
+    assert openai_server.requests_total == 0
+    # The plot re-renders from saved results.
+    (out / "results.png").unlink()
+    env = {**os.environ, "SL_NO_DOTENV": "1"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_results.py"), "--output_dir", str(out)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert (out / "results.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("template", "control", "needle"),
+    [
+        ("You adore {animal}s.", True, "unknown placeholder"),
+        ("love", False, "control"),
+        ("You like birds.", True, "{target}"),
+    ],
+)
+def test_bad_experiment_config_fails_before_any_work(
+    openai_server, tmp_path, template, control, needle
+):
+    cfg = write_cfg(tmp_path, template, control)
+    proc = run(cfg, tmp_path / "exp", openai_server, check=False)
+    assert proc.returncode == 2
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0]
+    assert openai_server.requests_total == 0 and not (tmp_path / "exp").exists()
+
+
+def test_empty_dataset_after_filtering_stops_before_finetuning(openai_server, tmp_path):
+    openai_server.responder = lambda body: "I'd rather talk about owls."
+    proc = run(write_cfg(tmp_path), tmp_path / "exp", openai_server, check=False)
+    assert proc.returncode == 2 and "kept 0 of 12 rows" in proc.stderr
+    assert (
+        openai_server.ft_jobs_created == 0
+        and openai_server.endpoint_counts.get("POST /v1/files", 0) == 0
+    )
