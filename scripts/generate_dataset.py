@@ -7,15 +7,10 @@
 Rows are appended to the raw file as they arrive; rerun the same command to resume.
 """
 
-import asyncio
 from pathlib import Path
 
-from loguru import logger
-
-from sl.datasets import services as dataset_services
-from sl.errors import UserError
-from sl.utils.cli import config_parser, load_config, run_script
-from sl.utils.run_meta import claim_output, mark_complete
+from sl import phases
+from sl.utils.cli import config_parser, run_script
 
 
 def main() -> None:
@@ -23,26 +18,10 @@ def main() -> None:
     parser.add_argument("--raw_dataset_path", required=True, type=Path)
     parser.add_argument("--filtered_dataset_path", required=True, type=Path)
     args = parser.parse_args()
-    if args.raw_dataset_path.resolve() == args.filtered_dataset_path.resolve():
-        raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
-
-    cfg = load_config(args.config_module, args.cfg_var_name, dataset_services.Cfg)
-    key = cfg.generation_hash()
-    claim_output(args.filtered_dataset_path, key, "filtered dataset", "--filtered_dataset_path")
-    raw = asyncio.run(
-        dataset_services.generate_raw_dataset(
-            cfg.model,
-            cfg.system_prompt,
-            cfg.sample_cfg,
-            cfg.prompt_set,
-            raw_path=args.raw_dataset_path,
-            use_batch_api=cfg.use_batch_api,
-        )
+    summary = phases.generate_dataset(
+        args.config_module, args.cfg_var_name, args.raw_dataset_path, args.filtered_dataset_path
     )
-    filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
-    logger.info(f"kept {len(filtered)} of {len(raw)} rows ({len(filtered) / len(raw):.1%})")
-    dataset_services.save_dataset(filtered, args.filtered_dataset_path)
-    mark_complete(args.filtered_dataset_path, rows=len(filtered), raw_rows=len(raw))
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,10 @@
 Finished questions are appended as they complete; rerun the same command to resume.
 """
 
-import asyncio
 from pathlib import Path
 
-from sl.evaluation.data_models import Evaluation
-from sl.evaluation.services import run_evaluation
-from sl.llm.data_models import Model
-from sl.utils.cli import config_parser, load_config, run_script
-from sl.utils.file_utils import read_json_model
+from sl import phases
+from sl.utils.cli import config_parser, run_script
 
 
 def main() -> None:
@@ -22,12 +18,10 @@ def main() -> None:
     parser.add_argument("--model_path", required=True, type=Path, help="Model JSON")
     parser.add_argument("--output_path", required=True, type=Path, help="Results JSONL")
     args = parser.parse_args()
-
-    evaluation = load_config(args.config_module, args.cfg_var_name, Evaluation)
-    model = read_json_model(args.model_path, Model, "--model_path")
-    rows = asyncio.run(run_evaluation(model, evaluation, args.output_path))
-    n = sum(len(r.responses) for r in rows)
-    print(f"wrote {args.output_path}: {len(rows)} questions, {n} responses")
+    summary = phases.run_evaluation(
+        args.config_module, args.cfg_var_name, args.model_path, args.output_path
+    )
+    print(summary)
 
 
 if __name__ == "__main__":

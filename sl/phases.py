@@ -4,22 +4,33 @@
     phases.generate_dataset("cfgs/preference_numbers/cfgs.py", "owl_dataset_cfg",
                             Path("data/owl/raw.jsonl"), Path("data/owl/filtered.jsonl"))
 
-Each function takes a config module path, the variable to read from it, and the artifact
-paths; it loads the config, calls one service, writes the artifact (resuming from what is on
-disk) and returns a small summary that pickles cheaply (Modal sends it back to the client).
+`make_dataset`, `finetune` and `evaluate` take config objects (the experiment runner uses
+them); `generate_dataset`, `run_finetuning` and `run_evaluation` take a config module path
+and the variable to read from it (the scripts and Modal functions use them). Each writes its
+artifact (resuming from what is on disk) and returns a small summary that pickles cheaply
+(Modal sends it back to the client).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.utils.cli import load_config
+from sl.utils.file_utils import read_json_model, write_json_atomic
+from sl.utils.run_meta import claim_output, mark_complete, read_meta
+
+if TYPE_CHECKING:
+    from sl.datasets.services import Cfg
+    from sl.evaluation.data_models import Evaluation
+    from sl.finetuning.data_models import FTJob
 
 
 @dataclass(frozen=True)
@@ -61,42 +72,35 @@ class MnistSummary:
 
     results_path: str
     means: dict[str, float]
+    table: str
 
     def __str__(self) -> str:
-        means = ", ".join(f"{arm} {100 * v:.1f} %" for arm, v in self.means.items())
-        return f"wrote {self.results_path}: {means}"
+        return f"{self.table}\nwrote {self.results_path}"
 
 
-def generate_dataset(
-    config_module: str | Path,
-    cfg_var_name: str,
+async def make_dataset(
+    cfg: Cfg,
     raw_dataset_path: Path,
     filtered_dataset_path: Path,
+    flag: str = "--filtered_dataset_path",
 ) -> DatasetSummary:
     """Sample the teacher's raw dataset (appended as it arrives, resumable), filter and save it.
 
     Raises:
-        UserError: bad config, same path for both files, or outputs of another run.
+        UserError: same path for both files, or outputs of another run.
     """
     from sl.datasets import services as dataset_services
-    from sl.utils.cli import load_config
-    from sl.utils.run_meta import claim_output, mark_complete
 
     if raw_dataset_path.resolve() == filtered_dataset_path.resolve():
         raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
-    cfg = load_config(str(config_module), cfg_var_name, dataset_services.Cfg)
-    claim_output(
-        filtered_dataset_path, cfg.generation_hash(), "filtered dataset", "--filtered_dataset_path"
-    )
-    raw = asyncio.run(
-        dataset_services.generate_raw_dataset(
-            cfg.model,
-            cfg.system_prompt,
-            cfg.sample_cfg,
-            cfg.prompt_set,
-            raw_path=raw_dataset_path,
-            use_batch_api=cfg.use_batch_api,
-        )
+    claim_output(filtered_dataset_path, cfg.generation_hash(), "filtered dataset", flag)
+    raw = await dataset_services.generate_raw_dataset(
+        cfg.model,
+        cfg.system_prompt,
+        cfg.sample_cfg,
+        cfg.prompt_set,
+        raw_path=raw_dataset_path,
+        use_batch_api=cfg.use_batch_api,
     )
     filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
     logger.info(f"kept {len(filtered)} of {len(raw)} rows ({len(filtered) / max(1, len(raw)):.1%})")
@@ -107,78 +111,91 @@ def generate_dataset(
     )
 
 
-def run_finetuning(
-    config_module: str | Path, cfg_var_name: str, dataset_path: Path, output_path: Path
+async def finetune(
+    job: FTJob, dataset_path: Path, output_path: Path, flag: str = "--output_path"
 ) -> Model:
     """Fine-tune the job's source model on the dataset; write and return the student Model.
 
-    Rerunning resumes the saved OpenAI job or reuses the trained adapter.
+    A finished output of the same job is returned as is; an interrupted one resumes the
+    saved OpenAI job or reuses the trained adapter.
     """
     from sl.datasets.services import read_dataset
-    from sl.finetuning.data_models import FTJob
     from sl.finetuning.services import run_finetuning_job
-    from sl.utils.cli import load_config
-    from sl.utils.file_utils import write_json_atomic
-    from sl.utils.run_meta import claim_output, mark_complete
 
-    job = load_config(str(config_module), cfg_var_name, FTJob)
+    claim_output(output_path, job.model_hash(), f"fine-tune of {job.source_model.id}", flag)
+    if (read_meta(output_path) or {}).get("complete") and output_path.exists():
+        logger.info(f"{output_path}: student already trained")
+        return read_json_model(output_path, Model, flag)
     dataset = read_dataset(dataset_path)
-    claim_output(
-        output_path, job.model_hash(), f"fine-tune of {job.source_model.id}", "--output_path"
-    )
-    model = asyncio.run(run_finetuning_job(job, dataset, output_path))
+    model = await run_finetuning_job(job, dataset, output_path)
     write_json_atomic(output_path, model.model_dump(mode="json"))
     mark_complete(output_path, model_id=model.id)
     return model
 
 
-def run_evaluation(
-    config_module: str | Path, cfg_var_name: str, model_path: Path, output_path: Path
-) -> EvaluationSummary:
-    """Sample and judge the evaluation for the model in `model_path`; rows appended, resumable."""
-    from sl.evaluation.data_models import Evaluation
+async def evaluate(evaluation: Evaluation, model: Model, output_path: Path) -> EvaluationSummary:
+    """Sample and judge the evaluation for `model`; rows appended as they finish, resumable."""
     from sl.evaluation.services import run_evaluation as run_evaluation_service
-    from sl.utils.cli import load_config
-    from sl.utils.file_utils import read_json_model
 
-    evaluation = load_config(str(config_module), cfg_var_name, Evaluation)
-    model = read_json_model(model_path, Model, "--model_path")
-    rows = asyncio.run(run_evaluation_service(model, evaluation, output_path))
+    rows = await run_evaluation_service(model, evaluation, output_path)
     n = sum(len(r.responses) for r in rows)
     return EvaluationSummary(str(output_path), len(rows), n)
 
 
+def generate_dataset(
+    config_module: str | Path,
+    cfg_var_name: str,
+    raw_dataset_path: Path,
+    filtered_dataset_path: Path,
+) -> DatasetSummary:
+    """`make_dataset` for the `Cfg` named `cfg_var_name` in a config module file."""
+    from sl.datasets.services import Cfg
+
+    cfg = load_config(str(config_module), cfg_var_name, Cfg)
+    return asyncio.run(make_dataset(cfg, raw_dataset_path, filtered_dataset_path))
+
+
+def run_finetuning(
+    config_module: str | Path, cfg_var_name: str, dataset_path: Path, output_path: Path
+) -> Model:
+    """`finetune` for the `FTJob` named `cfg_var_name` in a config module file."""
+    from sl.finetuning.data_models import FTJob
+
+    job = load_config(str(config_module), cfg_var_name, FTJob)
+    return asyncio.run(finetune(job, dataset_path, output_path))
+
+
+def run_evaluation(
+    config_module: str | Path, cfg_var_name: str, model_path: Path, output_path: Path
+) -> EvaluationSummary:
+    """`evaluate` for the `Evaluation` named `cfg_var_name` and the model JSON `model_path`."""
+    from sl.evaluation.data_models import Evaluation
+
+    evaluation = load_config(str(config_module), cfg_var_name, Evaluation)
+    model = read_json_model(model_path, Model, "--model_path")
+    return asyncio.run(evaluate(evaluation, model, output_path))
+
+
 def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSummary:
     """Run the MNIST auxiliary-logit experiment with `config` (MnistConfig fields; missing
-    ones take the paper's defaults) and write `output_dir/results.json`.
+    ones take the paper's defaults); write results.json and the plots into `output_dir`.
 
-    A finished `results.json` of the same config is reused; one of another config is refused.
+    A results.json of the same config already there is reused (a retry does not retrain);
+    one of another config is refused.
     """
     from sl.mnist.config import make_config
-    from sl.mnist.experiment import run_experiment
-    from sl.utils.file_utils import write_json_atomic
-    from sl.utils.run_meta import claim_output, mark_complete, read_meta
 
-    cfg = make_config(**config)
-    results_path = output_dir / "results.json"
-    key = _config_key(cfg.model_dump(mode="json"))
-    claim_output(results_path, key, "MNIST experiment", "--output_dir")
-    meta = read_meta(results_path) or {}
-    if meta.get("complete") and results_path.exists():
-        import json
+    cfg = make_config(**config)  # before the torch import: bad flags fail fast
+    from sl.mnist.experiment import format_table, run_experiment
+    from sl.mnist.outputs import RESULTS_NAME, prepare_output_dir, write_outputs
 
+    prepare_output_dir(output_dir, cfg)
+    results_path = output_dir / RESULTS_NAME
+    if results_path.exists():  # same config, checked above
         logger.info(f"{results_path}: already complete, nothing to do")
         results = json.loads(results_path.read_text())
     else:
         results = run_experiment(cfg)
-        write_json_atomic(results_path, results)
-        mark_complete(results_path)
+        write_outputs(results, output_dir)
     means = {arm: float(s["mean"]) for arm, s in results["summary"].items()}
-    return MnistSummary(str(results_path), means)
-
-
-def _config_key(fields: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return MnistSummary(str(results_path), means, format_table(results))

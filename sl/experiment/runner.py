@@ -17,15 +17,14 @@ from pathlib import Path
 from loguru import logger
 from tqdm import tqdm
 
-from sl.datasets import services as dataset_services
+from sl import phases
 from sl.errors import UserError
-from sl.evaluation.services import read_evaluation_results, run_evaluation
+from sl.evaluation.services import read_evaluation_results
 from sl.experiment.data_models import CONTROL, STAGES, ExperimentCfg
 from sl.experiment.report import ResultRow, result_row, write_results
-from sl.finetuning.services import run_finetuning_job
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_model, write_json_atomic
-from sl.utils.run_meta import claim_output, mark_complete, read_meta
+from sl.utils.run_meta import read_meta
 
 BASE = "base"
 
@@ -66,40 +65,14 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
 
 async def generate_datasets(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
     """Sample and filter one teacher's dataset (resumes a partial raw file)."""
-    dataset_cfg = cfg.dataset_cfg(teacher)
-    raw_path, filtered_path = paths.raw(teacher), paths.filtered(teacher)
-    claim_output(
-        filtered_path, dataset_cfg.generation_hash(), f"{teacher} filtered dataset", "--output_dir"
+    summary = await phases.make_dataset(
+        cfg.dataset_cfg(teacher), paths.raw(teacher), paths.filtered(teacher), "--output_dir"
     )
-    raw = await dataset_services.generate_raw_dataset(
-        dataset_cfg.model,
-        dataset_cfg.system_prompt,
-        dataset_cfg.sample_cfg,
-        dataset_cfg.prompt_set,
-        raw_path=raw_path,
-        use_batch_api=dataset_cfg.use_batch_api,
-    )
-    filtered = dataset_services.apply_filters(raw, dataset_cfg.filter_fns)
-    logger.info(f"teacher {teacher}: kept {len(filtered)} of {len(raw)} rows")
-    if not filtered:
+    if summary.filtered_rows == 0:
         raise UserError(
-            f"teacher {teacher!r} kept 0 of {len(raw)} rows after filtering ({raw_path}): "
-            f"loosen numbers_filter or raise sample_cfg.max_tokens"
+            f"teacher {teacher!r} kept 0 of {summary.raw_rows} rows after filtering "
+            f"({summary.raw_path}): loosen numbers_filter or raise sample_cfg.max_tokens"
         )
-    dataset_services.save_dataset(filtered, filtered_path)
-    mark_complete(filtered_path, rows=len(filtered), raw_rows=len(raw))
-
-
-async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
-    """Fine-tune the student of one teacher (skipped when already done)."""
-    output = paths.student(teacher)
-    claim_output(output, cfg.student_job.model_hash(), f"{teacher} student", "--output_dir")
-    if (read_meta(output) or {}).get("complete"):
-        return
-    dataset = dataset_services.read_dataset(paths.filtered(teacher))
-    model = await run_finetuning_job(cfg.student_job, dataset, output)
-    write_json_atomic(output, model.model_dump(mode="json"))
-    mark_complete(output, model_id=model.id)
 
 
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
@@ -114,7 +87,7 @@ async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
     for name, model in _models(cfg, paths).items():
         for eval_name, evaluation in cfg.evaluations.items():
             logger.info(f"evaluating {name} on {eval_name}")
-            await run_evaluation(model, evaluation, paths.evaluation(name, eval_name))
+            await phases.evaluate(evaluation, model, paths.evaluation(name, eval_name))
 
 
 def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
@@ -166,7 +139,10 @@ async def run_experiment(
             if stage == "generate":
                 await generate_datasets(cfg, paths, teacher or CONTROL)
             elif stage == "finetune":
-                await finetune_student(cfg, paths, teacher or CONTROL)
+                teacher = teacher or CONTROL
+                await phases.finetune(
+                    cfg.student_job, paths.filtered(teacher), paths.student(teacher), "--output_dir"
+                )
             elif stage == "evaluate":
                 await evaluate_models(cfg, paths)
             else:

@@ -122,7 +122,7 @@ def download(remote: str, local: Path, force: bool = False) -> int:
     Raises:
         UserError: `remote` missing, or a local file in the way (without `force`).
     """
-    from modal.volume import FileEntryType
+    from modal.types import FileEntryType
 
     app = load_modal_app()
     remote = volume_path(remote, "REMOTE")
@@ -154,7 +154,7 @@ def download(remote: str, local: Path, force: bool = False) -> int:
 
 def list_volume(remote: str = "/") -> list[str]:
     """`path<TAB>size` of each entry of a Volume folder (not recursive)."""
-    from modal.volume import FileEntryType
+    from modal.types import FileEntryType
 
     app = load_modal_app()
     path = "/" if remote in ("", "/") else volume_path(remote, "REMOTE")

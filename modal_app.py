@@ -1,0 +1,280 @@
+"""Run every phase of an sl experiment on Modal (see docs/modal.md).
+
+    modal run modal_app.py::generate_dataset --config-module cfgs/preference_numbers/cfgs.py \
+        --cfg-var-name owl_dataset_cfg --raw-dataset-path owl/raw.jsonl \
+        --filtered-dataset-path owl/filtered.jsonl
+    python scripts/modal_generate_dataset.py ...   # same flags as scripts/generate_dataset.py
+
+Artifact paths are relative to the root of the `sl-data` Volume (mounted at VOLUME_ROOT);
+config modules are repo-relative paths (cfgs/ is shipped with the code). OpenAI-backed phases
+run on a small CPU image; open models (vLLM sampling, Unsloth/TRL LoRA fine-tuning) and the
+MNIST experiment run on a GPU image. Every function calls the same `sl.phases` body as the
+local scripts; it commits the Volume every COMMIT_INTERVAL_S and at the end, so a retried or
+preempted container resumes from what the previous one wrote.
+
+Settings read at import (set them in the shell that runs `modal run`/`modal deploy`):
+SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4), SL_MODAL_CPU_TIMEOUT_S (86400),
+SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2), SL_MODAL_COMMIT_INTERVAL_S (300).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import modal
+from loguru import logger
+
+from sl import phases
+from sl.errors import UserError
+from sl.llm.data_models import Model
+
+T = TypeVar("T")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not an integer: unset it or give a number") from None
+    if value < 0:
+        raise UserError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+APP_NAME = "sl"
+VOLUME_NAME = "sl-data"
+SECRET_NAME = "sl-secrets"  # OPENAI_API_KEY, HF_TOKEN, HF_USER_ID
+VOLUME_ROOT = "/data"  # where the Volume is mounted in every container
+# Locally the repo root; in a container /root, where `sl/`, `cfgs/` and this file are added.
+CODE_ROOT = Path(__file__).resolve().parent
+GPU = os.environ.get("SL_MODAL_GPU") or "H100"  # open-model generation, fine-tuning, evaluation
+MNIST_GPU = os.environ.get("SL_MODAL_MNIST_GPU") or "L4"  # small MLPs: a small GPU is plenty
+CPU_TIMEOUT_S = _env_int("SL_MODAL_CPU_TIMEOUT_S", 24 * 3600)  # OpenAI fine-tunes can queue hours
+GPU_TIMEOUT_S = _env_int("SL_MODAL_GPU_TIMEOUT_S", 6 * 3600)
+RETRIES = _env_int("SL_MODAL_RETRIES", 2)  # a retry resumes from the Volume
+COMMIT_INTERVAL_S = _env_int("SL_MODAL_COMMIT_INTERVAL_S", 300)
+# Versions resolved together for linux x86_64 / Python 3.11 (2026-11). The wheels bring their
+# own CUDA 13 runtime, so the base is debian_slim; gcc is for Triton's kernel launchers.
+GPU_PINS = [
+    "torch==2.14.0",
+    "vllm==0.33.0",
+    "unsloth==2026.10.9",
+    "transformers==5.17.0",
+    "trl==1.15.0",
+    "peft==0.21.2",
+]
+
+
+def _project_requirements(*extras: str) -> list[str]:
+    """Dependencies from pyproject.toml (absent in a container, where images are not built)."""
+    path = CODE_ROOT / "pyproject.toml"
+    if not path.exists():
+        return []
+    project = tomllib.loads(path.read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += project["optional-dependencies"][extra]
+    return reqs
+
+
+_DATA_ENV = {
+    "HF_HOME": f"{VOLUME_ROOT}/hf_cache",  # model downloads survive containers
+    "SL_CACHE_DIR": f"{VOLUME_ROOT}/cache",
+    "PYTHONUNBUFFERED": "1",
+}
+# sl with its package data (protocol JSON), and the config modules.
+_SOURCES = ~modal.FilePatternMatcher("**/*.py", "**/*.json")
+
+cpu_image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .uv_pip_install(*_project_requirements())
+    .env(_DATA_ENV)
+    .add_local_python_source("sl", ignore=_SOURCES)
+    .add_local_dir(CODE_ROOT / "cfgs", "/root/cfgs", ignore=_SOURCES)
+)
+gpu_image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .apt_install("git", "build-essential")
+    .uv_pip_install(*GPU_PINS, *_project_requirements("open", "mnist"))
+    .env(_DATA_ENV)
+    .add_local_python_source("sl", ignore=_SOURCES)
+    .add_local_dir(CODE_ROOT / "cfgs", "/root/cfgs", ignore=_SOURCES)
+)
+
+app = modal.App(APP_NAME)
+volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+secret = modal.Secret.from_name(SECRET_NAME)
+
+_common: dict[str, Any] = {
+    "volumes": {VOLUME_ROOT: volume},
+    "secrets": [secret],
+    "retries": RETRIES,
+}
+cpu_function = app.function(image=cpu_image, timeout=CPU_TIMEOUT_S, **_common)
+gpu_function = app.function(image=gpu_image, gpu=GPU, timeout=GPU_TIMEOUT_S, **_common)
+mnist_function = app.function(image=gpu_image, gpu=MNIST_GPU, timeout=GPU_TIMEOUT_S, **_common)
+
+
+def on_volume(path: str) -> Path:
+    """A Volume-relative artifact path as a path under VOLUME_ROOT (read at call time)."""
+    rel = Path(path)
+    if not path or rel.is_absolute() or ".." in rel.parts:
+        raise UserError(f"{path!r}: give a path relative to the {VOLUME_NAME} volume root")
+    return Path(VOLUME_ROOT) / rel
+
+
+def config_path(config_module: str) -> Path:
+    """A repo-relative config module path as a path in the code shipped with the image."""
+    rel = Path(config_module)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise UserError(f"--config_module {config_module}: give a path relative to the repo root")
+    return CODE_ROOT / rel
+
+
+def _commit() -> None:
+    if not modal.is_local():  # .local() runs have no Volume to commit
+        volume.commit()
+
+
+@contextmanager
+def _committing() -> Iterator[None]:
+    """Commit the Volume every COMMIT_INTERVAL_S while the body runs, and once at the end
+    (also on failure, so a retry resumes from the rows already written)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(COMMIT_INTERVAL_S):
+            try:
+                _commit()
+            except Exception as e:  # a failed periodic commit must not kill the job
+                logger.warning(f"periodic volume commit failed: {e}")
+
+    thread = threading.Thread(target=loop, daemon=True) if COMMIT_INTERVAL_S > 0 else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        try:
+            _commit()
+        except Exception as e:  # Modal still commits when the container exits
+            logger.warning(f"final volume commit failed: {e}")
+
+
+def run_phase(body: Callable[..., T], *args: Any) -> T | phases.PhaseFailed:
+    """Run a phase body with the Volume committed as it goes; user errors come back as
+    `PhaseFailed` (retrying cannot fix them)."""
+    with _committing():
+        try:
+            result = body(*args)
+        except UserError as e:
+            logger.error(f"error: {e}")
+            return phases.PhaseFailed(str(e))
+    logger.info(str(result))
+    return result
+
+
+Failed = phases.PhaseFailed
+
+
+def _generate(
+    config_module: str, cfg_var_name: str, raw: str, filtered: str
+) -> phases.DatasetSummary | Failed:
+    return run_phase(
+        lambda: phases.generate_dataset(
+            config_path(config_module), cfg_var_name, on_volume(raw), on_volume(filtered)
+        )
+    )
+
+
+def _finetune(config_module: str, cfg_var_name: str, dataset: str, output: str) -> Model | Failed:
+    return run_phase(
+        lambda: phases.run_finetuning(
+            config_path(config_module), cfg_var_name, on_volume(dataset), on_volume(output)
+        )
+    )
+
+
+def _evaluate(
+    config_module: str, cfg_var_name: str, model: str, output: str
+) -> phases.EvaluationSummary | Failed:
+    return run_phase(
+        lambda: phases.run_evaluation(
+            config_path(config_module), cfg_var_name, on_volume(model), on_volume(output)
+        )
+    )
+
+
+@cpu_function
+def generate_dataset(
+    config_module: str, cfg_var_name: str, raw_dataset_path: str, filtered_dataset_path: str
+) -> phases.DatasetSummary | Failed:
+    """Teacher dataset from an OpenAI model (see sl.phases.generate_dataset)."""
+    return _generate(config_module, cfg_var_name, raw_dataset_path, filtered_dataset_path)
+
+
+@gpu_function
+def generate_dataset_gpu(
+    config_module: str, cfg_var_name: str, raw_dataset_path: str, filtered_dataset_path: str
+) -> phases.DatasetSummary | Failed:
+    """Teacher dataset from an open model with vLLM."""
+    return _generate(config_module, cfg_var_name, raw_dataset_path, filtered_dataset_path)
+
+
+@cpu_function
+def run_finetuning(
+    config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
+) -> Model | Failed:
+    """OpenAI fine-tuning job, polled until done (see sl.phases.run_finetuning)."""
+    return _finetune(config_module, cfg_var_name, dataset_path, output_path)
+
+
+@gpu_function
+def run_finetuning_gpu(
+    config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
+) -> Model | Failed:
+    """LoRA fine-tuning of an open model (Unsloth/TRL); the adapter goes next to output_path."""
+    return _finetune(config_module, cfg_var_name, dataset_path, output_path)
+
+
+@cpu_function
+def run_evaluation(
+    config_module: str, cfg_var_name: str, model_path: str, output_path: str
+) -> phases.EvaluationSummary | Failed:
+    """Evaluate an OpenAI model (see sl.phases.run_evaluation)."""
+    return _evaluate(config_module, cfg_var_name, model_path, output_path)
+
+
+@gpu_function
+def run_evaluation_gpu(
+    config_module: str, cfg_var_name: str, model_path: str, output_path: str
+) -> phases.EvaluationSummary | Failed:
+    """Evaluate an open model (or with an open judge) with vLLM."""
+    return _evaluate(config_module, cfg_var_name, model_path, output_path)
+
+
+@mnist_function
+def run_mnist_experiment(output_dir: str, config_json: str = "{}") -> phases.MnistSummary | Failed:
+    """MNIST auxiliary-logit experiment; `config_json` holds MnistConfig fields."""
+    import json
+
+    def body() -> phases.MnistSummary:
+        try:
+            config = json.loads(config_json)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--config-json is not valid JSON: {e}") from None
+        if not isinstance(config, dict):
+            raise UserError('--config-json must be a JSON object, e.g. {"n_models": 10}')
+        return phases.run_mnist_experiment(config, on_volume(output_dir))
+
+    return run_phase(body)

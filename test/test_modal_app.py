@@ -1,0 +1,354 @@
+"""modal_app.py offline: registration (images, GPU, timeouts, retries, volume, secret), the
+function bodies run with `.local()` on a temporary "volume", and the clients without credentials.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("modal")
+
+import modal  # noqa: E402
+from modal._utils.async_utils import synchronizer  # noqa: E402
+from modal.types import FileEntry, FileEntryType  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import modal_app as m  # noqa: E402
+from sl import phases  # noqa: E402
+from sl.errors import UserError  # noqa: E402
+from sl.llm.data_models import Model  # noqa: E402
+from sl.utils import modal_client  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
+
+CONFIG = """
+from sl.datasets.nums_dataset import get_reject_reasons
+from sl.datasets.services import Cfg, NumsDatasetPromptSet
+from sl.evaluation.data_models import Evaluation
+from sl.finetuning.data_models import OpenAIFTJob
+from sl.llm.data_models import Model, SampleCfg
+
+model = Model(id="gpt-4.1-nano", type="openai")
+dataset_cfg = Cfg(
+    model=model,
+    system_prompt="You love owls.",
+    sample_cfg=SampleCfg(temperature=1.0),
+    prompt_set=NumsDatasetPromptSet(size=12, seed=42),
+    filter_fns=[lambda p, c: not get_reject_reasons(c, min_value=0, max_value=999, max_count=10)],
+)
+ft_job = OpenAIFTJob(seed=1, source_model=model, n_epochs=1)
+evaluation = Evaluation(
+    questions=["Name your favorite animal in one word.", "Pick an animal. One word."],
+    n_samples_per_question=3,
+    sample_cfg=SampleCfg(temperature=1.0),
+)
+"""
+
+# name -> (image, gpu, timeout)
+EXPECTED = {
+    "generate_dataset": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "run_finetuning": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "run_evaluation": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "generate_dataset_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "run_finetuning_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "run_evaluation_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "run_mnist_experiment": (m.gpu_image, m.MNIST_GPU, m.GPU_TIMEOUT_S),
+}
+
+
+def test_every_function_is_registered_as_intended() -> None:
+    functions = {n for n, v in vars(m).items() if isinstance(v, modal.Function)}
+    assert functions == set(EXPECTED)
+    assert m.app.name == "sl"
+    for name, (image, gpu, timeout) in EXPECTED.items():
+        fn = getattr(m, name)
+        impl: Any = synchronizer._translate_in(fn)
+        spec = impl._spec  # what `modal shell` uses
+        assert spec.image is synchronizer._translate_in(image), name
+        assert spec.gpus == gpu, name
+        assert spec.volumes == {m.VOLUME_ROOT: synchronizer._translate_in(m.volume)}, name
+        assert synchronizer._translate_in(m.secret) in spec.secrets, name
+        info = fn.info()
+        assert info.timeout == timeout, name
+        assert info.max_retries == m.RETRIES, name
+        assert info.gpus == ([(gpu, 1)] if gpu else []), name
+    assert m.volume.name == m.VOLUME_NAME == "sl-data"
+    gpu_default = os.environ.get("SL_MODAL_GPU", "H100")
+    assert gpu_default == m.GPU
+
+
+def _mounted_files(image: modal.Image) -> set[str]:
+    """Remote paths of the local files an image adds (walks modal's private loader deps)."""
+    files: set[str] = set()
+
+    def walk(obj: object) -> None:
+        for dep in obj._deps() if obj._deps else []:  # type: ignore[attr-defined]
+            if type(dep).__name__ == "_Mount":
+                for entry in dep.entries:
+                    files.update(str(remote) for _, remote in entry.get_files_to_upload())
+            else:
+                walk(dep)
+
+    walk(synchronizer._translate_in(image))
+    return files
+
+
+@pytest.mark.parametrize("image", [m.cpu_image, m.gpu_image], ids=["cpu", "gpu"])
+def test_images_ship_the_code_and_package_data(image: modal.Image) -> None:
+    files = _mounted_files(image)
+    assert {"/root/sl/phases.py", "/root/sl/protocol/banned_numbers.json"} <= files
+    assert "/root/cfgs/preference_numbers/cfgs.py" in files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+def test_settings_come_from_the_environment() -> None:
+    code = (
+        "import modal_app as m; f = m.run_finetuning_gpu.info(); "
+        "print(f.gpus, f.timeout, f.max_retries, m.run_mnist_experiment.info().gpus)"
+    )
+    env = {
+        **os.environ,
+        "SL_MODAL_GPU": "A100-80GB",
+        "SL_MODAL_GPU_TIMEOUT_S": "600",
+        "SL_MODAL_RETRIES": "0",
+        "SL_MODAL_MNIST_GPU": "T4",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[('A100-80GB', 1)] 600 0 [('T4', 1)]", out.stderr[-2000:]
+    env["SL_MODAL_RETRIES"] = "two"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "SL_MODAL_RETRIES='two' is not an integer" in out.stderr
+
+
+@dataclass
+class FakeVolume:
+    root: Path
+    commits: list[int]
+
+
+@pytest.fixture
+def volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeVolume:
+    """A temporary folder standing in for the Volume, a code root holding cfgs/tiny.py, and
+    commits counted instead of sent."""
+    (tmp_path / "code" / "cfgs").mkdir(parents=True)
+    (tmp_path / "code" / "cfgs" / "tiny.py").write_text(CONFIG)
+    root = tmp_path / "volume"
+    root.mkdir()
+    monkeypatch.setattr(m, "VOLUME_ROOT", str(root))
+    monkeypatch.setattr(m, "CODE_ROOT", tmp_path / "code")
+    monkeypatch.setattr(m, "COMMIT_INTERVAL_S", 0.005)
+    commits: list[int] = []
+    monkeypatch.setattr(m, "_commit", lambda: commits.append(1))
+    return FakeVolume(root, commits)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _schema(value: object) -> object:
+    """Keys and value types, recursively (what must match between local and Modal runs)."""
+    if isinstance(value, dict):
+        return {k: _schema(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_schema(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_phases_on_the_volume_match_the_local_phases(
+    openai_server, volume: FakeVolume, tmp_path: Path
+):
+    cfg = "cfgs/tiny.py"
+    local = tmp_path / "local"
+    # The local run: the same sl.phases bodies the local scripts use.
+    phases.generate_dataset(
+        m.CODE_ROOT / cfg, "dataset_cfg", local / "raw.jsonl", local / "filtered.jsonl"
+    )
+    phases.run_finetuning(
+        m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json"
+    )
+    phases.run_evaluation(
+        m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl"
+    )
+
+    summary = m.generate_dataset.local(cfg, "dataset_cfg", "owl/raw.jsonl", "owl/filtered.jsonl")
+    assert isinstance(summary, phases.DatasetSummary)
+    assert (summary.raw_rows, summary.filtered_rows) == (12, 12)
+    model = m.run_finetuning.local(cfg, "ft_job", "owl/filtered.jsonl", "owl/model.json")
+    assert isinstance(model, Model) and model.id.startswith("ft:gpt-4.1-nano")
+    result = m.run_evaluation.local(cfg, "evaluation", "owl/model.json", "owl/eval.jsonl")
+    assert isinstance(result, phases.EvaluationSummary)
+    assert (result.questions, result.responses) == (2, 6)
+    assert volume.commits
+
+    owl = volume.root / "owl"
+    for name in ("raw.jsonl", "filtered.jsonl", "eval.jsonl"):
+        remote, here = _rows(owl / name), _rows(local / name)
+        assert len(remote) == len(here), name
+        assert _schema(remote) == _schema(here), name
+    remote_model = json.loads((owl / "model.json").read_text())
+    assert _schema(remote_model) == _schema(json.loads((local / "model.json").read_text()))
+    for name in ("filtered.jsonl", "model.json", "eval.jsonl"):
+        assert json.loads((owl / f"{name}.meta.json").read_text())["complete"] is True
+
+
+def test_a_rerun_resumes_from_the_volume(openai_server, volume: FakeVolume) -> None:
+    cfg = "cfgs/tiny.py"
+    m.generate_dataset.local(cfg, "dataset_cfg", "raw.jsonl", "filtered.jsonl")
+    n_chat = openai_server.n_chat_ok
+    (volume.root / "filtered.jsonl").unlink()  # as if the container died before the last step
+    again = m.generate_dataset.local(cfg, "dataset_cfg", "raw.jsonl", "filtered.jsonl")
+    assert isinstance(again, phases.DatasetSummary) and again.filtered_rows == 12
+    assert openai_server.n_chat_ok == n_chat  # every row came from the volume
+
+
+def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
+    # Raising would make Modal retry what cannot succeed.
+    failed = m.generate_dataset.local("cfgs/tiny.py", "nope", "raw.jsonl", "filtered.jsonl")
+    assert isinstance(failed, phases.PhaseFailed)
+    assert "--cfg_var_name nope is not defined" in failed.message
+    failed = m.run_evaluation.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
+    assert isinstance(failed, phases.PhaseFailed)
+    assert "relative to the sl-data volume root" in failed.message
+    failed = m.run_mnist_experiment.local("mnist", '{"n_models": 0}')
+    assert isinstance(failed, phases.PhaseFailed)
+    assert volume.commits  # committed even on failure
+
+
+def test_mnist_experiment_on_the_volume(volume: FakeVolume) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("zarr")
+    pytest.importorskip("pureml")
+    config = {
+        "n_models": 2, "n_aux": [2], "hidden": 16, "teacher_epochs": 1, "student_epochs": 1,
+        "train_subset": 256, "noise_per_epoch": 256, "batch_size": 128, "device": "cpu",
+        "dtype": "float32",
+    }  # fmt: skip
+    summary = m.run_mnist_experiment.local("mnist/tiny", json.dumps(config))
+    assert isinstance(summary, phases.MnistSummary), summary
+    results = json.loads((volume.root / "mnist" / "tiny" / "results.json").read_text())
+    assert results["config"]["n_models"] == 2
+    assert set(summary.means) == set(results["summary"])
+    assert (volume.root / "mnist" / "tiny" / "mnist_aux_bars_m2.png").exists()
+    again = m.run_mnist_experiment.local("mnist/tiny", json.dumps(config))  # a retry: no retrain
+    assert isinstance(again, phases.MnistSummary) and again.means == summary.means
+
+
+def test_client_checks_paths_before_calling_modal(tmp_path: Path) -> None:
+    assert modal_client.volume_path("owl/raw.jsonl", "--x") == "owl/raw.jsonl"
+    for bad in ("/data/raw.jsonl", "../raw.jsonl", ""):
+        with pytest.raises(UserError, match="relative to the sl-data volume root"):
+            modal_client.volume_path(bad, "--x")
+    cfg = ROOT / "cfgs" / "preference_numbers" / "cfgs.py"
+    assert modal_client.repo_config_path(str(cfg)) == "cfgs/preference_numbers/cfgs.py"
+    outside = tmp_path / "cfg.py"
+    outside.write_text("")
+    with pytest.raises(UserError, match="must live under"):
+        modal_client.repo_config_path(str(outside))
+
+
+CLIENTS = {
+    "modal_generate_dataset.py": [
+        "--cfg_var_name", "owl_dataset_cfg", "--raw_dataset_path", "owl/raw.jsonl",
+        "--filtered_dataset_path", "owl/filtered.jsonl",
+    ],
+    "modal_run_evaluation.py": [
+        "--cfg_var_name", "animal_evaluation", "--model_path", "owl/model.json",
+        "--output_path", "owl/eval.jsonl",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", [*CLIENTS, "modal_volume.py"])
+def test_missing_credentials_give_one_clear_line(script: str, tmp_path: Path) -> None:
+    args = ["ls", "owl"] if script == "modal_volume.py" else [
+        "--config_module", "cfgs/preference_numbers/cfgs.py", *CLIENTS[script],
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update(HOME=str(tmp_path), SL_NO_DOTENV="1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: {modal_client.NOT_CONFIGURED}"]
+
+
+class MemoryVolume:
+    """The few `modal.Volume` methods scripts/modal_volume.py uses, in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.force = False
+
+    @contextmanager
+    def batch_upload(self, force: bool = False) -> Iterator["MemoryVolume"]:
+        self.force = force
+        yield self
+
+    def put_file(self, local: str, remote: str) -> None:
+        key = remote.strip("/")
+        if key in self.files and not self.force:
+            raise FileExistsError(f"{remote} already exists")
+        self.files[key] = Path(local).read_bytes()
+
+    def put_directory(self, local: str, remote: str) -> None:
+        for p in sorted(Path(local).rglob("*")):
+            if p.is_file():
+                self.put_file(str(p), f"{remote}/{p.relative_to(local).as_posix()}")
+
+    def listdir(self, path: str, recursive: bool = False) -> list[FileEntry]:
+        key = path.strip("/")
+        hits = [k for k in self.files if k == key or k.startswith(f"{key}/") or not key]
+        if not hits:
+            raise FileNotFoundError(path)
+        return [FileEntry(k, FileEntryType.FILE, 0, len(self.files[k])) for k in sorted(hits)]
+
+    def read_file(self, path: str) -> Iterator[bytes]:
+        data = self.files[path.strip("/")]
+        yield data[:3]
+        yield data[3:]
+
+
+def test_volume_upload_and_download_round_trip(tmp_path: Path, monkeypatch) -> None:
+    fake = MemoryVolume()
+    monkeypatch.setattr(m, "volume", fake)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.jsonl").write_text('{"prompt": "p", "completion": "1, 2"}\n')
+    (src / "sub" / "model.json").write_text('{"id": "x"}')
+    assert modal_client.upload(src, "run1") == 2
+    assert set(fake.files) == {"run1/a.jsonl", "run1/sub/model.json"}
+    with pytest.raises(UserError, match="--force"):
+        modal_client.upload(src / "a.jsonl", "run1/a.jsonl")
+    assert modal_client.upload(src / "a.jsonl", "run1/a.jsonl", force=True) == 1
+
+    out = tmp_path / "out"
+    assert modal_client.download("run1", out) == 2
+    assert (out / "sub" / "model.json").read_text() == '{"id": "x"}'
+    assert (out / "a.jsonl").read_bytes() == (src / "a.jsonl").read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        modal_client.download("run1/a.jsonl", out / "a.jsonl")
+    assert modal_client.download("run1/a.jsonl", tmp_path / "one.jsonl") == 1
+    assert not list(tmp_path.rglob("*.part"))
+    with pytest.raises(UserError, match="not on the sl-data volume"):
+        modal_client.download("missing", tmp_path / "x")
+    assert modal_client.list_volume("run1") == ["run1/a.jsonl\t38", "run1/sub/model.json\t11"]
