@@ -3,7 +3,9 @@
 Chats are grouped by sampling settings and generated in left-padded batches with the KV
 cache. A LoRA model (`Model.parent_model` set) loads its adapter with PEFT onto the cached base;
 several adapters share one base. Models stay loaded for the life of the process.
-Batch size: SL_TRANSFORMERS_BATCH_SIZE (sequences per `generate`, default 32).
+Batch size: SL_TRANSFORMERS_BATCH_SIZE (sequences per `generate`, default 32). Weights dtype:
+SL_TRANSFORMERS_DTYPE = auto (bfloat16 on GPU and on CPUs with native bf16, else float32),
+float32, bfloat16 or float16.
 """
 
 from __future__ import annotations
@@ -30,17 +32,34 @@ from sl.external.chat_template import (
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _torch_dtype(name: str, device: str) -> Any:
+    """The torch dtype for a name; `auto` = bfloat16 where the hardware does it natively."""
+    import torch
+
+    if name == "auto":
+        native_bf16 = device == "cuda"
+        if device == "cpu":
+            try:
+                native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):
+                native_bf16 = False
+        name = "bfloat16" if native_bf16 else "float32"
+    return getattr(torch, name)
+
 
 class _Loaded:
     """A base model, its tokenizer and the PEFT wrapper once an adapter was loaded."""
 
-    def __init__(self, base_path: str):
+    def __init__(self, base_path: str, dtype_name: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        logger.info("loading {} on {}", base_path, self.device)
+        dtype = _torch_dtype(dtype_name, self.device)
+        logger.info("loading {} on {} ({})", base_path, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(base_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -72,8 +91,11 @@ class _Loaded:
 class TransformersDriver:
     """A `Driver` running Hugging Face models in this process."""
 
-    def __init__(self, batch_size: int = 32):
+    def __init__(self, batch_size: int = 32, dtype: str = "auto"):
+        if dtype not in DTYPES:
+            raise UserError(f"transformers dtype {dtype!r} is not valid: use one of {DTYPES}")
         self.batch_size = batch_size
+        self.dtype = dtype
         self._models: dict[str, _Loaded] = {}
         self._lock = threading.Lock()  # one generate at a time per process
 
@@ -104,7 +126,7 @@ class TransformersDriver:
         with self._lock:
             key = str(resolved.base)
             if key not in self._models:
-                self._models[key] = _Loaded(key)
+                self._models[key] = _Loaded(key, self.dtype)
             loaded = self._models[key]
             results: list[list[LLMResponse]] = [[] for _ in chats]
             groups: dict[str, list[int]] = {}  # by config hash (a list field blocks hash())
@@ -115,6 +137,7 @@ class TransformersDriver:
             with ctx, tqdm(total=len(chats), desc=f"generate {model.id}", unit="chat") as bar:
                 for indices in groups.values():
                     cfg = cfgs[indices[0]]
+                    indices.sort(key=lambda i: _chat_len(chats[i]))  # less padding per batch
                     size = max(1, self.batch_size // cfg.n)
                     for start in range(0, len(indices), size):
                         batch = indices[start : start + size]
@@ -127,6 +150,10 @@ class TransformersDriver:
                                 on_result(i, responses)
                         bar.update(len(batch))
             return results
+
+
+def _chat_len(chat: Chat) -> int:
+    return sum(len(m.content) for m in chat.messages)
 
 
 def _generate(loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
@@ -149,16 +176,17 @@ def _generate(loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
                       repetition_penalty=1.0)  # ignore a model's own sampling defaults
     if cfg.stop:
         kwargs.update(stop_strings=cfg.stop, tokenizer=tok)
-    if cfg.logprobs:
+    want_logprobs = cfg.logprobs or bool(cfg.top_logprobs)
+    if want_logprobs:
         kwargs.update(output_logits=True, return_dict_in_generate=True)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     with torch.inference_mode():
         out = gen_model.generate(**inputs, **kwargs)
-    sequences = out.sequences if cfg.logprobs else out
+    sequences = out.sequences if want_logprobs else out
     new_tokens = sequences[:, inputs["input_ids"].shape[1] :].tolist()
     logprobs = None
-    if cfg.logprobs:  # raw model distribution, before temperature / top-p
+    if want_logprobs:  # raw model distribution, before temperature / top-p
         logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
     eos_ids = _eos_ids(loaded, gen_model)
     per_chat = 1 if greedy else cfg.n
@@ -215,5 +243,8 @@ def get_driver() -> TransformersDriver:
         raw = os.environ.get("SL_TRANSFORMERS_BATCH_SIZE") or "32"
         if not raw.isdigit() or int(raw) < 1:
             raise UserError(f"SL_TRANSFORMERS_BATCH_SIZE={raw!r} is not valid: use an integer >= 1")
-        _DRIVER = TransformersDriver(int(raw))
+        dtype = os.environ.get("SL_TRANSFORMERS_DTYPE") or "auto"
+        if dtype not in DTYPES:
+            raise UserError(f"SL_TRANSFORMERS_DTYPE={dtype!r} is not valid: use one of {DTYPES}")
+        _DRIVER = TransformersDriver(int(raw), dtype)
     return _DRIVER

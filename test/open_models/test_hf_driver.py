@@ -1,0 +1,48 @@
+"""Resolving model ids to folders, and pushing to the Hub only with a token."""
+
+from pathlib import Path
+
+import pytest
+
+from sl.errors import UserError
+from sl.external.hf_driver import push_to_hub, resolve_model_path
+
+
+def test_local_folder_passes_through(tiny_model_dir: Path):
+    assert resolve_model_path(str(tiny_model_dir)) == tiny_model_dir
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "./missing-model", "~/missing-model-xyz"])
+def test_missing_local_path_names_it(name: str):
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_model_path(name)
+
+
+def test_missing_folder_under_existing_parent(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(UserError, match="models/student does not exist"):
+        resolve_model_path("models/student")
+
+
+def test_uncached_repo_offline_says_how_to_fix(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(UserError, match="not in the local HF cache and the Hub is unreachable"):
+        resolve_model_path("some-org/some-model-not-cached")
+
+
+def test_invalid_repo_id(monkeypatch):
+    with pytest.raises(UserError, match="neither a local folder nor a valid Hub repo id"):
+        resolve_model_path("bad name with spaces")
+
+
+def test_push_skipped_without_token(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert push_to_hub(tmp_path, "student") is None
+
+
+def test_push_with_token_needs_user(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    monkeypatch.delenv("HF_USER_ID", raising=False)
+    with pytest.raises(UserError, match="HF_USER_ID"):
+        push_to_hub(tmp_path, "student")

