@@ -7,17 +7,14 @@
 Folders are copied recursively. Existing files are kept unless --force is given.
 """
 
-import argparse
 from pathlib import Path
 
 from sl.utils import modal_client
-from sl.utils.cli import run_script
+from sl.utils.cli import ArgumentParser, run_script
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upload", help="LOCAL file or folder -> REMOTE path on the volume")
     up.add_argument("local", type=Path, metavar="LOCAL")

@@ -3,17 +3,14 @@
 python scripts/plot_results.py --output_dir data/experiments/local_smollm2
 """
 
-import argparse
 from pathlib import Path
 
 from sl.experiment.report import format_table, plot_results, read_results
-from sl.utils.cli import run_script
+from sl.utils.cli import ArgumentParser, run_script
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--png", type=Path, help="Where to write (default: results.png there)")
     args = parser.parse_args()

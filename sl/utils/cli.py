@@ -58,12 +58,22 @@ def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
     return value
 
 
-def config_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser with the script's docstring as help and the --config_module/--cfg_var_name
-    pair every phase script takes."""
-    parser = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the script's docstring as help and bad flags reported in one line."""
+
+    def __init__(self, doc: str | None = None, **kwargs: Any):
+        kwargs.setdefault("description", doc)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def config_parser(doc: str | None) -> ArgumentParser:
+    """A parser with the --config_module/--cfg_var_name pair every phase script takes."""
+    parser = ArgumentParser(doc)
     parser.add_argument("--config_module", required=True, help="Path to a config .py file")
     parser.add_argument("--cfg_var_name", required=True, help="Variable in that module")
     return parser
