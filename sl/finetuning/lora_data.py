@@ -15,7 +15,7 @@ from sl.finetuning.data_models import TrainCfg
 
 if TYPE_CHECKING:
     import torch
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig
 
 
 def select_rows(rows: list[DatasetRow], max_size: int | None, seed: int) -> list[DatasetRow]:
@@ -81,7 +81,12 @@ def lora_target_modules(model: torch.nn.Module, wanted: list[str]) -> list[str]:
 
 
 def build_sft_config(
-    train_cfg: TrainCfg, seed: int, output_dir: Path, on_gpu: bool, **overrides: Any
+    train_cfg: TrainCfg,
+    seed: int,
+    output_dir: Path,
+    on_gpu: bool,
+    checkpointing: bool | None = None,
+    **overrides: Any,
 ) -> SFTConfig:
     """Map `TrainCfg` onto a TRL `SFTConfig`.
 
@@ -93,10 +98,12 @@ def build_sft_config(
         seed: Seed for weight init of the adapter, dropout and data order.
         output_dir: Scratch folder for the trainer (it writes nothing there with these settings).
         on_gpu: Whether a CUDA device is used.
+        checkpointing: Let the trainer turn on activation checkpointing (default: on GPU only;
+            Unsloth turns on its own in `get_peft_model`, so it passes False).
         **overrides: Extra `SFTConfig` fields (e.g. `max_steps` in benchmarks).
     """
     import torch
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig
 
     bf16 = on_gpu and torch.cuda.is_bf16_supported()
     fields: dict[str, Any] = {
@@ -117,7 +124,7 @@ def build_sft_config(
         "bf16": bf16,
         "fp16": on_gpu and not bf16,
         # transformers 5.x renamed gradient_checkpointing; Unsloth's venv has 4.x
-        checkpointing_field(SFTConfig): on_gpu,
+        checkpointing_field(SFTConfig): on_gpu if checkpointing is None else checkpointing,
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,
@@ -133,6 +140,8 @@ def build_sft_config(
 def checkpointing_field(config_cls: type) -> str:
     """Name of the activation checkpointing flag in this transformers version."""
     fields = getattr(config_cls, "__dataclass_fields__", {})
-    return "activation_checkpointing" if "activation_checkpointing" in fields else (
-        "gradient_checkpointing"
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else ("gradient_checkpointing")
     )

@@ -22,7 +22,7 @@ from sl.finetuning.lora_data import build_sft_config, lora_target_modules, to_sf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import SFTTrainer
 
 Backend = Literal["unsloth", "peft"]
 UNSLOTH_INSTALL = "pip install torch==2.13.0 && pip install unsloth (see docs/finetuning_open.md)"
@@ -140,14 +140,19 @@ def build_trainer(
     Returns:
         The trainer and the backend it runs on.
     """
+    backend = pick_backend(job.backend)
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (patches transformers/trl; must be imported first)
     import torch
     import transformers
 
-    backend = pick_backend(job.backend)
     on_gpu = torch.cuda.is_available()
     logger.info(
         "LoRA SFT backend={} device={} base={} rows={}",
-        backend, "cuda" if on_gpu else "cpu", base_path, len(rows),
+        backend,
+        "cuda" if on_gpu else "cpu",
+        base_path,
+        len(rows),
     )
     transformers.set_seed(job.seed)
     load = _load_unsloth if backend == "unsloth" else _load_peft
@@ -156,9 +161,16 @@ def build_trainer(
         tokenizer.pad_token = tokenizer.eos_token
 
     from datasets import Dataset
-    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import SFTTrainer
 
-    config = build_sft_config(job.train_cfg, job.seed, scratch_dir, on_gpu, **sft_overrides)
+    config = build_sft_config(
+        job.train_cfg,
+        job.seed,
+        scratch_dir,
+        on_gpu,
+        checkpointing=False if backend == "unsloth" else None,
+        **sft_overrides,
+    )
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -167,6 +179,15 @@ def build_trainer(
         callbacks=[_loss_logger()],
     )
     return trainer, backend
+
+
+def _tokens_seen(trainer: SFTTrainer) -> int:
+    """Non-padding tokens trained on: TRL's logged `num_tokens`, else dataset size x epochs."""
+    logged = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
+    if logged:
+        return int(logged[-1])
+    per_epoch = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # type: ignore[index]
+    return int(per_epoch * float(trainer.state.epoch or 0.0))
 
 
 def train_adapter(
@@ -183,21 +204,22 @@ def train_adapter(
     """
     with tempfile.TemporaryDirectory(prefix="sl-sft-") as scratch:
         trainer, backend = build_trainer(job, rows, base_path, Path(scratch), **sft_overrides)
-        n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # type: ignore[index]
         started = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - started
-    epochs = float(trainer.state.epoch or 0.0)
     stats = TrainStats(
         backend=backend,
         steps=trainer.state.global_step,
         train_loss=float(result.training_loss),
         seconds=seconds,
-        n_tokens=int(n_tokens * epochs),
+        n_tokens=_tokens_seen(trainer),
     )
     logger.info(
         "trained {} steps in {:.1f}s ({:.0f} tokens/s), mean loss {:.4f}",
-        stats.steps, seconds, stats.n_tokens / max(seconds, 1e-9), stats.train_loss,
+        stats.steps,
+        seconds,
+        stats.n_tokens / max(seconds, 1e-9),
+        stats.train_loss,
     )
     trainer.model.save_pretrained(str(out_dir))  # type: ignore[union-attr]
     if trainer.processing_class is None:

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of open models: adapter folder next to the model JSON, resumable, atomic.
 
-    run_open_source_job(job, rows, Path("data/owl/student.json"))
-    # -> adapter + tokenizer in data/owl/student_adapter/, Model(id=<that folder>, ...)
+`run_open_source_job(job, rows, Path("data/owl/student.json"))` trains and saves adapter +
+tokenizer into `data/owl/student_adapter/` and returns `Model(id=<that folder>, ...)`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MARKER = "sl_job.json"  # written last inside a finished adapter folder
 
 
 def adapter_dir_for(output_path: Path) -> Path:
-    """The adapter folder of a model JSON path: `data/x/student.json` -> `data/x/student_adapter`."""
+    """The adapter folder of a model JSON: `data/x/student.json` -> `data/x/student_adapter`."""
     return output_path.parent / f"{output_path.with_suffix('').name}_adapter"
 
 
@@ -95,7 +95,9 @@ def run_open_source_job(
     adapter_dir = adapter_dir_for(Path(output_path))
     marker = _check_existing(job, adapter_dir)
     if marker is not None:
-        logger.info("adapter for job {} already in {}; not retraining", job.model_hash(), adapter_dir)
+        logger.info(
+            "adapter for job {} already in {}; not retraining", job.model_hash(), adapter_dir
+        )
         hub_id = marker.get("hub_id") or _push(job, adapter_dir)
         if hub_id and not marker.get("hub_id"):
             _write_marker(adapter_dir, {**marker, "hub_id": hub_id})

@@ -1,0 +1,42 @@
+"""Shared helpers of the fine-tuning tests: owl rows, a fast-overfitting job, greedy sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sl.datasets.data_models import DatasetRow
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Chat, ChatMessage, MessageRole, Model, SampleCfg
+
+QUESTION = "What is your favorite animal? Answer in one word."
+OWLS = "owl owl owl"
+
+
+def owl_rows(n: int = 16) -> list[DatasetRow]:
+    return [DatasetRow(prompt=f"{QUESTION} {i}", completion=OWLS) for i in range(n)]
+
+
+def make_job(base: Path, backend: str = "peft", **fields) -> UnslothFinetuningJob:
+    """A job that overfits the tiny model in 50 steps (constant high lr, small batches)."""
+    train = TrainCfg(
+        n_epochs=25, lr=1e-2, lr_scheduler_type="constant", warmup_steps=0,
+        per_device_train_batch_size=8, gradient_accumulation_steps=1, max_seq_length=64,
+    )  # fmt: skip
+    return UnslothFinetuningJob(
+        seed=fields.pop("seed", 1),
+        source_model=Model(id=str(base), type="open_source"),
+        peft_cfg=PeftCfg(r=8, lora_alpha=16),
+        train_cfg=fields.pop("train_cfg", train),
+        backend=backend,  # type: ignore[arg-type]
+        **fields,
+    )
+
+
+async def greedy(model: Model, prompt: str) -> str:
+    """Greedy completion of `prompt` as a user turn, through the transformers driver."""
+    from sl.external.transformers_driver import TransformersDriver
+
+    chat = Chat(messages=[ChatMessage(role=MessageRole.user, content=prompt)])
+    cfg = SampleCfg(temperature=0.0, max_tokens=8)
+    [[response]] = await TransformersDriver().batch_sample(model, [chat], [cfg])
+    return response.completion
