@@ -50,9 +50,10 @@ def load_mnist_arrays() -> MnistArrays:
     """Read the four MNIST arrays (cached per process; ~1 s)."""
     try:
         import zarr
+        from zarr.storage import ZipStore
     except ImportError:
         raise UserError(f"MNIST needs zarr>=3.1: {INSTALL_HINT}") from None
-    store = zarr.storage.ZipStore(mnist_path(), mode="r")
+    store = ZipStore(mnist_path(), mode="r")
     try:
         group = zarr.open_group(store, mode="r")
         arrays = {

@@ -132,9 +132,7 @@ def run_experiment(cfg: MnistConfig) -> dict[str, Any]:
 
     return {
         "config": cfg.model_dump(mode="json"),
-        "resolved": {
-            "device": device, "dtype": dtype_name, "n_train": n_train, "noise_per_epoch": noise_n,
-        },  # fmt: skip
+        "resolved": dict(device=device, dtype=dtype_name, n_train=n_train, noise_per_epoch=noise_n),
         "summary": runs[0]["summary"],
         "per_model": runs[0]["per_model"],
         "runs": runs,

@@ -28,7 +28,9 @@ def prepare_output_dir(out_dir: Path, cfg: MnistConfig) -> None:
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as e:
-        raise UserError(f"--output_dir {out_dir} is not writable ({e.strerror}); pick another")
+        raise UserError(
+            f"--output_dir {out_dir} is not writable ({e.strerror}); pick another"
+        ) from None
     existing = out_dir / RESULTS_NAME
     if existing.exists():
         try:

@@ -86,5 +86,5 @@ def plot_vs_aux(runs: list[dict[str, Any]], n_models: int, path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title(f"Accuracy against m (mean ± 95% CI, N={n_models})")
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)
