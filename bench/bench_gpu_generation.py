@@ -50,7 +50,9 @@ def build_smollm2_shaped(tiny: Path, out: Path) -> Path:
 
 
 def tokens_per_s(model: Model, prompts: list[str], batch_size: int, max_tokens: int) -> float:
-    os.environ["SL_TRANSFORMERS_BATCH_SIZE"] = str(batch_size)
+    from sl.external.transformers_driver import get_driver
+
+    get_driver().batch_size = batch_size  # the process-wide driver keeps its loaded models
     chats = [llm.build_simple_chat(p) for p in prompts]
     cfg = SampleCfg(temperature=1.0, max_tokens=max_tokens, seed=0)
     start = time.perf_counter()
