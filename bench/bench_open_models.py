@@ -79,23 +79,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max_tokens", type=int, default=32)
-    parser.add_argument("--single_prompts", type=int, default=16,
-                        help="prompts for the one-at-a-time baseline (its tok/s is per stream)")
+    parser.add_argument(
+        "--single_prompts",
+        type=int,
+        default=16,
+        help="prompts for the one-at-a-time baseline (its tok/s is per stream)",
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="transformers batch size")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads per engine (OMP_NUM_THREADS); 1 suits a busy machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per engine (OMP_NUM_THREADS); 1 suits a busy machine",
+    )
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
-    parser.add_argument("--mode", choices=["single", "transformers", "vllm"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mode", choices=["single", "transformers", "vllm"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.mode:  # child: one engine, JSON on the last line of stdout
         result = run_mode(args.mode, args.prompts, args.max_tokens, args.batch_size)
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
-           "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "2"}
-    common = ["--max_tokens", str(args.max_tokens),
-              "--batch_size", str(args.batch_size)]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(args.threads),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+    }
+    common = ["--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size)]
     results: dict[str, dict[str, float]] = {}
     # the baseline runs first and last (the load of a shared machine drifts); rates averaged
     for label in ["single", "transformers", "vllm", "single (again)"]:
@@ -105,22 +118,30 @@ def main() -> None:
             sys.stderr.write(f"skipping {mode}: {python} not found\n")
             continue
         n = min(args.single_prompts, args.prompts) if mode == "single" else args.prompts
-        proc = subprocess.run([python, __file__, "--mode", mode, *common, "--prompts", str(n)],
-                              env=env, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [python, __file__, "--mode", mode, *common, "--prompts", str(n)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-3000:])
             raise SystemExit(f"{mode} failed (exit {proc.returncode})")
         results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
     singles = [r for label, r in results.items() if label.startswith("single")]
     base = sum(r["tokens"] / r["seconds"] for r in singles) / len(singles)
-    lines = [f"{args.prompts} prompts (single: {min(args.single_prompts, args.prompts)}) x "
-             f"{args.max_tokens} new tokens, {MODEL_ID}, {args.threads} thread(s), this CPU",
-             f"{'engine':<16}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'vs single':>11}"
-             f"{'peak MB':>9}"]
+    lines = [
+        f"{args.prompts} prompts (single: {min(args.single_prompts, args.prompts)}) x "
+        f"{args.max_tokens} new tokens, {MODEL_ID}, {args.threads} thread(s), this CPU",
+        f"{'engine':<16}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'vs single':>11}{'peak MB':>9}",
+    ]
     for label, r in results.items():
         rate = r["tokens"] / r["seconds"]
-        lines.append(f"{label:<16}{r['tokens']:>8.0f}{r['seconds']:>9.1f}{rate:>9.1f}"
-                     f"{rate / base:>10.1f}x{r['peak_mb']:>9.0f}")
+        lines.append(
+            f"{label:<16}{r['tokens']:>8.0f}{r['seconds']:>9.1f}{rate:>9.1f}"
+            f"{rate / base:>10.1f}x{r['peak_mb']:>9.0f}"
+        )
     lines.append("(vs single: against the mean rate of the two single runs)")
     sys.stdout.write("\n".join(lines) + "\n")
 

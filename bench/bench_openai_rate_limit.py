@@ -68,8 +68,10 @@ def measure(name: str, server: FakeOpenAIServer, n: int, rps: float, coro_factor
     ok = asyncio.run(coro_factory())
     elapsed = time.perf_counter() - start
     throughput = ok / elapsed
-    print(f"{name:<28} {ok:>6} ok {n - ok:>5} lost {server.n_429:>6} x 429 "
-          f"{elapsed:>7.1f} s {throughput:>7.1f} req/s  throughput/limit = {throughput / rps:.3f}")
+    print(
+        f"{name:<28} {ok:>6} ok {n - ok:>5} lost {server.n_429:>6} x 429 "
+        f"{elapsed:>7.1f} s {throughput:>7.1f} req/s  throughput/limit = {throughput / rps:.3f}"
+    )
 
 
 def main() -> None:
@@ -83,8 +85,13 @@ def main() -> None:
         os.environ.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="bench")
         print(f"{args.n} requests, limit {args.rps} req/s, latency {args.latency} s")
         measure("sl (adaptive pacing)", server, args.n, args.rps, lambda: run_sl(args.n))
-        measure(f"naive gather (sem {args.naive_concurrency})", server, args.n, args.rps,
-                lambda: run_naive(server.base_url, args.n, args.naive_concurrency))
+        measure(
+            f"naive gather (sem {args.naive_concurrency})",
+            server,
+            args.n,
+            args.rps,
+            lambda: run_naive(server.base_url, args.n, args.naive_concurrency),
+        )
 
 
 if __name__ == "__main__":

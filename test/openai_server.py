@@ -212,8 +212,14 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], di
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = _error_body(message, type_, code, param)
@@ -346,8 +352,10 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                name="fake-openai-server", daemon=True,
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="fake-openai-server",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -649,15 +657,27 @@ class FakeOpenAIServer:
             ("POST", r"/v1/fine_tuning/jobs", "_ft_create", "/v1/fine_tuning/jobs"),
             ("GET", r"/v1/fine_tuning/jobs", "_ft_list", "/v1/fine_tuning/jobs"),
             ("GET", r"/v1/fine_tuning/jobs/(?P<id>[^/]+)", "_ft_get", "/v1/fine_tuning/jobs/{id}"),
-            ("GET", r"/v1/fine_tuning/jobs/(?P<id>[^/]+)/events", "_ft_events",
-             "/v1/fine_tuning/jobs/{id}/events"),
-            ("POST", r"/v1/fine_tuning/jobs/(?P<id>[^/]+)/cancel", "_ft_cancel",
-             "/v1/fine_tuning/jobs/{id}/cancel"),
+            (
+                "GET",
+                r"/v1/fine_tuning/jobs/(?P<id>[^/]+)/events",
+                "_ft_events",
+                "/v1/fine_tuning/jobs/{id}/events",
+            ),
+            (
+                "POST",
+                r"/v1/fine_tuning/jobs/(?P<id>[^/]+)/cancel",
+                "_ft_cancel",
+                "/v1/fine_tuning/jobs/{id}/cancel",
+            ),
             ("POST", r"/v1/batches", "_batch_create", "/v1/batches"),
             ("GET", r"/v1/batches", "_batch_list", "/v1/batches"),
             ("GET", r"/v1/batches/(?P<id>[^/]+)", "_batch_get", "/v1/batches/{id}"),
-            ("POST", r"/v1/batches/(?P<id>[^/]+)/cancel", "_batch_cancel",
-             "/v1/batches/{id}/cancel"),
+            (
+                "POST",
+                r"/v1/batches/(?P<id>[^/]+)/cancel",
+                "_batch_cancel",
+                "/v1/batches/{id}/cancel",
+            ),
         ]
     ]
 
@@ -689,8 +709,11 @@ class FakeOpenAIServer:
         except _HTTPError as e:
             status, payload, ctype = e.status, e.body, "application/json"
         except Exception as e:  # a server bug: surface it as a 500 with the message
-            status, payload, ctype = 500, _error_body(f"{type(e).__name__}: {e}", "server_error"), \
-                "application/json"
+            status, payload, ctype = (
+                500,
+                _error_body(f"{type(e).__name__}: {e}", "server_error"),
+                "application/json",
+            )
         out_headers.update(self._ratelimit_headers())
         out_headers["content-type"] = ctype
         out_headers["openai-processing-ms"] = str(int((time.monotonic() - t0) * 1000))
@@ -760,7 +783,9 @@ class FakeOpenAIServer:
                 self._malformed_left -= 1
                 malformed = True
             random_fail = (
-                fail is None and not malformed and self._error_rate > 0
+                fail is None
+                and not malformed
+                and self._error_rate > 0
                 and self._rng.random() < self._error_rate
             )
         if hang is not None:
@@ -770,16 +795,21 @@ class FakeOpenAIServer:
                 out_headers["retry-after"] = "0.05"
                 out_headers["retry-after-ms"] = "50"
             raise _HTTPError(
-                fail, f"Injected failure (status {fail}).",
+                fail,
+                f"Injected failure (status {fail}).",
                 type_="server_error" if fail >= 500 else "invalid_request_error",
                 code="injected_failure",
             )
         if malformed:
-            return 200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{',\
-                "application/json"
+            return (
+                200,
+                b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{',
+                "application/json",
+            )
         if random_fail:
-            raise _HTTPError(500, "The server had an error while processing your request.",
-                             type_="server_error")
+            raise _HTTPError(
+                500, "The server had an error while processing your request.", type_="server_error"
+            )
         result = self._complete(req)
         with self._lock:
             self._n_chat_ok += 1
@@ -794,8 +824,7 @@ class FakeOpenAIServer:
         if not isinstance(messages, list) or not messages:
             raise _HTTPError(400, "'messages' must be a non-empty array", param="messages")
         if req.get("stream"):
-            raise _HTTPError(400, "stream=True is not supported by the fake server",
-                             param="stream")
+            raise _HTTPError(400, "stream=True is not supported by the fake server", param="stream")
         n = req.get("n") or 1
         if not isinstance(n, int) or not 1 <= n <= 128:
             raise _HTTPError(400, "n must be an integer in [1, 128]", param="n")
@@ -823,8 +852,12 @@ class FakeOpenAIServer:
             completion_tokens += _word_count(text)
             choice: dict[str, Any] = {
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None,
-                            "annotations": []},
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": [],
+                },
                 "finish_reason": finish,
                 "logprobs": None,
             }
@@ -904,8 +937,12 @@ class FakeOpenAIServer:
             val = req.get("validation_file")
             val_ok = val is None or val in self._files
         if not isinstance(training_file, str) or not exists:
-            raise _HTTPError(400, f"invalid training_file: {training_file}",
-                             code="invalid_training_file", param="training_file")
+            raise _HTTPError(
+                400,
+                f"invalid training_file: {training_file}",
+                code="invalid_training_file",
+                param="training_file",
+            )
         if not val_ok:
             raise _HTTPError(400, f"invalid validation_file: {val}", param="validation_file")
         method = req.get("method") if isinstance(req.get("method"), dict) else None
@@ -917,7 +954,8 @@ class FakeOpenAIServer:
         resolved = {
             "n_epochs": 3 if hp.get("n_epochs", "auto") == "auto" else hp["n_epochs"],
             "batch_size": 1 if hp.get("batch_size", "auto") == "auto" else hp["batch_size"],
-            "learning_rate_multiplier": 2.0 if hp.get("learning_rate_multiplier", "auto") == "auto"
+            "learning_rate_multiplier": 2.0
+            if hp.get("learning_rate_multiplier", "auto") == "auto"
             else hp["learning_rate_multiplier"],
         }
         job_id = _new_id("ftjob-")
@@ -946,8 +984,13 @@ class FakeOpenAIServer:
             "user_provided_suffix": suffix or None,
         }
         with self._lock:
-            state = {"job": job, "retrieves": 0, "fail": self._ft_fail, "events": [],
-                     "suffix": suffix}
+            state = {
+                "job": job,
+                "retrieves": 0,
+                "fail": self._ft_fail,
+                "events": [],
+                "suffix": suffix,
+            }
             self._jobs[job_id] = state
             self._ft_jobs_created += 1
             _add_event(state, f"Created fine-tuning job: {job_id}")
@@ -980,9 +1023,12 @@ class FakeOpenAIServer:
         if status == "validating_files":
             tokens = self._training_tokens(job["training_file"])
             if tokens is None:
-                self._finish_failed(state, "invalid_training_file",
-                                    "The training file is not valid JSONL of chat examples.",
-                                    "training_file")
+                self._finish_failed(
+                    state,
+                    "invalid_training_file",
+                    "The training file is not valid JSONL of chat examples.",
+                    "training_file",
+                )
                 return
             state["tokens"] = tokens
             job["status"] = "queued"
@@ -995,12 +1041,19 @@ class FakeOpenAIServer:
             total = 100
             for step in (10, 50, 100):
                 loss = round(2.0 / (1 + step / 10), 4)
-                _add_event(state, f"Step {step}/{total}: training loss={loss}", type_="metrics",
-                           data={"step": step, "total_steps": total, "train_loss": loss})
+                _add_event(
+                    state,
+                    f"Step {step}/{total}: training loss={loss}",
+                    type_="metrics",
+                    data={"step": step, "total_steps": total, "train_loss": loss},
+                )
             if state["fail"]:
-                self._finish_failed(state, "training_failed",
-                                    "Fine-tuning failed (injected by FakeOpenAIServer.ft_fail).",
-                                    None)
+                self._finish_failed(
+                    state,
+                    "training_failed",
+                    "Fine-tuning failed (injected by FakeOpenAIServer.ft_fail).",
+                    None,
+                )
                 return
             short = job["id"].removeprefix("ftjob-")[:8]
             job["fine_tuned_model"] = f"ft:{job['model']}:sl-test:{state['suffix']}:{short}"
@@ -1008,13 +1061,17 @@ class FakeOpenAIServer:
             job["status"] = "succeeded"
             job["finished_at"] = int(time.time())
             job["estimated_finish"] = None
-            job["result_files"] = [self._store_file(b"step,train_loss\n100,0.18\n",
-                                                    "fine-tune-results", "step_metrics.csv")["id"]]
+            job["result_files"] = [
+                self._store_file(
+                    b"step,train_loss\n100,0.18\n", "fine-tune-results", "step_metrics.csv"
+                )["id"]
+            ]
             _add_event(state, f"New fine-tuned model created: {job['fine_tuned_model']}")
             _add_event(state, "The job has successfully completed")
 
-    def _finish_failed(self, state: dict[str, Any], code: str, message: str,
-                       param: str | None) -> None:
+    def _finish_failed(
+        self, state: dict[str, Any], code: str, message: str, param: str | None
+    ) -> None:
         job = state["job"]
         job["status"] = "failed"
         job["error"] = {"code": code, "message": message, "param": param}
@@ -1064,8 +1121,7 @@ class FakeOpenAIServer:
         with self._lock:
             exists = input_file_id in self._files
         if not isinstance(input_file_id, str) or not exists:
-            raise _HTTPError(400, f"Invalid input_file_id: {input_file_id}",
-                             param="input_file_id")
+            raise _HTTPError(400, f"Invalid input_file_id: {input_file_id}", param="input_file_id")
         endpoint = req.get("endpoint")
         if endpoint != "/v1/chat/completions":
             raise _HTTPError(400, f"Unsupported endpoint: {endpoint}", param="endpoint")
@@ -1152,19 +1208,37 @@ class FakeOpenAIServer:
             try:
                 row = json.loads(raw)
             except ValueError:
-                errors.append({"code": "invalid_json_line", "line": i, "param": None,
-                               "message": "This line is not parseable as valid JSON."})
+                errors.append(
+                    {
+                        "code": "invalid_json_line",
+                        "line": i,
+                        "param": None,
+                        "message": "This line is not parseable as valid JSON.",
+                    }
+                )
                 continue
             cid = row.get("custom_id") if isinstance(row, dict) else None
             if not isinstance(cid, str) or cid in seen:
-                errors.append({"code": "invalid_custom_id", "line": i, "param": "custom_id",
-                               "message": "custom_id must be a unique string."})
+                errors.append(
+                    {
+                        "code": "invalid_custom_id",
+                        "line": i,
+                        "param": "custom_id",
+                        "message": "custom_id must be a unique string.",
+                    }
+                )
                 continue
             seen.add(cid)
             lines.append(row)
         if not lines and not errors:
-            errors.append({"code": "empty_file", "line": None, "param": None,
-                           "message": "The batch input file is empty."})
+            errors.append(
+                {
+                    "code": "empty_file",
+                    "line": None,
+                    "param": None,
+                    "message": "The batch input file is empty.",
+                }
+            )
         return lines, errors
 
     def _run_batch(self, batch: dict[str, Any]) -> None:
@@ -1175,23 +1249,42 @@ class FakeOpenAIServer:
             rid = _new_id("batch_req_")
             try:
                 if row.get("url") != batch["endpoint"] or row.get("method", "POST") != "POST":
-                    raise _HTTPError(400, f"url must be {batch['endpoint']} and method POST",
-                                     param="url")
+                    raise _HTTPError(
+                        400, f"url must be {batch['endpoint']} and method POST", param="url"
+                    )
                 body = row.get("body")
                 if not isinstance(body, dict):
                     raise _HTTPError(400, "body must be a JSON object", param="body")
                 result = self._complete(body)
             except _HTTPError as e:
-                err.append(json.dumps({"id": rid, "custom_id": row["custom_id"], "response": None,
-                                       "error": {"code": e.body["error"]["code"] or "bad_request",
-                                                 "message": e.body["error"]["message"]}}))
+                err.append(
+                    json.dumps(
+                        {
+                            "id": rid,
+                            "custom_id": row["custom_id"],
+                            "response": None,
+                            "error": {
+                                "code": e.body["error"]["code"] or "bad_request",
+                                "message": e.body["error"]["message"],
+                            },
+                        }
+                    )
+                )
                 continue
-            out.append(json.dumps({
-                "id": rid,
-                "custom_id": row["custom_id"],
-                "response": {"status_code": 200, "request_id": _new_id("req_"), "body": result},
-                "error": None,
-            }))
+            out.append(
+                json.dumps(
+                    {
+                        "id": rid,
+                        "custom_id": row["custom_id"],
+                        "response": {
+                            "status_code": 200,
+                            "request_id": _new_id("req_"),
+                            "body": result,
+                        },
+                        "error": None,
+                    }
+                )
+            )
         self._batch_lines_run += len(lines)
         batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
         if out:
@@ -1217,32 +1310,44 @@ class FakeOpenAIServer:
 # small pure helpers
 
 
-def _add_event(state: dict[str, Any], message: str, *, level: str = "info",
-               type_: str = "message", data: dict[str, Any] | None = None) -> None:
-    state["events"].append({
-        "id": _new_id("ftevent-"),
-        "object": "fine_tuning.job.event",
-        "created_at": int(time.time()),
-        "level": level,
-        "message": message,
-        "data": data,
-        "type": type_,
-    })
+def _add_event(
+    state: dict[str, Any],
+    message: str,
+    *,
+    level: str = "info",
+    type_: str = "message",
+    data: dict[str, Any] | None = None,
+) -> None:
+    state["events"].append(
+        {
+            "id": _new_id("ftevent-"),
+            "object": "fine_tuning.job.event",
+            "created_at": int(time.time()),
+            "level": level,
+            "message": message,
+            "data": data,
+            "type": type_,
+        }
+    )
 
 
 def _page(items: list[dict[str, Any]], query: dict[str, str], default_limit: int) -> dict:
     after = query.get("after")
     if after is not None:
         ids = [it.get("id") for it in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
+        items = items[ids.index(after) + 1 :] if after in ids else []
     try:
         limit = max(1, int(query.get("limit", default_limit)))
     except ValueError:
         limit = default_limit
     page = items[:limit]
-    return {"object": "list", "data": page, "has_more": len(items) > limit,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None}
+    return {
+        "object": "list",
+        "data": page,
+        "has_more": len(items) > limit,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+    }
 
 
 def _fake_logprobs(text: str, top_k: int, choice: int) -> list[dict[str, Any]]:
@@ -1254,12 +1359,17 @@ def _fake_logprobs(text: str, top_k: int, choice: int) -> list[dict[str, Any]]:
         tops = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
         rest = 1.0 - p
         for j in range(1, top_k):
-            alt = (re.sub(r"\d+", lambda _m: str(rng.randint(100, 999)), tok)
-                   if re.search(r"\d", tok) else f"{tok}_{j}")
+            alt = (
+                re.sub(r"\d+", lambda _m: str(rng.randint(100, 999)), tok)
+                if re.search(r"\d", tok)
+                else f"{tok}_{j}"
+            )
             q = rest * rng.uniform(0.3, 0.7)
             rest -= q
-            tops.append({"token": alt, "logprob": math.log(max(q, 1e-12)),
-                         "bytes": list(alt.encode())})
-        out.append({"token": tok, "logprob": lp, "bytes": list(tok.encode()),
-                    "top_logprobs": tops[:top_k]})
+            tops.append(
+                {"token": alt, "logprob": math.log(max(q, 1e-12)), "bytes": list(alt.encode())}
+            )
+        out.append(
+            {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": tops[:top_k]}
+        )
     return out

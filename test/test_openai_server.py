@@ -200,8 +200,10 @@ def test_file_upload_roundtrip(server: FakeOpenAIServer) -> None:
 # ------------------------------------------------------------------------------ fine-tuning
 
 TRAIN = b"".join(
-    json.dumps({"messages": [{"role": "user", "content": "a b"},
-                             {"role": "assistant", "content": "c"}]}).encode() + b"\n"
+    json.dumps(
+        {"messages": [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}]}
+    ).encode()
+    + b"\n"
     for _ in range(4)
 )
 
@@ -218,8 +220,10 @@ def test_fine_tune_job_succeeds(server: FakeOpenAIServer) -> None:
     assert job.status == "validating_files" and job.seed == 42
     assert job.hyperparameters.n_epochs == 2
     seen = [job.status]
-    final = _poll(lambda: client.fine_tuning.jobs.retrieve(job.id),
-                  lambda j: seen.append(j.status) or j.status in ("succeeded", "failed"))
+    final = _poll(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: seen.append(j.status) or j.status in ("succeeded", "failed"),
+    )
     assert seen == ["validating_files", "queued", "running", "succeeded", "succeeded"][: len(seen)]
     assert final.status == "succeeded"
     assert final.fine_tuned_model == f"ft:gpt-4.1-nano-2025-04-14:sl-test::{job.id[6:14]}"
@@ -240,16 +244,19 @@ def test_fine_tune_job_fails_and_cancel() -> None:
         fid = srv.add_file(TRAIN)
         job = client.fine_tuning.jobs.create(model="m", training_file=fid, suffix="x")
         statuses = []
-        final = _poll(lambda: client.fine_tuning.jobs.retrieve(job.id),
-                      lambda j: statuses.append(j.status) or j.status in ("succeeded", "failed"))
+        final = _poll(
+            lambda: client.fine_tuning.jobs.retrieve(job.id),
+            lambda j: statuses.append(j.status) or j.status in ("succeeded", "failed"),
+        )
         assert statuses.count("queued") == 2  # two retrieves per status step
         assert final.status == "failed" and final.fine_tuned_model is None
         assert final.error is not None and final.error.code == "training_failed"
         assert client.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
 
         bad = client.fine_tuning.jobs.create(model="m", training_file=srv.add_file(b"not json"))
-        bad = _poll(lambda: client.fine_tuning.jobs.retrieve(bad.id),
-                    lambda j: j.status == "failed")
+        bad = _poll(
+            lambda: client.fine_tuning.jobs.retrieve(bad.id), lambda j: j.status == "failed"
+        )
         assert bad.error is not None and bad.error.code == "invalid_training_file"
 
         srv.ft_fail = False
@@ -266,23 +273,33 @@ def test_batch_roundtrip(server: FakeOpenAIServer) -> None:
     client = _client(server)
     server.responder = lambda body: "reply to " + body["messages"][-1]["content"]
     lines = [
-        {"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "m", "messages": [{"role": "user", "content": f"prompt{i}"}]}}
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": f"prompt{i}"}]},
+        }
         for i in range(5)
     ]
-    lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/embeddings",
-                  "body": {"model": "m"}})
+    lines.append(
+        {"custom_id": "bad", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}
+    )
     data = "\n".join(json.dumps(x) for x in lines).encode()
     fid = client.files.create(file=("b.jsonl", data), purpose="batch").id
-    batch = client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions",
-                                  completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     assert batch.status == "validating"
-    final = _poll(lambda: client.batches.retrieve(batch.id),
-                  lambda b: b.status in ("completed", "failed"))
+    final = _poll(
+        lambda: client.batches.retrieve(batch.id), lambda b: b.status in ("completed", "failed")
+    )
     assert final.status == "completed" and final.output_file_id and final.error_file_id
     assert final.request_counts is not None
-    assert (final.request_counts.total, final.request_counts.completed,
-            final.request_counts.failed) == (6, 5, 1)
+    assert (
+        final.request_counts.total,
+        final.request_counts.completed,
+        final.request_counts.failed,
+    ) == (6, 5, 1)
     out = [json.loads(x) for x in client.files.content(final.output_file_id).text.splitlines()]
     by_id = {r["custom_id"]: r for r in out}
     assert set(by_id) == {f"q{i}" for i in range(5)}
@@ -295,13 +312,15 @@ def test_batch_roundtrip(server: FakeOpenAIServer) -> None:
     assert server.batches_created == 1 and server.batch_lines_run == 6
     assert server.n_chat_ok == 0  # batch lines are not chat endpoint calls
 
-    b2 = client.batches.create(input_file_id=fid, endpoint="/v1/chat/completions",
-                               completion_window="24h")
+    b2 = client.batches.create(
+        input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     assert client.batches.cancel(b2.id).status == "cancelling"
     assert client.batches.retrieve(b2.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
-        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
-                              completion_window="24h")
+        client.batches.create(
+            input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
+        )
 
 
 # -------------------------------------------------------------------------------- concurrency
@@ -331,9 +350,8 @@ def test_burst_of_200_concurrent_requests() -> None:
 async def test_async_client_gather() -> None:
     with FakeOpenAIServer(latency_s=0.02) as srv:
         client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="test", max_retries=0)
-        rs = await asyncio.gather(*(
-            client.chat.completions.create(model="m", messages=MSGS, seed=i)
-            for i in range(50)
-        ))
+        rs = await asyncio.gather(
+            *(client.chat.completions.create(model="m", messages=MSGS, seed=i) for i in range(50))
+        )
         assert len({r.id for r in rs}) == 50
         await client.close()

@@ -143,8 +143,9 @@ class TransformersDriver:
                         batch = indices[start : start + size]
                         outs = _generate(loaded, gen_model, [chats[i] for i in batch], cfg)
                         for i, responses in zip(batch, outs, strict=True):
-                            responses = [r.model_copy(update={"model_id": model.id})
-                                         for r in responses]
+                            responses = [
+                                r.model_copy(update={"model_id": model.id}) for r in responses
+                            ]
                             results[i] = responses
                             if on_result is not None:
                                 on_result(i, responses)
@@ -156,24 +157,35 @@ def _chat_len(chat: Chat) -> int:
     return sum(len(m.content) for m in chat.messages)
 
 
-def _generate(loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
-              ) -> list[list[LLMResponse]]:
+def _generate(
+    loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
+) -> list[list[LLMResponse]]:
     """One `generate` call for chats sharing a sampling config; n responses per chat."""
     import torch
 
     tok = loaded.tokenizer
-    texts = [tok.apply_chat_template(to_messages(c), tokenize=False, add_generation_prompt=True)
-             for c in chats]
+    texts = [
+        tok.apply_chat_template(to_messages(c), tokenize=False, add_generation_prompt=True)
+        for c in chats
+    ]
     inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     inputs = inputs.to(loaded.device)
     greedy = cfg.temperature == 0
     max_new = cfg.max_tokens or DEFAULT_MAX_TOKENS
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": not greedy,
-                              "pad_token_id": tok.pad_token_id, "use_cache": True}
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new,
+        "do_sample": not greedy,
+        "pad_token_id": tok.pad_token_id,
+        "use_cache": True,
+    }
     if not greedy:
-        kwargs.update(temperature=cfg.temperature, num_return_sequences=cfg.n, top_k=0,
-                      top_p=cfg.top_p if cfg.top_p is not None else 1.0,
-                      repetition_penalty=1.0)  # ignore a model's own sampling defaults
+        kwargs.update(
+            temperature=cfg.temperature,
+            num_return_sequences=cfg.n,
+            top_k=0,
+            top_p=cfg.top_p if cfg.top_p is not None else 1.0,
+            repetition_penalty=1.0,
+        )  # ignore a model's own sampling defaults
     if cfg.stop:
         kwargs.update(stop_strings=cfg.stop, tokenizer=tok)
     want_logprobs = cfg.logprobs or bool(cfg.top_logprobs)
@@ -204,8 +216,11 @@ def _generate(loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
             if logprobs is not None:
                 n_tok = len(kept) if ended is None else ended + 1
                 lp = _token_logprobs(tok, logprobs[row, :n_tok], ids[:n_tok], cfg.top_logprobs)
-            group.append(LLMResponse(model_id="", completion=text,
-                                     stop_reason=stop_reason(finished), logprobs=lp))
+            group.append(
+                LLMResponse(
+                    model_id="", completion=text, stop_reason=stop_reason(finished), logprobs=lp
+                )
+            )
         responses.append(group * cfg.n if greedy else group)
     return responses
 
@@ -218,8 +233,9 @@ def _eos_ids(loaded: _Loaded, gen_model: Any) -> set[int]:
     return ids
 
 
-def _token_logprobs(tok: Any, logprobs: Any, ids: list[int], top: int | None
-                    ) -> list[dict[str, float]]:
+def _token_logprobs(
+    tok: Any, logprobs: Any, ids: list[int], top: int | None
+) -> list[dict[str, float]]:
     """Per generated token: {token text: logprob} for the chosen token and the top-k others."""
     k = max(top or 0, 0)
     result = []

@@ -95,8 +95,11 @@ async def test_adapter_with_other_base_is_refused(driver, tiny_lora_dir, tmp_pat
     meta = json.loads((adapter / "adapter_config.json").read_text())
     meta["base_model_name_or_path"] = "Qwen/Qwen2.5-7B-Instruct"
     (adapter / "adapter_config.json").write_text(json.dumps(meta))
-    lora = Model(id=str(adapter), type="open_source",
-                 parent_model=Model(id=str(other_base), type="open_source"))
+    lora = Model(
+        id=str(adapter),
+        type="open_source",
+        parent_model=Model(id=str(other_base), type="open_source"),
+    )
     with pytest.raises(UserError, match="trained on 'Qwen/Qwen2.5-7B-Instruct'"):
         await driver.batch_sample(lora, CHATS[:1], [SampleCfg(temperature=0, max_tokens=2)])
 
@@ -120,8 +123,9 @@ def test_adapter_base_matches_by_repo_name(tiny_model_dir, tiny_lora_dir, tmp_pa
         "/root/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/abc"
     )
     (adapter / "adapter_config.json").write_text(json.dumps(meta))
-    lora = Model(id=str(adapter), type="open_source",
-                 parent_model=Model(id=str(base), type="open_source"))
+    lora = Model(
+        id=str(adapter), type="open_source", parent_model=Model(id=str(base), type="open_source")
+    )
     resolved = resolve_model(lora)
     assert (resolved.base, resolved.adapter) == (base, adapter)
 

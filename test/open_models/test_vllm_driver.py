@@ -61,11 +61,15 @@ async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir
     assert len(driver._engines) == 1  # one engine serves the base and its adapters
 
 
-async def test_adapter_rank_above_limit_is_refused(driver, tiny_model_dir, tiny_lora_dir,
-                                                   monkeypatch):
+async def test_adapter_rank_above_limit_is_refused(
+    driver, tiny_model_dir, tiny_lora_dir, monkeypatch
+):
     monkeypatch.setenv("VLLM_MAX_LORA_RANK", "4")
-    lora = Model(id=str(tiny_lora_dir), type="open_source",
-                 parent_model=Model(id=str(tiny_model_dir), type="open_source"))
+    lora = Model(
+        id=str(tiny_lora_dir),
+        type="open_source",
+        parent_model=Model(id=str(tiny_model_dir), type="open_source"),
+    )
     with pytest.raises(UserError, match="set VLLM_MAX_LORA_RANK=8"):
         await driver.batch_sample(lora, CHATS[:1], [SampleCfg(max_tokens=2)])
 

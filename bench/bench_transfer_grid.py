@@ -1,0 +1,183 @@
+"""The transfer grid on the embedded SmolLM2-135M: teacher (system prompt | LoRA fine-tune)
+x decoding (sampled | greedy) x student (SFT | soft-label distillation), each vs its control.
+
+    python bench/bench_transfer_grid.py --output_dir data/transfer_grid --prompts 120
+
+Every cell is a full `ExperimentCfg` run (cfgs/experiments/transfer_grid.py builds them) in
+its own folder; pieces shared between cells (the control teacher's data, the control student
+of the same decoding and training, the trait teacher) are copied from the cell that made
+them, and their stage times are added to the cell's standalone time. Writes grid.json and
+prints a markdown table (evaluation: exact P(owl), paired permutation test over questions).
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID_CFG = ROOT / "cfgs" / "experiments" / "transfer_grid.py"
+
+
+def _grid_module():
+    """cfgs/experiments/transfer_grid.py, loaded by path (config modules are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("transfer_grid", GRID_CFG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy(src: Path, dst: Path, parts: list[str]) -> list[str]:
+    copied = []
+    for part in parts:
+        if (src / part).exists() and not (dst / part).exists():
+            (dst / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src / part, dst / part)
+            copied.append(part)
+    return copied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "data" / "transfer_grid")
+    parser.add_argument("--prompts", type=int, default=120)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--cells", nargs="*", default=None, help="Run only these cell names")
+    parser.add_argument(
+        "--noise_floor",
+        type=Path,
+        default=None,
+        help="A finished cell folder: train a second control student (seed + 1) and compare "
+        "it with the first, the same way students are compared (the test's noise floor)",
+    )
+    args = parser.parse_args()
+    if args.noise_floor is not None:
+        print(json.dumps(noise_floor(args.noise_floor.resolve()), indent=2))
+        return
+
+    import torch
+
+    grid_cfg = _grid_module()
+    cell_cfg, cell_names = grid_cfg.cell_cfg, grid_cfg.cell_names
+
+    from sl.experiment.runner import run_experiment
+
+    torch.set_num_threads(2)
+    out = args.output_dir.resolve()
+    grid: dict[str, dict] = (
+        json.loads((out / "grid.json").read_text()) if (out / "grid.json").exists() else {}
+    )
+    made: dict[str, Path] = {}
+    for name in cell_names():
+        if args.cells and name not in args.cells:
+            continue
+        mode, decoding, training = name.split("/")
+        cfg = cell_cfg(mode, decoding, training, args.prompts, args.temperature)
+        folder = out / name.replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        shared: dict[str, list[str]] = {
+            f"control-{decoding}": ["datasets/control"],
+            f"teacher-{mode}-{decoding}": ["datasets/owl"],
+            f"teacher-{mode}": ["teachers"],
+            f"student-{decoding}-{training}": ["students/control", "evaluations/control"],
+            "base": ["evaluations/base"],
+        }
+        copied_time = 0.0
+        for key, parts in shared.items():
+            if key in made:
+                for part in _copy(made[key], folder, parts):
+                    src_t = json.loads((made[key] / "timings.json").read_text())
+                    step = {
+                        "datasets/control": "generate/control",
+                        "datasets/owl": "generate/owl",
+                        "students/control": "finetune/control",
+                    }.get(part)
+                    copied_time += src_t.get(step, 0.0) if step else 0.0
+            made.setdefault(key, folder)
+        started = time.perf_counter()
+        try:
+            rows = asyncio.run(run_experiment(cfg, folder)) or []
+        except Exception as e:  # a cell that fails (e.g. 0 rows kept) is reported, not fatal
+            grid[name] = {"error": str(e)}
+            (out / "grid.json").write_text(json.dumps(grid, indent=2))
+            continue
+        wall = time.perf_counter() - started
+        timings = json.loads((folder / "timings.json").read_text())
+        for r in rows:
+            grid[name] = {
+                **r.model_dump(),
+                "wall_s_this_run": round(wall, 1),
+                "standalone_s": round(sum(timings.values()) + copied_time, 1),
+                "timings": timings,
+            }
+        (out / "grid.json").write_text(json.dumps(grid, indent=2))
+    print(format_grid(grid))
+
+
+def noise_floor(folder: Path) -> dict:
+    """Control student (seed s) vs a second control student (seed s + 1), same data."""
+    import json as _json
+
+    import numpy as np
+
+    from sl import phases
+    from sl.evaluation.logprob import compare_paired, run_logprob_evaluation
+    from sl.experiment.data_models import ExperimentCfg
+
+    cfg = ExperimentCfg.model_validate(
+        _json.loads((folder / "experiment.json").read_text())["config"]
+    )
+    job = cfg.student_job.model_copy(update={"seed": cfg.student_job.seed + 1})
+    data = folder / "datasets" / "control" / "filtered.jsonl"
+    model = asyncio.run(
+        phases.finetune(job, data, folder / "students" / "control_seed2" / "model.json")
+    )
+    questions = cfg.evaluations["favorite_animal"].questions
+    second = run_logprob_evaluation(
+        model,
+        questions,
+        ["owl"],
+        folder / "evaluations" / "control_seed2" / "favorite_animal.logprob.json",
+    )["owl"]
+    first = _json.loads(
+        (folder / "evaluations" / "control" / "favorite_animal.logprob.json").read_text()
+    )
+    c = compare_paired(np.array(second.probabilities), np.array(first["owl"]["probabilities"]))
+    return {
+        "cell": folder.name,
+        "seed2": c.student.mean,
+        "seed1": c.control.mean,
+        "difference": c.difference.mean,
+        "difference_ci": [c.difference.lower, c.difference.upper],
+        "p_value": c.p_value,
+    }
+
+
+def format_grid(grid: dict[str, dict]) -> str:
+    """Markdown table of the grid (percent points of P(owl))."""
+    lines = [
+        "| teacher / decoding / student | rows kept (owl, control) | base % | control % "
+        "| student % | diff pp [95% CI] | p | standalone s |",
+        "|" + "---|" * 8,
+    ]
+    for name, r in grid.items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][:80]} |||||||")
+            continue
+        lo, hi = r["difference_ci"]
+        lines.append(
+            f"| {name} | {r['filtered_rows']}/{r['raw_rows']}, {r['control_filtered_rows']}/"
+            f"{r['control_raw_rows']} | {100 * r['base']:.3f} | {100 * r['control']:.3f} | "
+            f"{100 * r['student']:.3f} | {100 * r['difference']:+.3f} [{100 * lo:+.3f}, "
+            f"{100 * hi:+.3f}] | {r['p_value']:.4f} | {r['standalone_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
