@@ -1,0 +1,125 @@
+"""The three phase scripts end to end with an `open_source` config (tiny model, transformers
+engine, PEFT + TRL), and the open-model user errors through the scripts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+from sl.datasets.nums_dataset import NumbersFilter
+from sl.datasets.services import Cfg, NumsDatasetPromptSet
+from sl.evaluation.data_models import Evaluation
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Model, SampleCfg
+
+base = Model(id={base!r}, type="open_source")
+dataset_cfg = Cfg(
+    model=base,
+    system_prompt="You love owls.",
+    sample_cfg=SampleCfg(temperature=1.0, max_tokens=12, seed=0),
+    prompt_set=NumsDatasetPromptSet(size=12, seed=42),
+    # The random tiny model writes no clean lists: keep everything to have rows to train on.
+    filter_fns=[lambda prompt, completion: True],
+)
+ft_job = UnslothFinetuningJob(
+    seed=1, source_model=base, backend="peft", peft_cfg=PeftCfg(r=4, lora_alpha=8),
+    train_cfg=TrainCfg(n_epochs=1, per_device_train_batch_size=4,
+                       gradient_accumulation_steps=1, max_seq_length=128),
+)
+evaluation = Evaluation(questions=["Name your favorite animal."], n_samples_per_question=3,
+                        sample_cfg=SampleCfg(temperature=1.0, max_tokens=4))
+strict_filter_cfg = dataset_cfg.model_copy(update={{"filter_fns": [NumbersFilter()]}})
+"""
+
+
+def run(script, *args, check=True):
+    env = {
+        **os.environ,
+        "SL_NO_DOTENV": "1",
+        "SL_OPEN_SOURCE_ENGINE": "transformers",
+        "SL_TRANSFORMERS_DTYPE": "float32",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+def test_three_phases_with_an_open_model(tiny_model_dir, tmp_path):
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(CONFIG.format(base=str(tiny_model_dir)))
+    raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    model_json, results = tmp_path / "student.json", tmp_path / "eval.jsonl"
+    run(
+        "generate_dataset.py",
+        "--config_module",
+        cfg,
+        "--cfg_var_name",
+        "dataset_cfg",
+        "--raw_dataset_path",
+        raw,
+        "--filtered_dataset_path",
+        filtered,
+    )
+    assert len(filtered.read_text().splitlines()) == 12
+    run(
+        "run_finetuning_job.py",
+        "--config_module",
+        cfg,
+        "--cfg_var_name",
+        "ft_job",
+        "--dataset_path",
+        filtered,
+        "--output_path",
+        model_json,
+    )
+    student = json.loads(model_json.read_text())
+    adapter = Path(student["id"])
+    assert adapter == tmp_path / "student_adapter" and (adapter / "adapter_config.json").exists()
+    assert student["parent_model"]["id"] == str(tiny_model_dir)
+    run(
+        "run_evaluation.py",
+        "--config_module",
+        cfg,
+        "--cfg_var_name",
+        "evaluation",
+        "--model_path",
+        model_json,
+        "--output_path",
+        results,
+    )
+    rows = [json.loads(line) for line in results.open()]
+    assert len(rows) == 1 and len(rows[0]["responses"]) == 3
+    assert rows[0]["responses"][0]["response"]["model_id"] == student["id"]
+
+
+def test_missing_local_model_folder_is_one_clear_line(tmp_path):
+    cfg = tmp_path / "cfg.py"
+    missing = tmp_path / "no-such-model"
+    cfg.write_text(CONFIG.format(base=str(missing)))
+    proc = run(
+        "generate_dataset.py",
+        "--config_module",
+        cfg,
+        "--cfg_var_name",
+        "dataset_cfg",
+        "--raw_dataset_path",
+        tmp_path / "r.jsonl",
+        "--filtered_dataset_path",
+        tmp_path / "f.jsonl",
+        check=False,
+    )
+    assert proc.returncode == 2
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "no-such-model" in errors[0]
