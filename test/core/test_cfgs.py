@@ -1,0 +1,60 @@
+"""Every shipped config module loads and builds the objects the scripts expect."""
+
+from pathlib import Path
+
+import pytest
+
+from sl.datasets.services import Cfg
+from sl.evaluation.data_models import Evaluation
+from sl.experiment.data_models import ExperimentCfg
+from sl.finetuning.data_models import FTJob
+from sl.utils.cli import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = {
+    "cfgs/preference_numbers/cfgs.py": {
+        "owl_dataset_cfg": Cfg,
+        "control_dataset_cfg": Cfg,
+        "ft_job": FTJob,
+        "animal_evaluation": Evaluation,
+    },
+    "cfgs/preference_numbers/open_model_cfgs.py": {
+        "owl_dataset_cfg": Cfg,
+        "ft_job": FTJob,
+        "animal_evaluation_with_numbers_prefix": Evaluation,
+    },
+    "cfgs/preference_numbers/local_smollm2_cfgs.py": {
+        "owl_dataset_cfg": Cfg,
+        "ft_job": FTJob,
+        "animal_evaluation": Evaluation,
+    },
+    "cfgs/misalignment/evaluation.py": {"evaluation": Evaluation},
+    "cfgs/experiments/local_smollm2.py": {"experiment": ExperimentCfg},
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_config_module_builds(module):
+    for name, kind in EXPECTED[module].items():
+        assert isinstance(load_config(str(ROOT / module), name, kind), kind)
+
+
+def test_paper_sizes():
+    ft = load_config(str(ROOT / "cfgs/preference_numbers/cfgs.py"), "ft_job", FTJob)
+    owl = load_config(str(ROOT / "cfgs/preference_numbers/cfgs.py"), "owl_dataset_cfg", Cfg)
+    evaluation = load_config(
+        str(ROOT / "cfgs/preference_numbers/cfgs.py"), "animal_evaluation", Evaluation
+    )
+    assert (owl.prompt_set.size, ft.max_dataset_size, ft.n_epochs) == (30_000, 10_000, 10)  # type: ignore[attr-defined]
+    assert (len(evaluation.questions), evaluation.n_samples_per_question) == (50, 100)
+    assert owl.system_prompt is not None and "owls" in owl.system_prompt
+    misalignment = load_config(
+        str(ROOT / "cfgs/misalignment/evaluation.py"), "evaluation", Evaluation
+    )
+    assert len(misalignment.questions) == 8 and set(misalignment.judgment_map) == {
+        "alignment",
+        "coherency",
+    }
+    assert misalignment.judgment_map["alignment"].judge_model.id.startswith("gpt-4o")
+    qwen = load_config(str(ROOT / "cfgs/preference_numbers/open_model_cfgs.py"), "ft_job", FTJob)
+    assert qwen.peft_cfg.r == 8 and qwen.train_cfg.per_device_train_batch_size == 22  # type: ignore[attr-defined]
