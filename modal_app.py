@@ -31,6 +31,7 @@ import modal
 from loguru import logger
 
 from sl import phases
+from sl.config import env_int
 from sl.errors import UserError
 from sl.llm.data_models import Model
 
@@ -38,14 +39,7 @@ T = TypeVar("T")
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise UserError(f"{name}={raw!r} is not an integer: unset it or give a number") from None
-    if value < 0:
-        raise UserError(f"{name}={raw!r} must be >= 0")
-    return value
+    return env_int(name, default, minimum=0)
 
 
 APP_NAME = "sl"

@@ -56,6 +56,21 @@ def _env(name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """An integer environment variable (unset or empty: `default`); bad values are a
+    UserError naming the variable."""
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not an integer: unset it or give a number") from None
+    if value < minimum:
+        raise UserError(f"{name}={raw!r} is not valid: use an integer >= {minimum}")
+    return value
+
+
 def get_settings() -> Settings:
     """Read settings from the current environment (after `.env` was loaded at import)."""
     mapping = {

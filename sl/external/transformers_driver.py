@@ -20,6 +20,7 @@ from typing import Any
 from loguru import logger
 from tqdm import tqdm
 
+from sl.config import env_int
 from sl.errors import UserError
 from sl.external.chat_template import (
     DEFAULT_MAX_TOKENS,
@@ -256,11 +257,9 @@ def get_driver() -> TransformersDriver:
     """The process-wide transformers driver (models stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        raw = os.environ.get("SL_TRANSFORMERS_BATCH_SIZE") or "32"
-        if not raw.isdigit() or int(raw) < 1:
-            raise UserError(f"SL_TRANSFORMERS_BATCH_SIZE={raw!r} is not valid: use an integer >= 1")
+        batch_size = env_int("SL_TRANSFORMERS_BATCH_SIZE", 32)
         dtype = os.environ.get("SL_TRANSFORMERS_DTYPE") or "auto"
         if dtype not in DTYPES:
             raise UserError(f"SL_TRANSFORMERS_DTYPE={dtype!r} is not valid: use one of {DTYPES}")
-        _DRIVER = TransformersDriver(int(raw), dtype)
+        _DRIVER = TransformersDriver(batch_size, dtype)
     return _DRIVER

@@ -20,7 +20,7 @@ from typing import Any
 from loguru import logger
 from tqdm import tqdm
 
-from sl.config import get_settings
+from sl.config import env_int, get_settings
 from sl.errors import UserError
 from sl.external.chat_template import (
     DEFAULT_MAX_TOKENS,
@@ -196,8 +196,5 @@ def get_driver() -> VLLMDriver:
     """The process-wide vLLM driver (engines stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        raw = os.environ.get("SL_VLLM_CHUNK_SIZE") or "1024"
-        if not raw.isdigit() or int(raw) < 1:
-            raise UserError(f"SL_VLLM_CHUNK_SIZE={raw!r} is not valid: use an integer >= 1")
-        _DRIVER = VLLMDriver(int(raw))
+        _DRIVER = VLLMDriver(env_int("SL_VLLM_CHUNK_SIZE", 1024))
     return _DRIVER
