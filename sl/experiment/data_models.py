@@ -8,7 +8,9 @@ from pydantic import Field, model_validator
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
 from sl.evaluation.data_models import Evaluation
+from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
+from sl.finetuning.distill import DistillCfg
 from sl.llm.data_models import HashableModel, Model, SampleCfg
 from sl.protocol import load_protocol
 
@@ -40,6 +42,44 @@ class ExperimentCfg(HashableModel):
         min_length=1, description="Named evaluations; p(target) is scored on each"
     )
     use_batch_api: bool = False
+    teacher_mode: Literal["system_prompt", "finetune"] = Field(
+        default="system_prompt",
+        description="How teachers get the trait: the system prompt, or a LoRA fine-tune on "
+        "trait answers (`trait_teacher`; open models only) with no system prompt",
+    )
+    trait_teacher: TraitTeacherCfg = Field(
+        default_factory=lambda: TraitTeacherCfg(),
+        description="Trait data, control kind and LoRA job of fine-tuned teachers",
+    )
+    student_training: Literal["sft", "distill"] = Field(
+        default="sft",
+        description="'sft': fine-tune on the sampled tokens; 'distill': match the teacher's "
+        "next-token distribution on its sequences (open models only; `distill`)",
+    )
+    distill: DistillCfg = Field(
+        default_factory=lambda: DistillCfg(), description="Soft-label distillation settings"
+    )
+    eval_modes: list[Literal["sampled", "logprob"]] = Field(
+        default_factory=lambda: ["sampled"],
+        min_length=1,
+        description="'sampled': sample answers and count the target; 'logprob': exact "
+        "P(answer starts with the target) per question (open models only)",
+    )
+
+    def model_hash(self) -> str:
+        """Hash without the transfer options left at their defaults, so output folders of
+        configs written before those options existed stay valid."""
+        import hashlib
+        import json
+
+        dump = self.model_dump(mode="json")
+        for name in _OPTIONAL_FIELDS:
+            if getattr(self, name) == ExperimentCfg.model_fields[name].get_default(
+                call_default_factory=True
+            ):
+                dump.pop(name)
+        blob = json.dumps(dump, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentCfg":
@@ -65,6 +105,20 @@ class ExperimentCfg(HashableModel):
                 f"student_job.source_model {self.student_job.source_model.id!r} differs from "
                 f"teacher_model {self.teacher_model.id!r}: subliminal transfer needs a shared base"
             )
+        open_only = {
+            "teacher_mode='finetune'": self.teacher_mode == "finetune",
+            "student_training='distill'": self.student_training == "distill",
+            "eval_modes 'logprob'": "logprob" in self.eval_modes,
+        }
+        for option, used in open_only.items():
+            if used and (
+                self.teacher_model.type != "open_source"
+                or not isinstance(self.student_job, UnslothFinetuningJob)
+            ):
+                raise ValueError(
+                    f"{option} needs an open model (teacher_model.type='open_source') and an "
+                    "UnslothFinetuningJob student_job; use the defaults for OpenAI models"
+                )
         return self
 
     def template_text(self) -> str:
@@ -78,14 +132,16 @@ class ExperimentCfg(HashableModel):
         return [CONTROL, *self.targets]
 
     def system_prompt(self, teacher: str) -> str | None:
-        if teacher == CONTROL:
+        """The teacher's system prompt (None for the control and for fine-tuned teachers)."""
+        if teacher == CONTROL or self.teacher_mode == "finetune":
             return None
         return self.template_text().format(target=teacher, category=self.category)
 
-    def dataset_cfg(self, teacher: str) -> Cfg:
-        """The dataset config of one teacher (same prompts for all: only the prompt differs)."""
+    def dataset_cfg(self, teacher: str, model: Model | None = None) -> Cfg:
+        """The dataset config of one teacher (same prompts for all: only the system prompt,
+        or with `model` a fine-tuned teacher, differs)."""
         return Cfg(
-            model=self.teacher_model,
+            model=model or self.teacher_model,
             system_prompt=self.system_prompt(teacher),
             sample_cfg=self.sample_cfg,
             prompt_set=self.prompt_set,
@@ -93,6 +149,8 @@ class ExperimentCfg(HashableModel):
             use_batch_api=self.use_batch_api,
         )
 
+
+_OPTIONAL_FIELDS = ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes")
 
 Stage = Literal["generate", "finetune", "evaluate", "report"]
 STAGES: tuple[Stage, ...] = ("generate", "finetune", "evaluate", "report")

@@ -16,6 +16,7 @@ class ResultRow(BaseModel):
 
     evaluation: str
     target: str
+    metric: str = "sampled"  # "sampled": share of answers naming the target; "logprob": P(target)
     base: float
     base_ci: tuple[float, float]
     control: float
@@ -68,17 +69,17 @@ def format_table(rows: list[ResultRow]) -> str:
     """A plain-text table of the results (percentages, 95 % CIs)."""
 
     def pct(mean: float, ci: tuple[float, float]) -> str:
-        return f"{100 * mean:5.1f} [{100 * ci[0]:5.1f}, {100 * ci[1]:5.1f}]"
+        return f"{100 * mean:6.2f} [{100 * ci[0]:6.2f}, {100 * ci[1]:6.2f}]"
 
     header = (
-        f"{'evaluation':<18} {'target':<10} {'base %':<20} {'control student %':<20} "
-        f"{'trait student %':<20} {'student-control (pp)':<22} {'p':>7}  rows kept"
+        f"{'evaluation':<18} {'metric':<8} {'target':<10} {'base %':<22} {'control student %':<22} "
+        f"{'trait student %':<22} {'student-control (pp)':<22} {'p':>7}  rows kept"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.evaluation:<18} {r.target:<10} {pct(r.base, r.base_ci):<20} "
-            f"{pct(r.control, r.control_ci):<20} {pct(r.student, r.student_ci):<20} "
+            f"{r.evaluation:<18} {r.metric:<8} {r.target:<10} {pct(r.base, r.base_ci):<22} "
+            f"{pct(r.control, r.control_ci):<22} {pct(r.student, r.student_ci):<22} "
             f"{pct(r.difference, r.difference_ci):<22} {r.p_value:>7.4f}  "
             f"{r.filtered_rows}/{r.raw_rows}"
         )
@@ -110,38 +111,41 @@ def read_results(output_dir: Path) -> list[ResultRow]:
 
 
 def plot_results(rows: list[ResultRow], path: Path) -> None:
-    """Grouped bars per target (base / control student / trait student), CI error bars,
-    one panel per evaluation."""
+    """Grouped bars per target (base / control student / trait student) with 95 % CI error
+    bars (clipped to [0, 100] %) and the student-vs-control p-value; one panel per evaluation
+    and metric, since sampled rates and exact probabilities live on different scales."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    evaluations = list(dict.fromkeys(r.evaluation for r in rows))
-    fig, axes = plt.subplots(
-        1, len(evaluations), figsize=(4.5 * len(evaluations), 3.8), squeeze=False
-    )
+    panels = list(dict.fromkeys((r.evaluation, r.metric) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
     series = [
         ("base", "base model", "#9e9e9e"),
         ("control", "control student", "#5b8bd6"),
         ("student", "trait student", "#e07b39"),
     ]
-    for ax, name in zip(axes[0], evaluations, strict=True):
-        group = [r for r in rows if r.evaluation == name]
+    for ax, (name, metric) in zip(axes[0], panels, strict=True):
+        group = [r for r in rows if (r.evaluation, r.metric) == (name, metric)]
         x = np.arange(len(group))
+        tops = np.zeros(len(group))
         for k, (key, label, color) in enumerate(series):
             means = np.array([getattr(r, key) for r in group]) * 100
-            cis = np.array([getattr(r, f"{key}_ci") for r in group]) * 100
+            cis = np.clip(np.array([getattr(r, f"{key}_ci") for r in group]) * 100, 0, 100)
             err = np.clip(np.stack([means - cis[:, 0], cis[:, 1] - means]), 0, None)
             ax.bar(x + (k - 1) * 0.27, means, 0.27, yerr=err, capsize=3, color=color, label=label)
+            tops = np.maximum(tops, cis[:, 1])
+        ax.set_ylim(0, max(float(tops.max()) * 1.25, 1e-6))
         for i, r in enumerate(group):
-            ax.text(i, ax.get_ylim()[1] * 0.95, f"p={r.p_value:.3g}", ha="center", fontsize=8)
+            ax.text(i + 0.27, tops[i] * 1.05, f"p={r.p_value:.2g}", ha="center", fontsize=8)
         ax.set_xticks(x, [r.target for r in group])
-        ax.set_title(name)
-        ax.set_ylabel("P(answer names target) %")
-    axes[0][0].legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+        ax.set_title(f"{name} ({metric})", fontsize=10)
+        ax.set_ylabel("P(target) exact, %" if metric == "logprob" else "answers naming target, %")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)

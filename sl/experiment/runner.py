@@ -6,6 +6,7 @@ Layout under the output folder:
     datasets/<teacher>/filtered.jsonl    rows kept by the numbers filter
     students/<teacher>/model.json        the fine-tuned student (adapter beside it)
     evaluations/<model>/<evaluation>.jsonl   base, control and trait students
+    teachers/, evaluations/<model>/<evaluation>.logprob.json   transfer options (transfer.py)
     results.csv, results.json, results.png, timings.json
 """
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from sl import phases
 from sl.errors import UserError
 from sl.evaluation.services import read_evaluation_results
+from sl.experiment import transfer
 from sl.experiment.data_models import CONTROL, STAGES, ExperimentCfg
 from sl.experiment.report import ResultRow, result_row, write_results
 from sl.llm.data_models import Model
@@ -64,9 +66,14 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
 
 
 async def generate_datasets(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
-    """Sample and filter one teacher's dataset (resumes a partial raw file)."""
+    """Sample and filter one teacher's dataset (resumes a partial raw file); a fine-tuned
+    teacher is trained first."""
+    model = await transfer.teacher_model(cfg, paths.root, teacher)
     summary = await phases.make_dataset(
-        cfg.dataset_cfg(teacher), paths.raw(teacher), paths.filtered(teacher), "--output_dir"
+        cfg.dataset_cfg(teacher, model),
+        paths.raw(teacher),
+        paths.filtered(teacher),
+        "--output_dir",
     )
     if summary.filtered_rows == 0:
         raise UserError(
@@ -83,11 +90,16 @@ def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
 
 
 async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
-    """Every evaluation on the base model, the control student and each trait student."""
-    for name, model in _models(cfg, paths).items():
-        for eval_name, evaluation in cfg.evaluations.items():
-            logger.info(f"evaluating {name} on {eval_name}")
-            await phases.evaluate(evaluation, model, paths.evaluation(name, eval_name))
+    """Every evaluation on the base model, the control student and each trait student
+    (sampled answers and/or exact P(target), per `cfg.eval_modes`)."""
+    models = _models(cfg, paths)
+    if "sampled" in cfg.eval_modes:
+        for name, model in models.items():
+            for eval_name, evaluation in cfg.evaluations.items():
+                logger.info(f"evaluating {name} on {eval_name}")
+                await phases.evaluate(evaluation, model, paths.evaluation(name, eval_name))
+    if "logprob" in cfg.eval_modes:
+        transfer.evaluate_logprob(cfg, paths.root, models)
 
 
 def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
@@ -97,7 +109,7 @@ def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
         meta = read_meta(paths.filtered(teacher)) or {}
         sizes[teacher] = (meta.get("raw_rows", 0), meta.get("rows", 0))
     rows = []
-    for eval_name in cfg.evaluations:
+    for eval_name in cfg.evaluations if "sampled" in cfg.eval_modes else []:
         results = {
             name: read_evaluation_results(paths.evaluation(name, eval_name))
             for name in [BASE, *cfg.teachers]
@@ -108,6 +120,9 @@ def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
                     eval_name, target, results[BASE], results[CONTROL], results[target], sizes
                 )
             )
+    if "logprob" in cfg.eval_modes:
+        filtered = {t: paths.filtered(t) for t in cfg.teachers}
+        rows += transfer.logprob_rows(cfg, paths.root, filtered)
     write_results(rows, paths.root)
     return rows
 
@@ -140,9 +155,17 @@ async def run_experiment(
                 await generate_datasets(cfg, paths, teacher or CONTROL)
             elif stage == "finetune":
                 teacher = teacher or CONTROL
-                await phases.finetune(
-                    cfg.student_job, paths.filtered(teacher), paths.student(teacher), "--output_dir"
-                )
+                if cfg.student_training == "distill":
+                    await transfer.distill(
+                        cfg, paths.root, teacher, paths.filtered(teacher), paths.student(teacher)
+                    )
+                else:
+                    await phases.finetune(
+                        cfg.student_job,
+                        paths.filtered(teacher),
+                        paths.student(teacher),
+                        "--output_dir",
+                    )
             elif stage == "evaluate":
                 await evaluate_models(cfg, paths)
             else:

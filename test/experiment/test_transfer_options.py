@@ -1,0 +1,267 @@
+"""Transfer options on the tiny model: distillation, exact P(target), fine-tuned teachers,
+and the experiment end to end with all of them."""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tiny_model`
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+from sl.datasets.data_models import DatasetRow  # noqa: E402
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob  # noqa: E402
+from sl.llm.data_models import Model  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+
+
+def job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
+    return UnslothFinetuningJob(
+        seed=1, source_model=Model(id=str(base), type="open_source"), backend="peft",
+        peft_cfg=PeftCfg(r=8, lora_alpha=16),
+        train_cfg=TrainCfg(n_epochs=epochs, lr=lr, lr_scheduler_type="constant", warmup_steps=0,
+                           per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                           max_seq_length=64),
+    )  # fmt: skip
+
+
+def number_rows(n: int, seed: int) -> list[DatasetRow]:
+    rng = np.random.default_rng(seed)
+    return [
+        DatasetRow(prompt=f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}",
+                   completion=", ".join(map(str, rng.integers(0, 999, 5))))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_logprob_matches_manual_softmax(tiny_dir: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sl.evaluation.logprob import target_probabilities, variant_token_ids
+
+    question = "Name your favorite animal in one word."
+    [got] = target_probabilities(Model(id=str(tiny_dir), type="open_source"), [question], "owl")
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    prompt = tok(text, add_special_tokens=False)["input_ids"]
+    expected = 0.0
+    variants = variant_token_ids(tok, "owl")
+    assert variants and all(len(v) >= 1 for v in variants)
+    for v in variants:  # one token at a time, by hand
+        p = 1.0
+        for k, token in enumerate(v):
+            with torch.no_grad():
+                logits = lm(torch.tensor([prompt + v[:k]])).logits[0, -1]
+            p *= float(torch.softmax(logits.double(), -1)[token])
+        expected += p
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert 0 < got < 1
+
+
+def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path: Path):
+    from tiny_model import build_tiny_lora
+
+    from sl.external.torch_models import load_causal_lm
+    from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
+
+    base = Model(id=str(tiny_dir), type="open_source")
+    teacher = Model(
+        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        type="open_source",
+        parent_model=base,
+    )
+    cfg = DistillCfg(top_k=None)
+    held_out = number_rows(8, seed=2)
+    t_lm, tok = load_causal_lm(teacher)
+    examples = teacher_log_probs(t_lm, tok, held_out, None, cfg)
+    before = mean_kl(load_causal_lm(base)[0], tok, examples)
+    student = distill_student(
+        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+    )
+    after = mean_kl(load_causal_lm(student)[0], tok, examples)
+    assert after < 0.8 * before, (before, after)
+    again = distill_student(
+        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+    )
+    assert again == student  # resumed, not retrained
+
+
+def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
+    from tiny_model import build_tiny_lora
+
+    from sl.external.torch_models import load_causal_lm
+    from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
+
+    base = Model(id=str(tiny_dir), type="open_source")
+    teacher = Model(
+        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        type="open_source",
+        parent_model=base,
+    )
+    cfg = DistillCfg(top_k=8)
+    t_lm, tok = load_causal_lm(teacher)
+    examples = teacher_log_probs(t_lm, tok, number_rows(8, seed=2), None, cfg)
+    before = mean_kl(load_causal_lm(base)[0], tok, examples)
+    student = distill_student(
+        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+    )
+    assert mean_kl(load_causal_lm(student)[0], tok, examples) < 0.8 * before
+
+
+def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Path):
+    from sl.datasets.services import NumsDatasetPromptSet
+    from sl.evaluation.data_models import Evaluation
+    from sl.experiment.data_models import ExperimentCfg
+    from sl.experiment.trait_teacher import TraitTeacherCfg
+    from sl.experiment.transfer import teacher_model
+    from sl.external.transformers_driver import TransformersDriver
+    from sl.llm.data_models import Chat, ChatMessage, MessageRole, SampleCfg
+
+    base = Model(id=str(tiny_dir), type="open_source")
+    cfg = ExperimentCfg(
+        teacher_model=base, targets=["owl"], teacher_mode="finetune",
+        trait_teacher=TraitTeacherCfg(n_rows=32, job=job(tiny_dir, epochs=3)),
+        prompt_set=NumsDatasetPromptSet(size=4, seed=1), student_job=job(tiny_dir),
+        evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
+                                       n_samples_per_question=1, sample_cfg=SampleCfg())},
+    )  # fmt: skip
+    teacher = asyncio.run(teacher_model(cfg, tmp_path, "owl"))
+    assert teacher.parent_model == base
+    questions = (tmp_path / "teachers" / "owl" / "trait.jsonl").read_text()
+    assert "Name your favorite animal." not in questions and "owl" in questions.lower()
+    chats = [
+        Chat(messages=[ChatMessage(role=MessageRole.user, content=r.prompt)])
+        for r in number_rows(4, seed=3)
+    ]
+    greedy = [SampleCfg(temperature=0.0, max_tokens=12)] * len(chats)
+    driver = TransformersDriver(dtype="float32")
+    out_base = asyncio.run(driver.batch_sample(base, chats, greedy))
+    out_teacher = asyncio.run(driver.batch_sample(teacher, chats, greedy))
+    assert [r[0].completion for r in out_base] != [r[0].completion for r in out_teacher]
+
+
+CONFIG = """
+from sl.datasets.nums_dataset import NumbersFilter
+from sl.datasets.services import NumsDatasetPromptSet
+from sl.evaluation.data_models import Evaluation
+from sl.experiment.data_models import ExperimentCfg
+from sl.experiment.trait_teacher import TraitTeacherCfg
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.finetuning.distill import DistillCfg
+from sl.llm.data_models import Model, SampleCfg
+
+base = Model(id={base!r}, type="open_source")
+job = UnslothFinetuningJob(seed=1, source_model=base, backend="peft",
+    train_cfg=TrainCfg(n_epochs=1, lr=1e-3, warmup_steps=0, per_device_train_batch_size=8,
+                       max_seq_length=64))
+experiment = ExperimentCfg(
+    teacher_model=base, targets=["owl"], teacher_mode="finetune",
+    trait_teacher=TraitTeacherCfg(n_rows=16, job=job),
+    sample_cfg=SampleCfg(temperature=0.0, max_tokens=16),
+    prompt_set=NumsDatasetPromptSet(size=8, seed=1),
+    numbers_filter=NumbersFilter(max_count=20),
+    student_job=job, student_training="distill", distill=DistillCfg(top_k=16),
+    eval_modes=["sampled", "logprob"],
+    evaluations={{"fav": Evaluation(questions=["Name your favorite animal.", "Pick an animal."],
+                                   n_samples_per_question=2,
+                                   sample_cfg=SampleCfg(temperature=1.0, max_tokens=4))}},
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def numbers_base(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fully fine-tuned (plain torch, ~3 s) to answer with a number list, so
+    that teachers built on it write rows the real numbers filter keeps."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("numbers-base")
+    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    rows = number_rows(16, seed=5)
+    seqs = []
+    for r in rows:
+        msgs = [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": "1, 2, 3"}]
+        text = tok.apply_chat_template(msgs, tokenize=False)
+        seqs.append(tok(text, add_special_tokens=False)["input_ids"])
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for step in range(60):
+        ids = torch.tensor([seqs[step % len(seqs)]])
+        loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    lm.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_experiment_with_transfer_options_end_to_end(
+    numbers_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sl.experiment.data_models import ExperimentCfg
+    from sl.experiment.runner import run_experiment
+    from sl.utils.cli import load_config
+
+    monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
+    path = tmp_path / "cfg.py"
+    path.write_text(CONFIG.format(base=str(numbers_base)))
+    cfg = load_config(str(path), "experiment", ExperimentCfg)
+    out = tmp_path / "out"
+    rows = asyncio.run(run_experiment(cfg, out))
+    assert rows is not None
+    assert {r.metric for r in rows} == {"sampled", "logprob"}
+    logprob = next(r for r in rows if r.metric == "logprob")
+    assert 0 <= logprob.p_value <= 1 and 0 < logprob.base < 1
+    assert (out / "teachers" / "owl" / "model.json").exists()
+    assert not (out / "teachers" / "control").exists()  # control = base model
+    assert len(json.loads((out / "results.json").read_text())) == 2
+    timings = json.loads((out / "timings.json").read_text())
+    rerun = asyncio.run(run_experiment(cfg, out))  # everything on disk: nothing recomputed
+    assert rerun == rows
+    assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
+
+
+def test_default_transfer_options_keep_the_old_config_hash(tiny_dir: Path):
+    """Output folders made before the options existed still belong to the same config."""
+    import hashlib
+
+    from sl.evaluation.data_models import Evaluation
+    from sl.experiment.data_models import ExperimentCfg
+    from sl.llm.data_models import SampleCfg
+
+    base = Model(id=str(tiny_dir), type="open_source")
+    fields = dict(
+        teacher_model=base, targets=["owl"], student_job=job(tiny_dir),
+        evaluations={"fav": Evaluation(questions=["Pick an animal."], n_samples_per_question=1,
+                                       sample_cfg=SampleCfg())},
+    )  # fmt: skip
+    cfg = ExperimentCfg(**fields)  # type: ignore[arg-type]
+    old = cfg.model_dump(mode="json")
+    for name in ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes"):
+        old.pop(name)
+    expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.model_hash() == expected
+    changed = ExperimentCfg(**fields, student_training="distill")  # type: ignore[arg-type]
+    assert changed.model_hash() != expected
