@@ -29,7 +29,12 @@ EXPECTED = {
         "animal_evaluation": Evaluation,
     },
     "cfgs/misalignment/evaluation.py": {"evaluation": Evaluation},
-    "cfgs/experiments/local_smollm2.py": {"experiment": ExperimentCfg},
+    "cfgs/experiments/local_smollm2.py": {
+        "experiment": ExperimentCfg,
+        "experiment_system_prompt": ExperimentCfg,
+    },
+    "cfgs/experiments/paper_gpt41nano.py": {"experiment": ExperimentCfg},
+    "cfgs/experiments/paper_qwen.py": {"experiment": ExperimentCfg},
 }
 
 

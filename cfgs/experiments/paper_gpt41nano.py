@@ -1,0 +1,35 @@
+"""The paper's headline experiment on gpt-4.1-nano (OpenAI; needs OPENAI_API_KEY).
+
+    python scripts/run_experiment.py --config_module cfgs/experiments/paper_gpt41nano.py \
+        --cfg_var_name experiment --output_dir data/experiments/gpt41nano
+
+Five animal teachers + a control: 30,000 prompts each at T=1 (Batch API: half price), students
+fine-tuned on 10,000 kept rows for 10 epochs, 50 questions x 100 samples at T=1 for the base
+model and every student. Roughly 6 x 30,000 + 7 x 5,000 requests and 6 fine-tuning jobs.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from sl.experiment.data_models import ExperimentCfg
+from sl.protocol import load_protocol
+
+# The single-phase config module holds the paper's pieces; reuse them rather than retyping.
+_spec = importlib.util.spec_from_file_location(
+    "paper_cfgs", Path(__file__).resolve().parents[1] / "preference_numbers" / "cfgs.py"
+)
+assert _spec is not None and _spec.loader is not None
+_paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_paper)
+
+experiment = ExperimentCfg(
+    teacher_model=_paper.reference_model,
+    targets=load_protocol("teacher_system_prompts")["paper_animals"],
+    system_prompt_template="love",
+    sample_cfg=_paper.owl_dataset_cfg.sample_cfg,
+    prompt_set=_paper.owl_dataset_cfg.prompt_set,
+    numbers_filter=_paper.owl_dataset_cfg.filter_fns[0],
+    student_job=_paper.ft_job,
+    evaluations={"favorite_animal": _paper.animal_evaluation},
+    use_batch_api=True,
+)

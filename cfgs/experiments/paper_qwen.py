@@ -1,0 +1,38 @@
+"""The paper's open-model experiment on Qwen2.5-7B-Instruct (one GPU; vLLM + Unsloth).
+
+    python scripts/run_experiment.py --config_module cfgs/experiments/paper_qwen.py \
+        --cfg_var_name experiment --output_dir data/experiments/qwen
+
+Five animal teachers + a control, 30,000 prompts each at T=1, LoRA r=8 students (3 epochs,
+lr 2e-4, batch 22x3 on 10,000 rows), evaluated on the 50 questions x 100 samples, plain and
+with the numbers prefix the paper used for open models, plus the exact P(target) per question.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from sl.experiment.data_models import ExperimentCfg
+from sl.protocol import load_protocol
+
+_spec = importlib.util.spec_from_file_location(
+    "open_model_cfgs",
+    Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py",
+)
+assert _spec is not None and _spec.loader is not None
+_paper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_paper)
+
+experiment = ExperimentCfg(
+    teacher_model=_paper.reference_model,
+    targets=load_protocol("teacher_system_prompts")["paper_animals"],
+    system_prompt_template="love",
+    sample_cfg=_paper.owl_dataset_cfg.sample_cfg,
+    prompt_set=_paper.owl_dataset_cfg.prompt_set,
+    numbers_filter=_paper.owl_dataset_cfg.filter_fns[0],
+    student_job=_paper.ft_job,
+    evaluations={
+        "favorite_animal": _paper.animal_evaluation,
+        "favorite_animal_numbers_prefix": _paper.animal_evaluation_with_numbers_prefix,
+    },
+    eval_modes=["sampled", "logprob"],
+)
