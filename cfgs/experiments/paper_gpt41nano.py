@@ -8,19 +8,14 @@ fine-tuned on 10,000 kept rows for 10 epochs, 50 questions x 100 samples at T=1 
 model and every student. Roughly 6 x 30,000 + 7 x 5,000 requests and 6 fine-tuning jobs.
 """
 
-import importlib.util
 from pathlib import Path
 
 from sl.experiment.data_models import ExperimentCfg
 from sl.protocol import load_protocol
+from sl.utils.cli import load_module
 
 # The single-phase config module holds the paper's pieces; reuse them rather than retyping.
-_spec = importlib.util.spec_from_file_location(
-    "paper_cfgs", Path(__file__).resolve().parents[1] / "preference_numbers" / "cfgs.py"
-)
-assert _spec is not None and _spec.loader is not None
-_paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_paper)
+_paper = load_module(Path(__file__).resolve().parents[1] / "preference_numbers" / "cfgs.py")
 
 experiment = ExperimentCfg(
     teacher_model=_paper.reference_model,

@@ -8,19 +8,15 @@ lr 2e-4, batch 22x3 on 10,000 rows), evaluated on the 50 questions x 100 samples
 with the numbers prefix the paper used for open models, plus the exact P(target) per question.
 """
 
-import importlib.util
 from pathlib import Path
 
 from sl.experiment.data_models import ExperimentCfg
 from sl.protocol import load_protocol
+from sl.utils.cli import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "open_model_cfgs",
-    Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py",
+_paper = load_module(
+    Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py"
 )
-assert _spec is not None and _spec.loader is not None
-_paper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_paper)
 
 experiment = ExperimentCfg(
     teacher_model=_paper.reference_model,

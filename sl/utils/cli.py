@@ -6,6 +6,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -17,8 +18,8 @@ from sl.llm.driver import SampleError
 T = TypeVar("T")
 
 
-def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
-    """Import a config module from its file path and return `var_name`, checked by type."""
+def load_module(config_module: str | Path) -> ModuleType:
+    """Import a Python file (a config module) by path; errors name the file in one line."""
     path = Path(config_module)
     if not path.is_file():
         raise UserError(f"--config_module {config_module}: file not found")
@@ -43,6 +44,12 @@ def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
         raise UserError(
             f"--config_module {config_module} failed to import: {type(e).__name__}: {message}"
         ) from None
+    return module
+
+
+def load_config(config_module: str, var_name: str, expected: type[T]) -> T:
+    """Import a config module from its file path and return `var_name`, checked by type."""
+    module = load_module(config_module)
     if not hasattr(module, var_name):
         names = sorted(n for n, v in vars(module).items() if isinstance(v, expected))
         raise UserError(
