@@ -23,13 +23,9 @@ GRID_CFG = ROOT / "cfgs" / "experiments" / "transfer_grid.py"
 
 def _grid_module():
     """cfgs/experiments/transfer_grid.py, loaded by path (config modules are not a package)."""
-    import importlib.util
+    from sl.utils.cli import load_module
 
-    spec = importlib.util.spec_from_file_location("transfer_grid", GRID_CFG)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(GRID_CFG)
 
 
 def _copy(src: Path, dst: Path, parts: list[str]) -> list[str]:

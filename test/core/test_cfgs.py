@@ -63,3 +63,17 @@ def test_paper_sizes():
     assert misalignment.judgment_map["alignment"].judge_model.id.startswith("gpt-4o")
     qwen = load_config(str(ROOT / "cfgs/preference_numbers/open_model_cfgs.py"), "ft_job", FTJob)
     assert qwen.peft_cfg.r == 8 and qwen.train_cfg.per_device_train_batch_size == 22  # type: ignore[attr-defined]
+
+
+def test_transfer_grid_cells_share_the_main_jobs_pieces():
+    from sl.utils.cli import load_module
+
+    grid = load_module(ROOT / "cfgs/experiments/transfer_grid.py")
+    main = load_module(ROOT / "cfgs/experiments/local_smollm2.py")
+    cells = grid.cell_names()
+    assert len(cells) == 8
+    cell = grid.cell_cfg("finetune", "greedy", "distill", prompts=48)
+    assert cell.student_job == main.experiment.student_job
+    assert cell.trait_teacher == main.experiment.trait_teacher
+    assert (cell.prompt_set.size, cell.sample_cfg.temperature) == (48, 0.0)
+    assert cell.eval_modes == ["logprob"] and cell.student_training == "distill"
