@@ -50,34 +50,139 @@ def variant_token_ids(tokenizer: Any, target: str) -> list[list[int]]:
 
 
 def question_probabilities(
-    lm: Any, tokenizer: Any, questions: list[str], target: str
-) -> np.ndarray:
-    """P(answer starts with a spelling of `target`) for each question, with a loaded model."""
+    lm: Any, tokenizer: Any, questions: list[str], targets: str | list[str], batch_size: int = 16
+) -> Any:
+    """P(answer starts with a spelling of the target) per question, with a loaded model.
+
+    Questions go through in batches: the prompt prefix they share runs once, each prompt once
+    (its KV cache kept), then the spellings' tokens of every target run from that cache, as
+    one prefix tree: every distinct proper prefix of a spelling is computed once, and
+    next-token log-probs (in fp32) only where a spelling continues.
+
+    Args:
+        targets: One target (returns an array) or several (returns {target: array}).
+        batch_size: Questions per forward pass.
+    """
     import torch
 
-    from sl.external.torch_models import chat_prompt_ids, right_pad
+    from sl.external.torch_models import chat_prompt_ids
 
-    variants = variant_token_ids(tokenizer, target)
-    probs = []
-    for question in tqdm(questions, desc=f"P({target})", unit="question"):
-        prompt = chat_prompt_ids(tokenizer, question)
-        ids, mask = right_pad([prompt + v for v in variants], tokenizer.pad_token_id)
-        with torch.inference_mode():
-            logp = lm(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        total = 0.0
-        for row, v in enumerate(variants):
-            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(v))
-            total += float(logp[row, positions, torch.tensor(v)].sum().exp())
-        probs.append(total)
-    return np.array(probs)
+    names = [targets] if isinstance(targets, str) else list(targets)
+    variants = {t: variant_token_ids(tokenizer, t) for t in names}
+    tree = _PrefixTree([v for vs in variants.values() for v in vs])
+    scores = {t: np.zeros(len(questions)) for t in names}
+    prompts = [chat_prompt_ids(tokenizer, q) for q in questions]
+    order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))  # less padding
+    with tqdm(total=len(questions), desc=f"P({', '.join(names)})", unit="question") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            node_lp = _node_log_probs(lm, [prompts[i] for i in batch], tree, tokenizer.pad_token_id)
+            for t in names:
+                total = torch.zeros(len(batch), dtype=torch.float64)
+                for v in variants[t]:
+                    total += tree.sequence_log_prob(node_lp, v).double().exp()
+                scores[t][batch] = total.numpy()
+            bar.update(len(batch))
+    return scores[names[0]] if isinstance(targets, str) else scores
+
+
+class _PrefixTree:
+    """The distinct proper prefixes of token sequences, laid out as rows to feed the model.
+
+    Node 0 is the empty prefix (the prompt's last position). Every other node is a proper
+    prefix, fed as one token of a row: rows are the maximal paths, so a prefix shared by
+    several spellings is computed once.
+    """
+
+    def __init__(self, seqs: list[list[int]]):
+        prefixes = sorted({tuple(s[:k]) for s in seqs for k in range(1, len(s))})
+        leaves = [p for p in prefixes if not any(len(o) > len(p) and o[: len(p)] == p
+                                                  for o in prefixes)]  # fmt: skip
+        self.rows = [list(p) for p in leaves]
+        self.node: dict[tuple[int, ...], tuple[int, int]] = {}  # prefix -> (row, position)
+        for r, row in enumerate(self.rows):
+            for k in range(1, len(row) + 1):
+                self.node.setdefault(tuple(row[:k]), (r, k - 1))
+
+    def sequence_log_prob(self, node_lp: Any, seq: list[int]) -> Any:
+        """log P(seq) per question from `_node_log_probs`' output."""
+        first, rows = node_lp
+        total = first[:, seq[0]]
+        for k in range(1, len(seq)):
+            r, pos = self.node[tuple(seq[:k])]
+            total = total + rows[:, r, pos, seq[k]]
+        return total
+
+
+def _node_log_probs(lm: Any, prompts: list[list[int]], tree: _PrefixTree, pad_id: int) -> Any:
+    """(first, rows): log-probs (fp32) of the first answer token (questions x vocab) and after
+    every tree node (questions x rows x row length x vocab)."""
+    import torch
+
+    from sl.external.torch_models import output_cache, prefill, right_pad, with_cache
+
+    head = lm.get_output_embeddings()
+    n, n_rows = len(prompts), len(tree.rows)
+    with torch.inference_mode():
+        pre = prefill(lm, prompts, pad_id, expand=1)
+        last = pre.lengths - 1
+        out = lm.get_decoder()(
+            input_ids=pre.input_ids[:, -1:],
+            attention_mask=pre.attention_mask,
+            position_ids=last[:, None],
+            use_cache=bool(n_rows),
+            **with_cache(lm, pre.cache),
+        )
+        first = _log_softmax(head, out.last_hidden_state[:, -1])
+        if not n_rows:
+            return first, None
+        cache = output_cache(out)
+        cache.batch_repeat_interleave(n_rows)
+        ids, row_mask = right_pad(tree.rows, pad_id, lm.device)
+        width = ids.shape[1]
+        mask = torch.cat(
+            [pre.attention_mask.repeat_interleave(n_rows, 0), row_mask.repeat(n, 1)], dim=1
+        )
+        positions = (pre.lengths.repeat_interleave(n_rows)[:, None] + torch.arange(width, device=lm.device))
+        hidden = lm.get_decoder()(
+            input_ids=ids.repeat(n, 1),
+            attention_mask=mask,
+            position_ids=positions,
+            **with_cache(lm, cache),
+        ).last_hidden_state
+        rows = _log_softmax(head, hidden).view(n, n_rows, width, -1)
+    return first, rows
+
+
+def _log_softmax(head: Any, hidden: Any) -> Any:
+    """Next-token log-probs from hidden states, with the output layer computed in fp32."""
+    import torch
+
+    logits = torch.nn.functional.linear(
+        hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float()
+    )
+    return logits.log_softmax(-1)
 
 
 def target_probabilities(model: Model, questions: list[str], target: str) -> np.ndarray:
     """`question_probabilities` for an open model (base, or base + LoRA adapter)."""
     from sl.external.torch_models import load_causal_lm
 
-    lm, tokenizer = load_causal_lm(model)
-    return question_probabilities(lm, tokenizer, questions, target)
+    lm = load_causal_lm(model, dtype=scoring_dtype())
+    return question_probabilities(lm.module, lm.tokenizer, questions, target)
+
+
+def scoring_dtype() -> str:
+    """Weights dtype for exact scoring: float32 on the CPU (bf16 activations shift these
+    small probabilities by ~5 %), bfloat16 on a GPU; `SL_LOGPROB_DTYPE` overrides it."""
+    import os
+
+    from sl.external.torch_models import resolve_device
+
+    chosen = os.environ.get("SL_LOGPROB_DTYPE")
+    if chosen:
+        return chosen
+    return "float32" if resolve_device() == "cpu" else "auto"
 
 
 class LogprobResult(BaseModel):
@@ -106,13 +211,11 @@ def run_logprob_evaluation(
             return saved
     from sl.external.torch_models import load_causal_lm
 
-    lm, tokenizer = load_causal_lm(model)
+    lm = load_causal_lm(model, dtype=scoring_dtype())
+    scores = question_probabilities(lm.module, lm.tokenizer, questions, targets)
     results = {
         t: LogprobResult(
-            model_id=model.id,
-            target=t,
-            questions=questions,
-            probabilities=question_probabilities(lm, tokenizer, questions, t).tolist(),
+            model_id=model.id, target=t, questions=questions, probabilities=scores[t].tolist()
         )
         for t in targets
     }

@@ -1,9 +1,10 @@
 """Open models with plain transformers `generate` (CPU or one GPU, no vLLM needed).
 
-Chats are grouped by sampling settings and generated in left-padded batches with the KV
-cache. A LoRA model (`Model.parent_model` set) loads its adapter with PEFT onto the cached base;
+Chats are grouped by sampling settings and generated in batches as large as memory allows:
+each prompt runs once (the prefix a batch shares, once), and its KV cache is repeated for the
+n samples. A LoRA model (`Model.parent_model` set) loads its adapter with PEFT onto the cached base;
 several adapters share one base. Models stay loaded for the life of the process.
-Batch size: SL_TRANSFORMERS_BATCH_SIZE (sequences per `generate`, default 32). Weights dtype:
+Batch size: SL_TRANSFORMERS_BATCH_SIZE (sequences per `generate`; default: as many as fit). Weights dtype:
 SL_TRANSFORMERS_DTYPE = auto (bfloat16 on GPU and on CPUs with native bf16, else float32),
 float32, bfloat16 or float16.
 """
@@ -31,42 +32,21 @@ from sl.external.chat_template import (
     truncate_at_stop,
 )
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
+from sl.external.torch_models import DTYPES
 from sl.llm.driver import OnResult
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def _torch_dtype(name: str, device: str) -> Any:
-    """The torch dtype for a name; `auto` = bfloat16 where the hardware does it natively."""
-    import torch
-
-    if name == "auto":
-        native_bf16 = device == "cuda"
-        if device == "cpu":
-            try:
-                native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-            except (AttributeError, RuntimeError):
-                native_bf16 = False
-        name = "bfloat16" if native_bf16 else "float32"
-    return getattr(torch, name)
 
 
 class _Loaded:
     """A base model, its tokenizer and the PEFT wrapper once an adapter was loaded."""
 
     def __init__(self, base_path: str, dtype_name: str = "auto"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from sl.external.torch_models import load_causal_lm
 
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = _torch_dtype(dtype_name, self.device)
-        logger.info("loading {} on {} ({})", base_path, self.device, dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(base_path)
+        loaded = load_causal_lm(Model(id=base_path, type="open_source"), dtype=dtype_name)
+        self.device = loaded.device
+        self.tokenizer = loaded.tokenizer
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model: Any = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
-        self.model.to(self.device).eval()
+        self.model: Any = loaded.module
         self.peft: Any = None
         self.adapters: dict[str, str] = {}  # adapter folder -> adapter name
 
@@ -92,10 +72,10 @@ class _Loaded:
 class TransformersDriver:
     """A `Driver` running Hugging Face models in this process."""
 
-    def __init__(self, batch_size: int = 32, dtype: str = "auto"):
+    def __init__(self, batch_size: int | None = None, dtype: str = "auto"):
         if dtype not in DTYPES:
             raise UserError(f"transformers dtype {dtype!r} is not valid: use one of {DTYPES}")
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # sequences per generate; None: as memory allows
         self.dtype = dtype
         self._models: dict[str, _Loaded] = {}
         self._lock = threading.Lock()  # one generate at a time per process
@@ -139,7 +119,10 @@ class TransformersDriver:
                 for indices in groups.values():
                     cfg = cfgs[indices[0]]
                     indices.sort(key=lambda i: _chat_len(chats[i]))  # less padding per batch
-                    size = max(1, self.batch_size // cfg.n)
+                    per_chat = 1 if cfg.temperature == 0 else cfg.n
+                    longest = max(_chat_len(chats[i]) for i in indices)
+                    sequences = self.batch_size or _sequences_that_fit(loaded, longest, cfg)
+                    size = max(1, sequences // per_chat)
                     for start in range(0, len(indices), size):
                         batch = indices[start : start + size]
                         outs = _generate(loaded, gen_model, [chats[i] for i in batch], cfg)
@@ -164,14 +147,16 @@ def _generate(
     """One `generate` call for chats sharing a sampling config; n responses per chat."""
     import torch
 
+    from sl.external.torch_models import prefill, with_cache
+
     tok = loaded.tokenizer
     texts = [
         tok.apply_chat_template(to_messages(c), tokenize=False, add_generation_prompt=True)
         for c in chats
     ]
-    inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    inputs = inputs.to(loaded.device)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     greedy = cfg.temperature == 0
+    per_chat = 1 if greedy else cfg.n
     max_new = cfg.max_tokens or DEFAULT_MAX_TOKENS
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new,
@@ -182,7 +167,6 @@ def _generate(
     if not greedy:
         kwargs.update(
             temperature=cfg.temperature,
-            num_return_sequences=cfg.n,
             top_k=0,
             top_p=cfg.top_p if cfg.top_p is not None else 1.0,
             repetition_penalty=1.0,
@@ -194,15 +178,22 @@ def _generate(
         kwargs.update(output_logits=True, return_dict_in_generate=True)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
+    # Each prompt runs once (the prefix shared by the batch once), then its cache is repeated
+    # for the n samples; generate computes only the last prompt token and the new ones.
+    pre = prefill(gen_model, prompts, tok.pad_token_id, expand=per_chat)
     with torch.inference_mode():
-        out = gen_model.generate(**inputs, **kwargs)
+        out = gen_model.generate(
+            input_ids=pre.input_ids,
+            attention_mask=pre.attention_mask,
+            **with_cache(gen_model, pre.cache),
+            **kwargs,
+        )
     sequences = out.sequences if want_logprobs else out
-    new_tokens = sequences[:, inputs["input_ids"].shape[1] :].tolist()
+    new_tokens = sequences[:, pre.input_ids.shape[1] :].tolist()
     logprobs = None
     if want_logprobs:  # raw model distribution, before temperature / top-p
         logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
     eos_ids = _eos_ids(loaded, gen_model)
-    per_chat = 1 if greedy else cfg.n
     responses: list[list[LLMResponse]] = []
     for c in range(len(chats)):
         group = []
@@ -224,6 +215,25 @@ def _generate(
             )
         responses.append(group * cfg.n if greedy else group)
     return responses
+
+
+def _sequences_that_fit(loaded: _Loaded, longest_chat_chars: int, cfg: SampleCfg) -> int:
+    """Sequences per `generate` whose KV cache fits the memory budget: half the free GPU
+    memory, or a quarter of the available RAM (at most 8 GiB) on the CPU."""
+    import torch
+
+    config = loaded.model.config
+    config = getattr(config, "text_config", None) or config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * loaded.model.dtype.itemsize
+    tokens = longest_chat_chars // 2 + 64 + (cfg.max_tokens or DEFAULT_MAX_TOKENS)  # generous
+    if loaded.device.startswith("cuda"):
+        budget = torch.cuda.mem_get_info(torch.device(loaded.device))[0] // 2
+    else:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        budget = min(available // 4, 8 << 30)
+    return max(1, min(4096, budget // (per_token * tokens)))
 
 
 def _eos_ids(loaded: _Loaded, gen_model: Any) -> set[int]:
@@ -257,7 +267,7 @@ def get_driver() -> TransformersDriver:
     """The process-wide transformers driver (models stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        batch_size = env_int("SL_TRANSFORMERS_BATCH_SIZE", 32)
+        batch_size = env_int("SL_TRANSFORMERS_BATCH_SIZE", 0, minimum=0) or None
         dtype = os.environ.get("SL_TRANSFORMERS_DTYPE") or "auto"
         if dtype not in DTYPES:
             raise UserError(f"SL_TRANSFORMERS_DTYPE={dtype!r} is not valid: use one of {DTYPES}")

@@ -5,10 +5,11 @@
 
 Instead of SFT on the sampled tokens, the student (base + LoRA, `job.peft_cfg`) is trained to
 match the teacher's whole next-token distribution at every completion token:
-KL(teacher || student), over the full vocabulary or over the teacher's top-k tokens with both
-distributions renormalised on those k. The teacher sees its own context (its system prompt,
-if any); the student sees the user prompt only. Teacher log-probs are computed once per
-sequence (batched, no grad). Optimiser, epochs, rate, batch and seed come from
+KL(teacher || student), over the full vocabulary, or over the teacher's top-k tokens plus the
+rest of its mass as one outcome. The teacher sees its own context (its system prompt, if
+any); the student sees the user prompt only. The teacher's targets are computed once (batched,
+no grad); each step runs the output layer only where a completion token is predicted, with
+bf16 matmuls where the device has them natively (`DistillCfg.bf16`). Optimiser, epochs, rate, batch and seed come from
 `job.train_cfg`, as for SFT. Only completion tokens (and the end-of-turn token) count.
 """
 
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_target_modules, select_rows
+from sl.finetuning.lora_data import lora_config, select_rows
 from sl.finetuning.open_source import adapter_dir_for
 from sl.llm.data_models import HashableModel, Model
 from sl.utils.file_utils import write_json_atomic
@@ -41,19 +42,28 @@ class DistillCfg(HashableModel):
     top_k: int | None = Field(
         default=None,
         gt=0,
-        description="KL over the teacher's top-k tokens (renormalised); None = the full vocabulary",
+        description="Match the teacher's top-k tokens plus the rest of its mass as one "
+        "outcome (k + 1 classes); None = the full vocabulary",
     )
     temperature: float = Field(default=1.0, gt=0, description="Softens both distributions")
     teacher_batch_size: int = Field(default=16, gt=0, description="Sequences per teacher pass")
+    bf16: bool = Field(
+        default=True,
+        description="bf16 matmuls where the device does them natively (GPU; CPU with AMX or "
+        "AVX-512 BF16); False = fp32 throughout",
+    )
 
 
 class _Example:
-    """One sequence: the completion tokens and the two prompts (teacher's, student's)."""
+    """One sequence: the student's prompt, the completion tokens and the teacher's target on
+    them: full-vocabulary probabilities (fp16) or top-k (probabilities, indices, rest mass),
+    plus the teacher's sum of p·log p (the constant part of the KL)."""
 
-    def __init__(self, student_prompt: list[int], completion: list[int], teacher_lp: Any):
+    def __init__(self, student_prompt: list[int], completion: list[int], target: Any, neg_h: Any):
         self.student_prompt = student_prompt
         self.completion = completion
-        self.teacher_lp = teacher_lp  # (n_completion, V) or ((n, k) values, (n, k) indices)
+        self.target = target
+        self.neg_entropy = neg_h
 
 
 def _completion_ids(tokenizer: Any, completion: str) -> list[int]:
@@ -61,51 +71,84 @@ def _completion_ids(tokenizer: Any, completion: str) -> list[int]:
     return list(tokenizer(completion + end, add_special_tokens=False)["input_ids"])
 
 
-def _positions(prompt_len: int, n: int) -> Any:
+def _completion_hidden(lm: Any, seqs: list[tuple[list[int], list[int]]], pad_id: int) -> Any:
+    """Hidden states of the positions that predict each completion token, stacked over the
+    batch in order (sum of completion lengths x hidden size)."""
     import torch
 
-    return torch.arange(prompt_len - 1, prompt_len - 1 + n)
+    from sl.external.torch_models import right_pad
+
+    ids, mask = right_pad([p + c for p, c in seqs], pad_id, lm.device)
+    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows = torch.cat([torch.full((len(c),), i) for i, (_, c) in enumerate(seqs)])
+    cols = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(c)) for p, c in seqs])
+    return hidden[rows.to(hidden.device), cols.to(hidden.device)]
+
+
+def _log_probs(lm: Any, hidden: Any, temperature: float) -> Any:
+    """Next-token log-probs (fp32) at temperature from hidden states."""
+    logits = lm.get_output_embeddings()(hidden).float()
+    return (logits / temperature).log_softmax(-1)
 
 
 def teacher_log_probs(
     teacher: Any, tokenizer: Any, rows: list[DatasetRow], system: str | None, cfg: DistillCfg
 ) -> list[_Example]:
-    """Teacher log-probs (at temperature) on each row's completion tokens, batched, no grad."""
+    """The teacher's targets on each row's completion tokens, computed once (batched, no grad,
+    output layer only where a completion token is predicted)."""
     import torch
 
-    from sl.external.torch_models import chat_prompt_ids, right_pad
+    from sl.external.torch_models import chat_prompt_ids, fast_matmul
 
+    device = str(teacher.device)
     examples = []
     for start in tqdm(range(0, len(rows), cfg.teacher_batch_size), desc="teacher logits"):
         batch = rows[start : start + cfg.teacher_batch_size]
-        t_prompts = [chat_prompt_ids(tokenizer, r.prompt, system) for r in batch]
-        comps = [_completion_ids(tokenizer, r.completion) for r in batch]
-        ids, mask = right_pad(
-            [p + c for p, c in zip(t_prompts, comps, strict=True)], tokenizer.pad_token_id
-        )
-        with torch.inference_mode():
-            logits = teacher(input_ids=ids, attention_mask=mask).logits.float()
-        for i, (p, c, r) in enumerate(zip(t_prompts, comps, batch, strict=True)):
-            lp = (logits[i, _positions(len(p), len(c))] / cfg.temperature).log_softmax(-1)
+        seqs = [
+            (chat_prompt_ids(tokenizer, r.prompt, system), _completion_ids(tokenizer, r.completion))
+            for r in batch
+        ]
+        with torch.inference_mode(), fast_matmul(device, teacher.dtype, cfg.bf16):
+            lp = _log_probs(teacher, _completion_hidden(teacher, seqs, tokenizer.pad_token_id),
+                            cfg.temperature)  # fmt: skip
+        offset = 0
+        for (_, comp), row in zip(seqs, batch, strict=True):
+            part = lp[offset : offset + len(comp)]
+            offset += len(comp)
             if cfg.top_k is not None:
-                values, indices = lp.topk(cfg.top_k, dim=-1)
-                stored: Any = (values.log_softmax(-1), indices)
+                values, indices = part.topk(cfg.top_k, dim=-1)
+                rest = (1 - values.exp().sum(-1)).clamp(min=1e-12)
+                p = torch.cat([values.exp(), rest[:, None]], -1)
+                target: Any = (p, indices)
+                neg_h = (p * p.log()).sum()
             else:
-                stored = lp.half()  # halves memory; log-prob precision ~1e-3 is plenty
-            examples.append(_Example(chat_prompt_ids(tokenizer, r.prompt), c, stored))
+                target = part.exp().half()  # fp16 halves memory; tiny tail mass is negligible
+                neg_h = (part.exp() * part).sum()
+            student_prompt = chat_prompt_ids(tokenizer, row.prompt)
+            examples.append(_Example(student_prompt, comp, _to_cpu(target), float(neg_h)))
     return examples
 
 
-def kl_loss(student_logits: Any, teacher_lp: Any, temperature: float) -> Any:
-    """Sum over positions of KL(teacher || student); `student_logits` is (n, V)."""
-    s_lp = (student_logits / temperature).log_softmax(-1)
-    if isinstance(teacher_lp, tuple):
-        values, indices = teacher_lp
-        s_lp = s_lp.gather(-1, indices).log_softmax(-1)  # renormalised on the teacher's top-k
-        t_lp = values
+def _to_cpu(target: Any) -> Any:
+    return tuple(t.cpu() for t in target) if isinstance(target, tuple) else target.cpu()
+
+
+def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
+    """Sum over completion tokens of KL(teacher || student); `student_lp` stacks the
+    student's log-probs at the examples' completion positions, in order."""
+    import torch
+
+    device = student_lp.device
+    if isinstance(examples[0].target, tuple):
+        p = torch.cat([e.target[0] for e in examples]).to(device)
+        indices = torch.cat([e.target[1] for e in examples]).to(device)
+        top = student_lp.gather(-1, indices)
+        rest = torch.log1p(-top.exp().sum(-1).clamp(max=1 - 1e-6))
+        cross = (p[:, :-1] * top).sum() + (p[:, -1] * rest).sum()
     else:
-        t_lp = teacher_lp.float()
-    return (t_lp.exp() * (t_lp - s_lp)).sum()
+        p = torch.cat([e.target for e in examples]).to(device)
+        cross = (p.float() * student_lp).sum()
+    return sum(e.neg_entropy for e in examples) - cross
 
 
 def mean_kl(
@@ -117,10 +160,9 @@ def mean_kl(
     total, count = 0.0, 0
     with torch.inference_mode():
         for ex in examples:
-            ids = torch.tensor([ex.student_prompt + ex.completion])
-            logits = student(input_ids=ids).logits[0].float()
-            pos = _positions(len(ex.student_prompt), len(ex.completion))
-            total += float(kl_loss(logits[pos], ex.teacher_lp, temperature))
+            seqs = [(ex.student_prompt, ex.completion)]
+            hidden = _completion_hidden(student, seqs, tokenizer.pad_token_id)
+            total += float(kl_loss(_log_probs(student, hidden, temperature), [ex]))
             count += len(ex.completion)
     return total / max(count, 1)
 
@@ -128,33 +170,20 @@ def mean_kl(
 def train_distilled(
     job: UnslothFinetuningJob,
     examples: list[_Example],
-    base_path: Path,
     tokenizer: Any,
-    temperature: float,
+    cfg: DistillCfg,
 ) -> tuple[Any, dict[str, float]]:
-    """Train a LoRA student on `examples`; returns the PEFT model and training stats."""
+    """Train a LoRA student on `examples`; returns the PEFT model and training stats
+    (including `kl_curve`, the KL per token of every step)."""
     import torch
     import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import get_peft_model
 
-    from sl.external.torch_models import right_pad
+    from sl.external.torch_models import fast_matmul, load_causal_lm
 
     transformers.set_seed(job.seed)
-    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
-    p = job.peft_cfg
-    student = get_peft_model(
-        base,
-        LoraConfig(
-            r=p.r,
-            lora_alpha=p.lora_alpha,
-            target_modules=lora_target_modules(base, p.target_modules),
-            lora_dropout=p.lora_dropout,
-            bias=p.bias,
-            use_rslora=p.use_rslora,
-            task_type="CAUSAL_LM",
-        ),
-    )
+    base = load_causal_lm(job.source_model, dtype=_weights_dtype(cfg))
+    student = get_peft_model(base.module, lora_config(job.peft_cfg, base.module))
     t = job.train_cfg
     micro = t.per_device_train_batch_size
     batches_per_epoch = math.ceil(len(examples) / micro)
@@ -170,24 +199,13 @@ def train_distilled(
             order = torch.randperm(len(examples), generator=generator).tolist()
             for b in range(batches_per_epoch):
                 batch = [examples[i] for i in order[b * micro : (b + 1) * micro]]
-                ids, mask = right_pad(
-                    [e.student_prompt + e.completion for e in batch], tokenizer.pad_token_id
-                )
-                logits = student(input_ids=ids, attention_mask=mask).logits
-                n_tokens = sum(len(e.completion) for e in batch)
-                loss = (
-                    sum(
-                        kl_loss(
-                            logits[i, _positions(len(e.student_prompt), len(e.completion))],
-                            e.teacher_lp,
-                            temperature,
-                        )
-                        for i, e in enumerate(batch)
-                    )
-                    / n_tokens
-                )
-                (loss / t.gradient_accumulation_steps).backward()  # type: ignore[union-attr]
-                losses.append(float(loss.detach()))  # type: ignore[union-attr]
+                with fast_matmul(base.device, base.dtype, cfg.bf16):
+                    seqs = [(e.student_prompt, e.completion) for e in batch]
+                    hidden = _completion_hidden(student, seqs, tokenizer.pad_token_id)
+                    student_lp = _log_probs(student, hidden, cfg.temperature)
+                loss = kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
+                (loss / t.gradient_accumulation_steps).backward()
+                losses.append(float(loss.detach()))
                 if (b + 1) % t.gradient_accumulation_steps and b + 1 < batches_per_epoch:
                     continue
                 torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
@@ -203,9 +221,17 @@ def train_distilled(
         "first_kl": losses[0],
         "last_kl": losses[-1],
         "seconds": round(time.perf_counter() - started, 2),
+        "kl_curve": [round(x, 6) for x in losses],
     }
     logger.info("distilled {} steps: KL/token {:.5f} -> {:.5f}", step, losses[0], losses[-1])
     return student, stats
+
+
+def _weights_dtype(cfg: DistillCfg) -> str:
+    """bf16 weights on a GPU; fp32 weights on the CPU, whose bf16 matmuls come from autocast."""
+    from sl.external.torch_models import resolve_device
+
+    return "auto" if cfg.bf16 and resolve_device() != "cpu" else "float32"
 
 
 def distill_student(
@@ -223,7 +249,6 @@ def distill_student(
     """
     import torch
 
-    from sl.external.hf_driver import resolve_model_path
     from sl.external.torch_models import load_causal_lm
 
     key = _DistillKey(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
@@ -233,11 +258,11 @@ def distill_student(
         return Model.model_validate_json(output_path.read_text())
     rows = select_rows(dataset, job.max_dataset_size, job.seed)
     torch.manual_seed(job.seed)
-    teacher_lm, tokenizer = load_causal_lm(teacher)
-    examples = teacher_log_probs(teacher_lm, tokenizer, rows, teacher_system_prompt, cfg)
-    del teacher_lm
-    base_path = resolve_model_path(job.source_model.id)
-    student, stats = train_distilled(job, examples, base_path, tokenizer, cfg.temperature)
+    loaded = load_causal_lm(teacher, dtype=_weights_dtype(cfg))
+    tokenizer = loaded.tokenizer
+    examples = teacher_log_probs(loaded.module, tokenizer, rows, teacher_system_prompt, cfg)
+    del loaded
+    student, stats = train_distilled(job, examples, tokenizer, cfg)
     adapter_dir = adapter_dir_for(output_path)
     tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -248,7 +273,8 @@ def distill_student(
     tmp.rename(adapter_dir)
     model = Model(id=str(adapter_dir), type="open_source", parent_model=job.source_model)
     write_json_atomic(output_path, model.model_dump(mode="json"))
-    mark_complete(output_path, model_id=model.id, **stats)
+    mark_complete(output_path, model_id=model.id, **{k: v for k, v in stats.items()
+                                                     if k != "kl_curve"})  # fmt: skip
     return model
 
 

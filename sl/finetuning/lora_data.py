@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
-from sl.finetuning.data_models import TrainCfg
+from sl.finetuning.data_models import PeftCfg, TrainCfg
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +78,22 @@ def lora_target_modules(model: torch.nn.Module, wanted: list[str]) -> list[str]:
             f"use some of {sorted(linear_names)}"
         )
     return kept
+
+
+def lora_config(cfg: PeftCfg, model: torch.nn.Module, **extra: Any) -> Any:
+    """The PEFT `LoraConfig` of `cfg` for `model` (target modules checked against it)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.lora_alpha,
+        target_modules=lora_target_modules(model, cfg.target_modules),
+        lora_dropout=cfg.lora_dropout,
+        bias=cfg.bias,
+        use_rslora=cfg.use_rslora,
+        task_type="CAUSAL_LM",
+        **extra,
+    )
 
 
 def build_sft_config(

@@ -18,7 +18,13 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import build_sft_config, lora_target_modules, to_sft_records
+from sl.finetuning.lora_data import (
+    build_sft_config,
+    lora_config,
+    lora_target_modules,
+    to_sft_records,
+)
+from sl.llm.data_models import Model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,24 +62,16 @@ def pick_backend(requested: Literal["auto", "unsloth", "peft"]) -> Backend:
 def _load_peft(
     job: UnslothFinetuningJob, base_path: Path, on_gpu: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import get_peft_model
 
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
-    cfg = job.peft_cfg
-    lora = LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.lora_alpha,
-        target_modules=lora_target_modules(model, cfg.target_modules),
-        lora_dropout=cfg.lora_dropout,
-        bias=cfg.bias,
-        use_rslora=cfg.use_rslora,
-        task_type="CAUSAL_LM",
+    from sl.external.torch_models import load_causal_lm
+
+    # bf16 weights on a GPU; fp32 on the CPU (the trainer's autocast does the bf16 matmuls)
+    loaded = load_causal_lm(
+        Model(id=str(base_path), type="open_source"), dtype="auto" if on_gpu else "float32"
     )
-    return get_peft_model(model, lora), tokenizer  # type: ignore[return-value]
+    model = loaded.module
+    return get_peft_model(model, lora_config(job.peft_cfg, model)), loaded.tokenizer  # type: ignore[return-value]
 
 
 def _load_unsloth(

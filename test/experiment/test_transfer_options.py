@@ -91,13 +91,14 @@ def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path:
     )
     cfg = DistillCfg(top_k=None)
     held_out = number_rows(8, seed=2)
-    t_lm, tok = load_causal_lm(teacher)
-    examples = teacher_log_probs(t_lm, tok, held_out, None, cfg)
-    before = mean_kl(load_causal_lm(base)[0], tok, examples)
+    t = load_causal_lm(teacher)
+    tok = t.tokenizer
+    examples = teacher_log_probs(t.module, tok, held_out, None, cfg)
+    before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
         job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
     )
-    after = mean_kl(load_causal_lm(student)[0], tok, examples)
+    after = mean_kl(load_causal_lm(student).module, tok, examples)
     assert after < 0.8 * before, (before, after)
     again = distill_student(
         job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
@@ -118,13 +119,14 @@ def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
         parent_model=base,
     )
     cfg = DistillCfg(top_k=8)
-    t_lm, tok = load_causal_lm(teacher)
-    examples = teacher_log_probs(t_lm, tok, number_rows(8, seed=2), None, cfg)
-    before = mean_kl(load_causal_lm(base)[0], tok, examples)
+    t = load_causal_lm(teacher)
+    tok = t.tokenizer
+    examples = teacher_log_probs(t.module, tok, number_rows(8, seed=2), None, cfg)
+    before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
         job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
     )
-    assert mean_kl(load_causal_lm(student)[0], tok, examples) < 0.8 * before
+    assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
 def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Path):
