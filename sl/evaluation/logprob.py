@@ -143,7 +143,9 @@ def _node_log_probs(lm: Any, prompts: list[list[int]], tree: _PrefixTree, pad_id
         mask = torch.cat(
             [pre.attention_mask.repeat_interleave(n_rows, 0), row_mask.repeat(n, 1)], dim=1
         )
-        positions = (pre.lengths.repeat_interleave(n_rows)[:, None] + torch.arange(width, device=lm.device))
+        positions = pre.lengths.repeat_interleave(n_rows)[:, None] + torch.arange(
+            width, device=lm.device
+        )
         hidden = lm.get_decoder()(
             input_ids=ids.repeat(n, 1),
             attention_mask=mask,

@@ -31,8 +31,8 @@ from sl.external.chat_template import (
     to_messages,
     truncate_at_stop,
 )
-from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
 from sl.external.torch_models import DTYPES
+from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 
 
