@@ -86,6 +86,28 @@ def question_probabilities(
     return scores[names[0]] if isinstance(targets, str) else scores
 
 
+def per_spelling_probabilities(
+    lm: Any, tokenizer: Any, questions: list[str], target: str
+) -> np.ndarray:
+    """The definition, computed plainly: one forward of prompt + spelling per question and
+    spelling, full logits. Slow; the reference for tests and benchmarks."""
+    import torch
+
+    from sl.external.torch_models import chat_prompt_ids
+
+    probs = []
+    for question in questions:
+        prompt, total = chat_prompt_ids(tokenizer, question), 0.0
+        for v in variant_token_ids(tokenizer, target):
+            ids = torch.tensor([prompt + v], device=lm.device)
+            with torch.inference_mode():
+                logp = lm(input_ids=ids).logits[0].float().log_softmax(-1)
+            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(v))
+            total += float(logp[positions, torch.tensor(v)].sum().exp())
+        probs.append(total)
+    return np.array(probs)
+
+
 class _PrefixTree:
     """The distinct proper prefixes of token sequences, laid out as rows to feed the model.
 

@@ -151,6 +151,13 @@ def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
     return sum(e.neg_entropy for e in examples) - cross
 
 
+def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: float) -> Any:
+    """Mean KL(teacher || student) per completion token of a batch (differentiable)."""
+    seqs = [(e.student_prompt, e.completion) for e in batch]
+    student_lp = _log_probs(student, _completion_hidden(student, seqs, pad_id), temperature)
+    return kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
+
+
 def mean_kl(
     student: Any, tokenizer: Any, examples: list[_Example], temperature: float = 1.0
 ) -> float:
@@ -200,10 +207,7 @@ def train_distilled(
             for b in range(batches_per_epoch):
                 batch = [examples[i] for i in order[b * micro : (b + 1) * micro]]
                 with fast_matmul(base.device, base.dtype, cfg.bf16):
-                    seqs = [(e.student_prompt, e.completion) for e in batch]
-                    hidden = _completion_hidden(student, seqs, tokenizer.pad_token_id)
-                    student_lp = _log_probs(student, hidden, cfg.temperature)
-                loss = kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
+                    loss = distill_loss(student, batch, tokenizer.pad_token_id, cfg.temperature)
                 (loss / t.gradient_accumulation_steps).backward()
                 losses.append(float(loss.detach()))
                 if (b + 1) % t.gradient_accumulation_steps and b + 1 < batches_per_epoch:
