@@ -12,6 +12,7 @@ a test over the questions of one run only says "these two models differ".
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from sl.errors import UserError
@@ -97,7 +98,7 @@ def permutation_test_over_runs(
         return PValue(
             p_value=p, test=f"exact permutation test over run labels ({n} relabellings), {unit}"
         )
-    p = permutation_p_value(list(a), list(b), paired=False)
+    p = permutation_p_value(np.asarray(a, dtype=float), np.asarray(b, dtype=float), paired=False)
     return PValue(
         p_value=p, test=f"permutation test over run labels (10,000 random relabellings), {unit}"
     )

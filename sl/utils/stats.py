@@ -1,4 +1,4 @@
-"""Confidence intervals and tests over per-question values."""
+"""Confidence intervals and tests over per-question or per-run values."""
 
 import numpy as np
 from pydantic import BaseModel
@@ -63,7 +63,7 @@ def welch_p_value(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> f
         return None
     if float(x.var(ddof=1)) == 0.0 and float(y.var(ddof=1)) == 0.0:
         return 1.0 if np.isclose(x.mean(), y.mean(), rtol=0, atol=1e-15) else 0.0
-    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)  # type: ignore[attr-defined]
 
 
 def n_label_assignments(n_a: int, n_b: int) -> int:
