@@ -115,8 +115,7 @@ def analyze_runs(
     specificity (the target's student vs the other targets' students).
     """
     _check_names(runs, targets, control, base)
-    order = [c for c in (base, control) if c is not None]
-    order += [c for c in runs if c not in order]
+    order = list(dict.fromkeys([c for c in (base, control) if c is not None] + list(runs)))
     notes = _question_set_notes(runs, control)
     rows, question_level, specific = [], [], []
     for target in targets:
