@@ -1,4 +1,4 @@
-"""Confidence intervals and tests over per-question values."""
+"""Confidence intervals and tests over per-question or per-run values."""
 
 import numpy as np
 from pydantic import BaseModel
@@ -50,3 +50,45 @@ def permutation_p_value(
         null = np.abs(shuffled[:, : a.size].mean(axis=1) - shuffled[:, a.size :].mean(axis=1))
     # +1 smoothing: a permutation test can never give exactly 0.
     return float((np.sum(null >= observed - 1e-12) + 1) / (n_resamples + 1))
+
+
+def welch_p_value(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float | None:
+    """Two-sided Welch's t-test p-value (unequal variances); None with < 2 values in a group.
+
+    When neither group varies, the t statistic is 0/0 or ±inf: the p-value is then 1.0 if the
+    means are equal and 0.0 if not (the limit as the variance goes to 0).
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return None
+    if float(x.var(ddof=1)) == 0.0 and float(y.var(ddof=1)) == 0.0:
+        return 1.0 if np.isclose(x.mean(), y.mean(), rtol=0, atol=1e-15) else 0.0
+    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)  # type: ignore[attr-defined]
+
+
+def n_label_assignments(n_a: int, n_b: int) -> int:
+    """How many ways to relabel n_a + n_b units into groups of n_a and n_b."""
+    from math import comb
+
+    return comb(n_a + n_b, n_a)
+
+
+def exact_permutation_p_value(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
+    """Two-sided exact permutation test of mean(a) == mean(b): enumerates every assignment of
+    the pooled values to groups of len(a) and len(b) and returns the share whose |difference
+    of means| is at least the observed one (the observed assignment counts, so p > 0).
+    """
+    from itertools import combinations
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        raise ValueError("both groups need at least one value")
+    pooled = np.concatenate([x, y])
+    total, n_a, n = float(pooled.sum()), x.size, pooled.size
+    observed = abs(x.mean() - y.mean())
+    hits = count = 0
+    for group in combinations(range(n), n_a):
+        s = float(pooled[list(group)].sum())
+        hits += abs(s / n_a - (total - s) / (n - n_a)) >= observed - 1e-12
+        count += 1
+    return hits / count
