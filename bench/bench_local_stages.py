@@ -138,13 +138,13 @@ def _plain_loss(student, batch, pad_id: int):
     """The plain step: fp32, logits at every position, KL gathered per sequence."""
     from sl.external.torch_models import right_pad
 
-    ids, mask = right_pad([e.student_prompt + e.completion for e in batch], pad_id)
+    ids, mask = right_pad([e.student_prompt + e.completion for e in batch], pad_id, student.device)
     logits = student(input_ids=ids, attention_mask=mask).logits
     total = 0.0
     for i, e in enumerate(batch):
         start = len(e.student_prompt) - 1
         s_lp = logits[i, start : start + len(e.completion)].float().log_softmax(-1)
-        p = e.target.float()
+        p = e.target.float().to(s_lp.device)
         total = total + (p * (p.clamp(min=1e-30).log() - s_lp)).sum()
     return total / sum(len(e.completion) for e in batch)
 
@@ -203,7 +203,13 @@ def run(fn_name: str, **kwargs) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(fn_name, kwargs, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:  # queue.Empty: is the worker still alive?
+            if not proc.is_alive():
+                raise RuntimeError(f"{fn_name}({kwargs}) failed: exit code {proc.exitcode}") from None
     proc.join()
     return result
 

@@ -153,9 +153,12 @@ def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
 
 def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: float) -> Any:
     """Mean KL(teacher || student) per completion token of a batch (differentiable)."""
+    import torch
+
     seqs = [(e.student_prompt, e.completion) for e in batch]
     student_lp = _log_probs(student, _completion_hidden(student, seqs, pad_id), temperature)
-    return kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
+    with torch.autocast(student_lp.device.type, enabled=False):  # the KL itself in fp32
+        return kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
 
 
 def mean_kl(
