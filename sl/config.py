@@ -107,3 +107,24 @@ def require_openai_key(settings: Settings) -> str:
             "(for a local OpenAI-compatible server without auth, set OPENAI_API_KEY=none)"
         )
     return settings.openai_api_key.get_secret_value()
+
+
+# The original code's module constants (`from sl import config; config.OPENAI_API_KEY`), read
+# from the environment when accessed: unset strings are "", numbers take the defaults above.
+_ORIGINAL_CONSTANTS = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "HF_TOKEN": "hf_token",
+    "HF_USER_ID": "hf_user_id",
+    "VLLM_N_GPUS": "vllm_n_gpus",
+    "VLLM_MAX_LORA_RANK": "vllm_max_lora_rank",
+    "VLLM_MAX_NUM_SEQS": "vllm_max_num_seqs",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _ORIGINAL_CONSTANTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(get_settings(), _ORIGINAL_CONSTANTS[name])
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else value
