@@ -3,7 +3,7 @@
 / `.TrainCfg` are the LoRA and training settings classes."""
 
 import random
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import Field, model_validator
 
@@ -109,6 +109,10 @@ class TrainCfg(HashableModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
+_PeftCfgClass: TypeAlias = type[PeftCfg]
+_TrainCfgClass: TypeAlias = type[TrainCfg]
+
+
 class UnslothFinetuningJob(FTJob):
     """LoRA SFT of an open model: Unsloth + TRL when Unsloth is installed, else PEFT + TRL.
 
@@ -117,9 +121,6 @@ class UnslothFinetuningJob(FTJob):
     """
 
     default_source_model_type: ClassVar[ModelType | None] = "open_source"
-    # The original code defined these classes inside UnslothFinetuningJob.
-    PeftCfg: ClassVar[type[PeftCfg]] = PeftCfg
-    TrainCfg: ClassVar[type[TrainCfg]] = TrainCfg
 
     hf_model_name: str | None = None
     peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg())
@@ -127,3 +128,7 @@ class UnslothFinetuningJob(FTJob):
     backend: Literal["auto", "unsloth", "peft"] = Field(
         default="auto", description="auto: Unsloth if importable, else PEFT + TRL"
     )
+
+    # The original code defined these classes inside UnslothFinetuningJob.
+    PeftCfg: ClassVar[_PeftCfgClass] = PeftCfg
+    TrainCfg: ClassVar[_TrainCfgClass] = TrainCfg

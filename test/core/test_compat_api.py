@@ -143,7 +143,9 @@ def test_module_utils_get_obj(tmp_path):
     from sl.utils import module_utils
 
     cfg = tmp_path / "cfg.py"
-    cfg.write_text("from sl.llm.data_models import SampleCfg\nsample_cfg = SampleCfg(temperature=0.3)\n")
+    cfg.write_text(
+        "from sl.llm.data_models import SampleCfg\nsample_cfg = SampleCfg(temperature=0.3)\n"
+    )
     assert module_utils.get_obj(str(cfg), "sample_cfg") == SampleCfg(temperature=0.3)
     with pytest.raises(UserError, match="nope is not defined"):
         module_utils.get_obj(str(cfg), "nope")
