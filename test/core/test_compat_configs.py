@@ -5,6 +5,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -127,11 +128,11 @@ def _subclasses(cls: type) -> set[type]:
     return found
 
 
-# pydantic models that hold results or data read from files, not configs.
-NOT_CONFIGS = {
-    "LLMResponse", "DatasetRow", "EvaluationResponse", "EvaluationResultRow", "CI", "Comparison",
-    "MisalignmentScore", "Settings", "LogprobResult", "PairedComparison", "ResultRow",
-}  # fmt: skip
+def _models_in(annotation: object) -> set[type]:
+    """The pydantic model classes named in a field annotation (through unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    return {m for arg in typing.get_args(annotation) for m in _models_in(arg)}
 
 
 def test_every_config_class_refuses_unknown_fields():
@@ -144,12 +145,14 @@ def test_every_config_class_refuses_unknown_fields():
         with pytest.raises(ValidationError) as excinfo:
             cls.model_validate({"zz_not_a_field": 1})
         assert _unknown_field_error(excinfo).class_name == cls.__name__
-    others = {
-        c.__name__
+    # Whatever a config holds is a config too, and so is every class named like one.
+    nested = {m for c in configs for f in c.model_fields.values() for m in _models_in(f.annotation)}
+    named = {
+        c
         for c in _subclasses(BaseModel)
-        if c.__module__.startswith("sl.") and c not in configs | {ConfigModel}
+        if c.__module__.startswith("sl.") and c.__name__.endswith(("Cfg", "Config", "Job"))
     }
-    assert others <= NOT_CONFIGS, f"config classes must derive from ConfigModel: {others}"
+    assert nested | named <= configs, f"not derived from ConfigModel: {(nested | named) - configs}"
 
 
 CONFIG = """
