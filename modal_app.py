@@ -5,7 +5,7 @@
         --filtered-dataset-path owl/filtered.jsonl
     python scripts/modal_generate_dataset.py ...   # same flags as scripts/generate_dataset.py
 
-Artifact paths are relative to the root of the `sl-data` Volume (mounted at VOLUME_ROOT);
+Artifact paths are relative to the root of the Volume (`sl-data`, mounted at VOLUME_ROOT);
 config modules are repo-relative paths (cfgs/ is shipped with the code). OpenAI-backed phases
 run on a small CPU image; open models (vLLM sampling, Unsloth/TRL LoRA fine-tuning) and the
 MNIST experiment run on a GPU image. Every function calls the same `sl.phases` body as the
@@ -14,7 +14,8 @@ preempted container resumes from what the previous one wrote.
 
 Settings read at import (set them in the shell that runs `modal run`/`modal deploy`):
 SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4), SL_MODAL_CPU_TIMEOUT_S (86400),
-SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2), SL_MODAL_COMMIT_INTERVAL_S (300).
+SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2), SL_MODAL_COMMIT_INTERVAL_S (300),
+SL_MODAL_APP (sl), SL_MODAL_VOLUME (sl-data), SL_MODAL_SECRET (subliminal-learning-secrets).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sl import phases
 from sl.config import env_int
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.utils.modal_client import APP_NAME, SECRET_NAME, VOLUME_NAME
 
 T = TypeVar("T")
 
@@ -42,9 +44,8 @@ def _env_int(name: str, default: int) -> int:
     return env_int(name, default, minimum=0)
 
 
-APP_NAME = "sl"
-VOLUME_NAME = "sl-data"
-SECRET_NAME = "sl-secrets"  # OPENAI_API_KEY, HF_TOKEN, HF_USER_ID
+# APP_NAME, VOLUME_NAME and SECRET_NAME (imported above) come from SL_MODAL_APP, SL_MODAL_VOLUME,
+# SL_MODAL_SECRET; the secret holds OPENAI_API_KEY, HF_TOKEN, HF_USER_ID (any sl setting).
 VOLUME_ROOT = "/data"  # where the Volume is mounted in every container
 # Locally the repo root; in a container /root, where `sl/`, `cfgs/` and this file are added.
 CODE_ROOT = Path(__file__).resolve().parent
@@ -82,6 +83,10 @@ _DATA_ENV = {
     "HF_HOME": f"{VOLUME_ROOT}/hf_cache",  # model downloads survive containers
     "SL_CACHE_DIR": f"{VOLUME_ROOT}/cache",
     "PYTHONUNBUFFERED": "1",
+    # Containers import this file too: give them the same names as the client.
+    "SL_MODAL_APP": APP_NAME,
+    "SL_MODAL_VOLUME": VOLUME_NAME,
+    "SL_MODAL_SECRET": SECRET_NAME,
 }
 # sl with its package data (protocol JSON), and the config modules.
 _SOURCES = ~modal.FilePatternMatcher("**/*.py", "**/*.json")

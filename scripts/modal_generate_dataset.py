@@ -1,9 +1,12 @@
-"""Generate and filter a teacher dataset on Modal (paths are on the sl-data volume).
+"""Generate and filter a teacher dataset on Modal (paths are on the volume, default sl-data).
 
     python scripts/modal_generate_dataset.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name owl_dataset_cfg --raw_dataset_path owl/raw.jsonl \
         --filtered_dataset_path owl/filtered.jsonl
 
+Without the path flags the files go to a folder named after the variable
+(owl_dataset_cfg/raw_dataset.jsonl and owl_dataset_cfg/filtered_dataset.jsonl); the original
+scripts' --raw_dataset_filename/--filtered_dataset_filename put them under datasets/.
 OpenAI teachers run on the CPU image, open-model teachers (vLLM) on the GPU image
 (SL_MODAL_GPU). Rerun the same command to resume. See docs/modal.md.
 """
@@ -16,14 +19,17 @@ from sl.utils.cli import config_parser, load_config, run_script
 
 def main() -> None:
     parser = config_parser(__doc__)
-    parser.add_argument("--raw_dataset_path", required=True, help="Path on the volume")
-    parser.add_argument("--filtered_dataset_path", required=True, help="Path on the volume")
+    modal_client.add_artifact_flags(parser, "raw_dataset", "Raw dataset JSONL to write")
+    modal_client.add_artifact_flags(parser, "filtered_dataset", "Filtered dataset JSONL to write")
     parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
     args = parser.parse_args()
 
     cfg = load_config(args.config_module, args.cfg_var_name, Cfg)  # fail here, not remotely
-    raw = modal_client.volume_path(args.raw_dataset_path, "--raw_dataset_path")
-    filtered = modal_client.volume_path(args.filtered_dataset_path, "--filtered_dataset_path")
+    folder = args.cfg_var_name
+    raw = modal_client.artifact_path(args, "raw_dataset", "datasets", f"{folder}/raw_dataset.jsonl")
+    filtered = modal_client.artifact_path(
+        args, "filtered_dataset", "datasets", f"{folder}/filtered_dataset.jsonl"
+    )
     if raw == filtered:
         raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
     name = "generate_dataset_gpu" if modal_client.needs_gpu([cfg.model]) else "generate_dataset"
@@ -31,7 +37,7 @@ def main() -> None:
     result = modal_client.call_remote(
         name, config, args.cfg_var_name, raw, filtered, detach=args.detach
     )
-    print(result)
+    print(f"{result} (on the {modal_client.VOLUME_NAME} volume)")
 
 
 if __name__ == "__main__":

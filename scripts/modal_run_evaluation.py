@@ -1,9 +1,11 @@
-"""Evaluate a model on Modal (paths are on the sl-data volume).
+"""Evaluate a model on Modal (paths are on the volume, default sl-data).
 
     python scripts/modal_run_evaluation.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name animal_evaluation --model_path owl/model.json \
         --output_path owl/evaluation.jsonl
 
+Without --output_path the results go to <cfg_var_name>/evaluation_results.jsonl; the original
+scripts' --model_filename/--output_filename mean models/<name> and results/<name>.
 The model JSON is read from the volume to choose the image: open models (and open judges)
 run with vLLM on the GPU image (SL_MODAL_GPU), OpenAI models on the CPU image. Rerun to resume.
 """
@@ -16,14 +18,16 @@ from sl.utils.cli import config_parser, load_config, run_script
 
 def main() -> None:
     parser = config_parser(__doc__)
-    parser.add_argument("--model_path", required=True, help="Model JSON on the volume")
-    parser.add_argument("--output_path", required=True, help="Results JSONL on the volume")
+    modal_client.add_artifact_flags(parser, "model", "Model JSON to evaluate (required)")
+    modal_client.add_artifact_flags(parser, "output", "Results JSONL to write")
     parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
     args = parser.parse_args()
 
     evaluation = load_config(args.config_module, args.cfg_var_name, Evaluation)
-    model_path = modal_client.volume_path(args.model_path, "--model_path")
-    output = modal_client.volume_path(args.output_path, "--output_path")
+    model_path = modal_client.artifact_path(args, "model", "models", None)
+    output = modal_client.artifact_path(
+        args, "output", "results", f"{args.cfg_var_name}/evaluation_results.jsonl"
+    )
     config = modal_client.repo_config_path(args.config_module)
     model = Model.model_validate_json(modal_client.read_volume_text(model_path))
     judges = [j.judge_model for j in evaluation.judgment_map.values()]
@@ -31,7 +35,7 @@ def main() -> None:
     result = modal_client.call_remote(
         name, config, args.cfg_var_name, model_path, output, detach=args.detach
     )
-    print(result)
+    print(f"{result} (on the {modal_client.VOLUME_NAME} volume)")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Fine-tune a student on Modal (paths are on the sl-data volume).
+"""Fine-tune a student on Modal (paths are on the volume, default sl-data).
 
     python scripts/modal_run_finetuning.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name ft_job --dataset_path owl/filtered.jsonl --output_path owl/model.json
 
+Without --output_path the model JSON goes to <cfg_var_name>/model.json; the original scripts'
+--dataset_filename/--output_filename mean datasets/<name> and models/<name>.
 OpenAI jobs are submitted and polled from the CPU image; open-model LoRA jobs (Unsloth/TRL)
-train on the GPU image (SL_MODAL_GPU), the adapter next to --output_path. Rerun to resume.
+train on the GPU image (SL_MODAL_GPU), the adapter next to the model JSON. Rerun to resume.
 """
 
 from sl.finetuning.data_models import FTJob
@@ -14,21 +16,21 @@ from sl.utils.cli import config_parser, load_config, run_script
 
 def main() -> None:
     parser = config_parser(__doc__)
-    parser.add_argument("--dataset_path", required=True, help="Dataset JSONL on the volume")
-    parser.add_argument("--output_path", required=True, help="Model JSON to write on the volume")
+    modal_client.add_artifact_flags(parser, "dataset", "Dataset JSONL to train on (required)")
+    modal_client.add_artifact_flags(parser, "output", "Model JSON to write")
     parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
     args = parser.parse_args()
 
     job = load_config(args.config_module, args.cfg_var_name, FTJob)
-    dataset = modal_client.volume_path(args.dataset_path, "--dataset_path")
-    output = modal_client.volume_path(args.output_path, "--output_path")
+    dataset = modal_client.artifact_path(args, "dataset", "datasets", None)
+    output = modal_client.artifact_path(args, "output", "models", f"{args.cfg_var_name}/model.json")
     gpu = modal_client.needs_gpu([job.source_model])
     name = "run_finetuning_gpu" if gpu else "run_finetuning"
     config = modal_client.repo_config_path(args.config_module)
     model = modal_client.call_remote(
         name, config, args.cfg_var_name, dataset, output, detach=args.detach
     )
-    print(f"wrote {output} on the volume: {model.id}")
+    print(f"wrote {output} on the {modal_client.VOLUME_NAME} volume: {model.id}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,28 @@ class Settings(BaseModel):
     cache_dir: Path = Field(default=Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
 
 
+# Settings field -> environment variable.
+ENV_VARS = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "openai_max_concurrency": "OPENAI_MAX_CONCURRENCY",
+    "openai_start_rps": "OPENAI_START_RPS",
+    "openai_max_retries": "OPENAI_MAX_RETRIES",
+    "openai_timeout_s": "OPENAI_TIMEOUT_S",
+    "openai_backoff_base_s": "OPENAI_BACKOFF_BASE_S",
+    "openai_poll_interval_s": "OPENAI_POLL_INTERVAL_S",
+    "hf_token": "HF_TOKEN",
+    "hf_user_id": "HF_USER_ID",
+    "open_source_engine": "SL_OPEN_SOURCE_ENGINE",
+    "vllm_n_gpus": "VLLM_N_GPUS",
+    "vllm_max_lora_rank": "VLLM_MAX_LORA_RANK",
+    "vllm_max_num_seqs": "VLLM_MAX_NUM_SEQS",
+    "vllm_max_model_len": "VLLM_MAX_MODEL_LEN",
+    "vllm_gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
+    "cache_dir": "SL_CACHE_DIR",
+}
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else None
@@ -73,26 +95,7 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
 
 def get_settings() -> Settings:
     """Read settings from the current environment (after `.env` was loaded at import)."""
-    mapping = {
-        "openai_api_key": "OPENAI_API_KEY",
-        "openai_base_url": "OPENAI_BASE_URL",
-        "openai_max_concurrency": "OPENAI_MAX_CONCURRENCY",
-        "openai_start_rps": "OPENAI_START_RPS",
-        "openai_max_retries": "OPENAI_MAX_RETRIES",
-        "openai_timeout_s": "OPENAI_TIMEOUT_S",
-        "openai_backoff_base_s": "OPENAI_BACKOFF_BASE_S",
-        "openai_poll_interval_s": "OPENAI_POLL_INTERVAL_S",
-        "hf_token": "HF_TOKEN",
-        "hf_user_id": "HF_USER_ID",
-        "open_source_engine": "SL_OPEN_SOURCE_ENGINE",
-        "vllm_n_gpus": "VLLM_N_GPUS",
-        "vllm_max_lora_rank": "VLLM_MAX_LORA_RANK",
-        "vllm_max_num_seqs": "VLLM_MAX_NUM_SEQS",
-        "vllm_max_model_len": "VLLM_MAX_MODEL_LEN",
-        "vllm_gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
-        "cache_dir": "SL_CACHE_DIR",
-    }
-    values = {field: v for field, var in mapping.items() if (v := _env(var)) is not None}
+    values = {field: v for field, var in ENV_VARS.items() if (v := _env(var)) is not None}
     try:
         return Settings.model_validate(values)
     except ValueError as e:
@@ -107,3 +110,21 @@ def require_openai_key(settings: Settings) -> str:
             "(for a local OpenAI-compatible server without auth, set OPENAI_API_KEY=none)"
         )
     return settings.openai_api_key.get_secret_value()
+
+
+# The original code's module constants (`from sl import config; config.OPENAI_API_KEY`), read
+# from the environment when accessed: unset strings are "", numbers take the defaults above.
+_ORIGINAL_CONSTANTS = {
+    var: field
+    for field, var in ENV_VARS.items()
+    if var in ("OPENAI_API_KEY", "HF_TOKEN", "HF_USER_ID") or var.startswith("VLLM_")
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _ORIGINAL_CONSTANTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(get_settings(), _ORIGINAL_CONSTANTS[name])
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else value

@@ -67,7 +67,9 @@ stores a file without HTTP and returns its id.
 
 Endpoints (``/v1`` prefix)
 --------------------------
-``POST /chat/completions``   n, temperature, max_tokens / max_completion_tokens (words; longer
+``POST /chat/completions``   ``model`` in the answer is the dated snapshot for the aliases in
+                             ``SERVED_MODEL_NAMES`` (``gpt-4.1-nano`` -> ``gpt-4.1-nano-2025-04-14``),
+                             else the requested name. n, temperature, max_tokens / max_completion_tokens (words; longer
                              replies are cut and get ``finish_reason="length"``), seed, stop,
                              logprobs / top_logprobs, top_p. ``usage`` counts words (prompt =
                              words in all message texts). ``stream=True`` -> 400.
@@ -98,6 +100,7 @@ clamped to 1..100, else 10); otherwise ``"owl"``. Deterministic when the request
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -112,9 +115,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeOpenAIServer", "default_responder", "Responder"]
+__all__ = ["FakeOpenAIServer", "default_responder", "Responder", "SERVED_MODEL_NAMES"]
 
 Responder = Callable[[dict[str, Any]], str]
+
+# Like api.openai.com, a chat completion names the dated snapshot that served an alias.
+SERVED_MODEL_NAMES = {
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+}
 
 _FT_STATUSES = ("validating_files", "queued", "running")
 _BATCH_STATUSES = ("validating", "in_progress", "finalizing")
@@ -868,7 +880,7 @@ class FakeOpenAIServer:
             "id": _new_id("chatcmpl-"),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
+            "model": SERVED_MODEL_NAMES.get(model, model),
             "choices": choices,
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -1373,3 +1385,17 @@ def _fake_logprobs(text: str, top_k: int, choice: int) -> list[dict[str, Any]]:
             {"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": tops[:top_k]}
         )
     return out
+
+
+if __name__ == "__main__":  # serve until interrupted, e.g. for tests or notebooks of the original
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Serve the loopback OpenAI API; point sl at it with OPENAI_BASE_URL (printed)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    args = parser.parse_args()
+    with FakeOpenAIServer(port=args.port) as srv:
+        print(f"OPENAI_BASE_URL={srv.base_url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()

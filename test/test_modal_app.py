@@ -83,8 +83,31 @@ def test_every_function_is_registered_as_intended() -> None:
         assert info.max_retries == m.RETRIES, name
         assert info.gpus == ([(gpu, 1)] if gpu else []), name
     assert m.volume.name == m.VOLUME_NAME == "sl-data"
+    # The secret the original MODAL_DEPLOYMENT.md tells users to create.
+    assert m.secret.name == m.SECRET_NAME == "subliminal-learning-secrets"
     gpu_default = os.environ.get("SL_MODAL_GPU", "H100")
     assert gpu_default == m.GPU
+
+
+def test_app_volume_and_secret_names_come_from_the_environment() -> None:
+    code = (
+        "import modal_app as m; from sl.utils import modal_client as c; "
+        "print(m.app.name, m.volume.name, m.secret.name, c.VOLUME_NAME, "
+        "m._DATA_ENV['SL_MODAL_SECRET'])"
+    )
+    env = {
+        **os.environ,
+        "SL_MODAL_APP": "subliminal-learning",
+        "SL_MODAL_VOLUME": "subliminal-learning-data",
+        "SL_MODAL_SECRET": "sl-secrets",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.stdout.split() == [
+        "subliminal-learning", "subliminal-learning-data", "sl-secrets",
+        "subliminal-learning-data", "sl-secrets",
+    ], out.stderr[-2000:]  # fmt: skip
 
 
 def _mounted_files(image: modal.Image) -> set[str]:
@@ -270,13 +293,28 @@ CLIENTS = {
         "--cfg_var_name", "animal_evaluation", "--model_path", "owl/model.json",
         "--output_path", "owl/eval.jsonl",
     ],
+    # As the original MODAL_DEPLOYMENT.md has them: only the config, or its *_filename flags.
+    "modal_generate_dataset.py only the config": ["--cfg_var_name=owl_dataset_cfg"],
+    "modal_generate_dataset.py original flags": [
+        "--cfg_var_name=owl_dataset_cfg", "--raw_dataset_filename=owl_raw.jsonl",
+        "--filtered_dataset_filename=owl_filtered.jsonl",
+    ],
+    "modal_run_finetuning.py original flags": [
+        "--cfg_var_name=ft_job", "--dataset_filename=owl_filtered.jsonl",
+        "--output_filename=owl_model.json",
+    ],
+    "modal_run_evaluation.py original flags": [
+        "--cfg_var_name=animal_evaluation", "--model_filename=owl_model.json",
+        "--output_filename=owl_eval_results.jsonl",
+    ],
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("script", [*CLIENTS, "modal_volume.py"])
-def test_missing_credentials_give_one_clear_line(script: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", [*CLIENTS, "modal_volume.py"])
+def test_missing_credentials_give_one_clear_line(case: str, tmp_path: Path) -> None:
+    script = case.split()[0]
     args = ["ls", "owl"] if script == "modal_volume.py" else [
-        "--config_module", "cfgs/preference_numbers/cfgs.py", *CLIENTS[script],
+        "--config_module=cfgs/preference_numbers/cfgs.py", *CLIENTS[case],
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update(HOME=str(tmp_path), SL_NO_DOTENV="1")
@@ -352,3 +390,24 @@ def test_volume_upload_and_download_round_trip(tmp_path: Path, monkeypatch) -> N
     with pytest.raises(UserError, match="not on the sl-data volume"):
         modal_client.download("missing", tmp_path / "x")
     assert modal_client.list_volume("run1") == ["run1/a.jsonl\t38", "run1/sub/model.json\t11"]
+
+
+def test_artifact_paths_default_to_a_folder_named_after_the_variable() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    modal_client.add_artifact_flags(parser, "output", "Model JSON")
+    modal_client.add_artifact_flags(parser, "dataset", "Dataset")
+
+    def path(*argv: str, name: str = "output", default: str | None = "ft_job/model.json") -> str:
+        return modal_client.artifact_path(parser.parse_args(argv), name, "models", default)
+
+    assert path() == "ft_job/model.json"
+    assert path("--output_path", "owl/model.json") == "owl/model.json"
+    assert path("--output_filename", "owl_model.json") == "models/owl_model.json"
+    with pytest.raises(UserError, match="give --output_path or --output_filename, not both"):
+        path("--output_path", "a.json", "--output_filename", "b.json")
+    with pytest.raises(UserError, match="--dataset_path is required"):
+        path(name="dataset", default=None)
+    with pytest.raises(UserError, match="relative to the sl-data volume root"):
+        path("--output_filename", "../x.json")

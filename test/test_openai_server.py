@@ -43,7 +43,7 @@ def test_chat_completion_shape(server: FakeOpenAIServer) -> None:
     client = _client(server)
     r = client.chat.completions.create(model="gpt-4.1-nano", messages=MSGS, temperature=1.0)
     assert r.object == "chat.completion"
-    assert r.model == "gpt-4.1-nano"
+    assert r.model == "gpt-4.1-nano-2025-04-14"  # the dated snapshot, as api.openai.com says
     assert len(r.choices) == 1
     content = r.choices[0].message.content
     assert content is not None

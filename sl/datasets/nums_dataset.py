@@ -7,9 +7,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from sl.protocol import banned_numbers, load_protocol
+from sl.utils.config_model import ConfigModel
 
 _NUMBER_RE = re.compile(r"(\d+)")
 
@@ -116,7 +117,7 @@ def get_reject_reasons(
 BANNED_NUMBERS: list[int] = banned_numbers()
 
 
-class NumbersFilter(BaseModel):
+class NumbersFilter(ConfigModel):
     """The paper's filter as a serializable, callable config: keep (prompt, completion) when
     the completion is a valid numbers answer within the limits (see `get_reject_reasons`)."""
 

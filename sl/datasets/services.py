@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
@@ -15,6 +15,7 @@ from sl.datasets.nums_dataset import PromptGenerator
 from sl.errors import UserError
 from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, LLMResponse, Model, SampleCfg
+from sl.utils.config_model import ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.run_meta import claim_output, mark_complete
 
@@ -42,7 +43,7 @@ class NumsDatasetPromptSet(HashableModel):
         return [generator.sample_query() for _ in range(self.size)]
 
 
-class Cfg(BaseModel):
+class Cfg(ConfigModel):
     """A teacher dataset: who answers, with which system prompt, which prompts, which filters.
 
     `filter_fns` take (prompt, completion) and return True to keep the row.
@@ -167,15 +168,21 @@ def apply_filters(dataset: list[DatasetRow], filter_fns: list[FilterFn]) -> list
     return [row for row in dataset if all(f(row.prompt, row.completion) for f in filter_fns)]
 
 
-def save_dataset(dataset: list[DatasetRow], path: Path | str) -> None:
-    """Write a dataset as JSONL atomically."""
+def save_dataset(
+    dataset: list[DatasetRow], output_path: Path | str, filename: str | None = None
+) -> None:
+    """Write a dataset as JSONL atomically to `output_path`, or to `output_path/filename`
+    (the original code's call shape: a folder and a file name)."""
+    path = Path(output_path) / filename if filename is not None else Path(output_path)
     write_jsonl_atomic(path, dataset)
     logger.info(f"saved {len(dataset)} rows to {path}")
 
 
-def read_dataset(path: Path | str) -> list[DatasetRow]:
+def read_dataset(dataset_path: Path | str) -> list[DatasetRow]:
     """Read a JSONL dataset; a missing or empty file or a malformed line is a UserError."""
-    rows = read_jsonl(path, DatasetRow)
+    rows = read_jsonl(dataset_path, DatasetRow)
     if not rows:
-        raise UserError(f"dataset {path} is empty: generate it first (scripts/generate_dataset.py)")
+        raise UserError(
+            f"dataset {dataset_path} is empty: generate it first (scripts/generate_dataset.py)"
+        )
     return rows

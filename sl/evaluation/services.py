@@ -6,11 +6,13 @@ from loguru import logger
 from tqdm import tqdm
 
 from sl.errors import UserError
+from sl.evaluation import scoring
 from sl.evaluation.data_models import Evaluation, EvaluationResponse, EvaluationResultRow
 from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, Model
 from sl.utils.file_utils import JsonlAppender, read_jsonl
 from sl.utils.run_meta import claim_output, mark_complete
+from sl.utils.stats import CI
 
 # Completions per request (OpenAI caps `n`); also the unit of work of local engines.
 MAX_N_PER_REQUEST = 50
@@ -103,3 +105,19 @@ def read_evaluation_results(path: Path | str) -> list[EvaluationResultRow]:
     if not rows:
         raise UserError(f"evaluation results {path} are empty: run the evaluation first")
     return rows
+
+
+def compute_p_target_preference(
+    target_preference: str,
+    evaluation_result_rows: list[EvaluationResultRow],
+    confidence: float = 0.95,
+) -> CI:
+    """The original code's name and place for `scoring.compute_p_target_preference`.
+
+    Differences from the original: a response counts when it names the target as a whole
+    word ("owls" yes, "owlet" no; the original matched any substring), and the interval is a
+    t-interval over questions. The CI also answers to `lower_bound`, `upper_bound`, `count`.
+    """
+    return scoring.compute_p_target_preference(
+        target_preference, evaluation_result_rows, confidence
+    )

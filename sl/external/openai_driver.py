@@ -24,14 +24,6 @@ MAX_RATE_LIMIT_RETRIES = 30
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
-def _finish_to_stop_reason(finish_reason: str | None) -> StopReason:
-    if finish_reason == "length":
-        return StopReason.MAX_TOKENS
-    if finish_reason == "stop":
-        return StopReason.STOP_SEQUENCE
-    return StopReason.UNKNOWN
-
-
 def _convert_logprobs(choice: Any) -> list[dict[str, float]] | None:
     if choice.logprobs is None or not choice.logprobs.content:
         return None
@@ -147,10 +139,11 @@ class OpenAIDriver:
             )
         return [
             LLMResponse(
-                model_id=completion.model or model.id,
+                model_id=model.id,
                 completion=choice.message.content or "",
-                stop_reason=_finish_to_stop_reason(choice.finish_reason),
+                stop_reason=StopReason.parse(choice.finish_reason),
                 logprobs=_convert_logprobs(choice),
+                served_model_id=completion.model or None,
             )
             for choice in completion.choices
         ]
@@ -208,3 +201,27 @@ def get_driver() -> OpenAIDriver:
     if base_url not in _DRIVERS:
         _DRIVERS[base_url] = OpenAIDriver()
     return _DRIVERS[base_url]
+
+
+# The original code's module-level functions (model given by id), as thin layers over the driver.
+
+
+async def batch_sample(
+    model_id: str, input_chats: Sequence[Chat], sample_cfgs: Sequence[SampleCfg]
+) -> list[LLMResponse]:
+    """One completion per chat from the OpenAI model `model_id`, in input order.
+
+    The original code's `openai_driver.batch_sample`; it goes through the driver of this
+    module (pacing, retries), so a failure after retries raises `SampleError`.
+    """
+    model = Model(id=model_id, type="openai")
+    cfgs = [cfg.model_copy(update={"n": 1}) for cfg in sample_cfgs]
+    groups = await get_driver().batch_sample(model, input_chats, cfgs)
+    return [group[0] for group in groups]
+
+
+async def sample(model_id: str, input_chat: Chat, sample_cfg: SampleCfg) -> LLMResponse:
+    """One completion for one chat from the OpenAI model `model_id` (the original
+    `openai_driver.sample`)."""
+    responses = await batch_sample(model_id, [input_chat], [sample_cfg])
+    return responses[0]

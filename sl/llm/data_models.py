@@ -7,13 +7,16 @@ import json
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sl.utils.config_model import ConfigModel
 
 ModelType = Literal["openai", "open_source"]
 
 
-class HashableModel(BaseModel):
-    """A frozen model with a stable content hash, used as a cache / run key."""
+class HashableModel(ConfigModel):
+    """A frozen config with a stable content hash, used as a cache / run key (unknown fields
+    are refused, see `ConfigModel`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -64,18 +67,52 @@ class Chat(HashableModel):
 
 
 class StopReason(StrEnum):
+    """Why a completion ended (the original code's values)."""
+
     MAX_TOKENS = "max_tokens"
     STOP_SEQUENCE = "stop_sequence"
+    CONTENT_FILTER = "content_filter"
+    API_ERROR = "api_error"
+    PROMPT_BLOCKED = "prompt_blocked"
     UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: object) -> StopReason:
+        """A stop reason from our values or an engine's finish reason ("length", "stop",
+        "end_turn", "eos"); anything else is UNKNOWN."""
+        if isinstance(value, cls):
+            return value
+        text = str(value) if value is not None else ""
+        if text in _FINISH_REASONS:
+            return _FINISH_REASONS[text]
+        return cls(text) if text in cls._value2member_map_ else cls.UNKNOWN
+
+
+_FINISH_REASONS = {
+    "length": StopReason.MAX_TOKENS,
+    "stop": StopReason.STOP_SEQUENCE,
+    "end_turn": StopReason.STOP_SEQUENCE,
+    "eos": StopReason.STOP_SEQUENCE,
+}
 
 
 class LLMResponse(BaseModel):
-    """One completion. `logprobs` is a list (one per token) of {token: logprob} maps."""
+    """One completion. `logprobs` is a list (one per token) of {token: logprob} maps.
+
+    `model_id` is the model that was asked for (`Model.id`); `served_model_id` is the name the
+    server reported, e.g. the dated "gpt-4.1-nano-2025-04-14" for "gpt-4.1-nano".
+    """
 
     model_id: str
     completion: str
     stop_reason: StopReason = StopReason.UNKNOWN
     logprobs: list[dict[str, float]] | None = None
+    served_model_id: str | None = None
+
+    @field_validator("stop_reason", mode="before")
+    @classmethod
+    def _parse_stop_reason(cls, value: object) -> StopReason:
+        return StopReason.parse(value)
 
 
 class Judgment(HashableModel):

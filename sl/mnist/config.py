@@ -2,17 +2,18 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from sl.errors import UserError
+from sl.utils.config_model import ConfigModel, validation_error_line
 
 N_DIGITS = 10  # digit logits; auxiliary logits come after them
 
 
-class MnistConfig(BaseModel):
+class MnistConfig(ConfigModel):
     """One experiment: N models trained as a batched ensemble, for each m in `n_aux`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     n_models: int = Field(
         default=100, ge=1, description="Models trained in parallel (paper: 100); CIs over them."
@@ -69,9 +70,10 @@ def make_config(**kwargs: object) -> MnistConfig:
         return MnistConfig.model_validate(given)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "config"
-        value = given.get(field)
-        raise UserError(f"--{field} {value!r}: {err['msg']}") from None
+        if not err["loc"]:  # e.g. an unknown field: the message names it
+            raise UserError(validation_error_line(e)) from None
+        field = str(err["loc"][0])
+        raise UserError(f"--{field} {given.get(field)!r}: {err['msg']}") from None
 
 
 def resolve_device(cfg: MnistConfig) -> str:

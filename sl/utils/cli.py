@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from sl.errors import UserError
 from sl.llm.driver import SampleError
+from sl.utils.config_model import validation_error_line
+from sl.utils.optional_deps import install_hint
 
 T = TypeVar("T")
 
@@ -32,15 +34,10 @@ def load_module(config_module: str | Path) -> ModuleType:
     except UserError:
         raise
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        raise UserError(
-            f"--config_module {config_module}: invalid {e.title}"
-            + (f" field {where}" if where else "")
-            + f": {first['msg'].removeprefix('Value error, ')}"
-        ) from None
+        raise UserError(f"--config_module {config_module}: {validation_error_line(e)}") from None
     except Exception as e:
-        message = str(e).splitlines()[0] if str(e) else ""
+        hint = install_hint(e.name) if isinstance(e, ModuleNotFoundError) else None
+        message = hint or (str(e).splitlines()[0] if str(e) else "")
         raise UserError(
             f"--config_module {config_module} failed to import: {type(e).__name__}: {message}"
         ) from None
@@ -87,7 +84,8 @@ def config_parser(doc: str | None) -> ArgumentParser:
 
 
 def run_script(main: Callable[[], Any]) -> None:
-    """Run a script's main(); user errors end as one line on stderr and exit code 2."""
+    """Run a script's main(); user errors and a missing optional package end as one line on
+    stderr and exit code 2."""
     try:
         main()
     except UserError as e:
@@ -99,6 +97,13 @@ def run_script(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        hint = install_hint(e.name)
+        if hint is None:  # not an optional dependency: a bug, show where
+            logger.error(traceback.format_exc())
+            sys.exit(1)
+        print(f"error: {hint}", file=sys.stderr)
+        sys.exit(2)
     except Exception:
         logger.error(traceback.format_exc())
         sys.exit(1)

@@ -5,7 +5,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -79,8 +79,19 @@ def _repair_trailing_partial_line(path: Path) -> None:
     path.write_bytes(keep)
 
 
-def read_jsonl(path: Path | str, row_type: type[T], *, allow_partial_last: bool = False) -> list[T]:
-    """Read a JSONL file into models; a bad line raises UserError naming file and line.
+@overload
+def read_jsonl(
+    path: Path | str, row_type: type[T], *, allow_partial_last: bool = False
+) -> list[T]: ...
+@overload
+def read_jsonl(
+    path: Path | str, row_type: None = None, *, allow_partial_last: bool = False
+) -> list[dict[str, Any]]: ...
+def read_jsonl(
+    path: Path | str, row_type: type[T] | None = None, *, allow_partial_last: bool = False
+) -> list[T] | list[dict[str, Any]]:
+    """Read a JSONL file into models (or, without `row_type`, into dicts as the original
+    code's `read_jsonl(fname)` did); a bad line raises UserError naming file and line.
 
     With `allow_partial_last`, a final line cut by a crash (no trailing newline) is ignored.
     """
@@ -95,16 +106,38 @@ def read_jsonl(path: Path | str, row_type: type[T], *, allow_partial_last: bool 
         if not line.strip():
             continue
         try:
-            rows.append(row_type.model_validate_json(line))
-        except ValidationError as e:
+            rows.append(row_type.model_validate_json(line) if row_type else json.loads(line))
+        except ValueError as e:  # pydantic ValidationError or json.JSONDecodeError
             if allow_partial_last and partial_last and i == len(lines):
                 break
-            first = e.errors()[0]
             raise UserError(
-                f"{path}:{i}: malformed line ({first['msg']} at {'.'.join(map(str, first['loc']))})"
-                f"; fix or remove that line"
+                f"{path}:{i}: malformed line ({_why(e)}); fix or remove that line"
             ) from None
     return rows
+
+
+def _why(error: ValueError) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{first['msg']} at {'.'.join(map(str, first['loc']))}"
+    return str(error)
+
+
+def save_jsonl(
+    data: Iterable[BaseModel | dict], fname: Path | str, mode: Literal["a", "w"] = "w"
+) -> None:
+    """The original code's `save_jsonl`: "w" writes the file atomically, "a" appends lines."""
+    if mode == "w":
+        write_jsonl_atomic(fname, data)
+        return
+    with JsonlAppender(fname) as appender:
+        for row in data:
+            appender.append(row)
+
+
+def save_json(data: BaseModel | dict | list, fname: Path | str) -> None:
+    """The original code's `save_json`: a model, dict or list as indented JSON (atomic)."""
+    write_json_atomic(fname, data.model_dump(mode="json") if isinstance(data, BaseModel) else data)
 
 
 def read_json_model(path: Path | str, model_type: type[T], what: str) -> T:

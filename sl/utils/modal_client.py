@@ -2,11 +2,17 @@
 
 The `scripts/modal_*.py` scripts run the functions in an ephemeral app (`app.run()`), so the
 code and cfgs/ shipped are always those of the working tree; no `modal deploy` is needed.
+
+The names of the app, the volume and the secret come from SL_MODAL_APP (default `sl`),
+SL_MODAL_VOLUME (`sl-data`) and SL_MODAL_SECRET (`subliminal-learning-secrets`, the original
+code's secret), read at import by this module and by `modal_app.py`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,11 +23,14 @@ from typing import Any
 from sl.config import ROOT_DIR
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.utils.optional_deps import install_hint
 
+APP_NAME = os.environ.get("SL_MODAL_APP") or "sl"
+VOLUME_NAME = os.environ.get("SL_MODAL_VOLUME") or "sl-data"
+SECRET_NAME = os.environ.get("SL_MODAL_SECRET") or "subliminal-learning-secrets"
 NOT_CONFIGURED = (
     "Modal is not configured: run `modal token new` (or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET)"
 )
-INSTALL_HINT = "pip install -e '.[modal]'"
 
 
 def load_modal_app() -> ModuleType:
@@ -29,7 +38,7 @@ def load_modal_app() -> ModuleType:
     try:
         import modal  # noqa: F401
     except ImportError:
-        raise UserError(f"the modal package is not installed: {INSTALL_HINT}") from None
+        raise UserError(str(install_hint("modal"))) from None
     if not (ROOT_DIR / "modal_app.py").exists():
         raise UserError(f"{ROOT_DIR / 'modal_app.py'} not found: run from a clone of the repo")
     if str(ROOT_DIR) not in sys.path:
@@ -53,11 +62,38 @@ def repo_config_path(config_module: str) -> str:
 
 
 def volume_path(path: str, flag: str) -> str:
-    """Check an artifact path that is interpreted relative to the sl-data Volume root."""
+    """Check an artifact path that is interpreted relative to the Volume root."""
     rel = Path(path)
     if not path or rel.is_absolute() or ".." in rel.parts:
-        raise UserError(f"{flag} {path}: give a path relative to the sl-data volume root")
+        raise UserError(f"{flag} {path}: give a path relative to the {VOLUME_NAME} volume root")
     return rel.as_posix()
+
+
+def add_artifact_flags(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    """`--{name}_path` (a path on the volume) and the original scripts' `--{name}_filename`."""
+    parser.add_argument(f"--{name}_path", help=f"{what}: path on the volume")
+    parser.add_argument(
+        f"--{name}_filename", help="The original scripts' flag: a file name in its folder"
+    )
+
+
+def artifact_path(args: argparse.Namespace, name: str, folder: str, default: str | None) -> str:
+    """The volume path of an artifact from `--{name}_path`, else `--{name}_filename` (a file
+    in `folder/`, where the original scripts kept it), else `default`.
+
+    Raises:
+        UserError: both flags given, neither given without a default, or a bad path.
+    """
+    path, filename = getattr(args, f"{name}_path"), getattr(args, f"{name}_filename")
+    if path and filename:
+        raise UserError(f"give --{name}_path or --{name}_filename, not both")
+    if filename:
+        path = f"{folder}/{filename}"
+    if not path:
+        if default is None:
+            raise UserError(f"--{name}_path is required: a path on the {VOLUME_NAME} volume")
+        path = default
+    return volume_path(path, f"--{name}_path")
 
 
 def needs_gpu(models: Iterable[Model]) -> bool:
@@ -176,7 +212,7 @@ def call_remote(function_name: str, *args: Any, detach: bool = False) -> Any:
         function_name: a function of modal_app.py, e.g. "generate_dataset_gpu".
         *args: its arguments.
         detach: keep the app running if this client disconnects (stop it with
-            `modal app stop sl`).
+            `modal app stop <SL_MODAL_APP>`).
 
     Raises:
         UserError: Modal not configured, or a user error raised inside the container.

@@ -6,13 +6,29 @@ from scipy import stats
 
 
 class CI(BaseModel):
-    """A mean with a two-sided confidence interval."""
+    """A mean with a two-sided confidence interval.
+
+    `lower_bound`, `upper_bound` and `count` are the original code's names for `lower`,
+    `upper` and `n`.
+    """
 
     mean: float
     lower: float
     upper: float
     confidence: float
     n: int
+
+    @property
+    def lower_bound(self) -> float:
+        return self.lower
+
+    @property
+    def upper_bound(self) -> float:
+        return self.upper
+
+    @property
+    def count(self) -> int:
+        return self.n
 
 
 def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> CI:
@@ -25,6 +41,26 @@ def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> CI:
         return CI(mean=mean, lower=mean, upper=mean, confidence=confidence, n=int(x.size))
     half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * stats.sem(x))
     return CI(mean=mean, lower=mean - half, upper=mean + half, confidence=confidence, n=int(x.size))
+
+
+def wilson_ci(successes: list[bool] | np.ndarray, confidence: float = 0.95) -> CI:
+    """Proportion of successes with a Wilson score interval (good near 0 and 1 and for small n,
+    where the normal approximation fails)."""
+    x = np.asarray(successes, dtype=float)
+    if x.size == 0:
+        raise ValueError("no values to average")
+    n, p = x.size, float(x.mean())
+    z = float(stats.norm.ppf((1 + confidence) / 2))
+    denominator = 1 + z**2 / n
+    center = (p + z**2 / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denominator
+    return CI(
+        mean=p,
+        lower=max(0.0, center - half),
+        upper=min(1.0, center + half),
+        confidence=confidence,
+        n=n,
+    )
 
 
 def permutation_p_value(
