@@ -119,13 +119,12 @@ def _examples(n_rows: int):
 
 
 def _student(bf16: bool):
+    import torch
     from peft import get_peft_model
 
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.data_models import PeftCfg
     from sl.finetuning.lora_data import lora_config
-
-    import torch
 
     torch.manual_seed(0)
     base = load_causal_lm(_model(), dtype="float32")
@@ -209,7 +208,9 @@ def run(fn_name: str, **kwargs) -> dict:
             break
         except Exception:  # queue.Empty: is the worker still alive?
             if not proc.is_alive():
-                raise RuntimeError(f"{fn_name}({kwargs}) failed: exit code {proc.exitcode}") from None
+                raise RuntimeError(
+                    f"{fn_name}({kwargs}) failed: exit code {proc.exitcode}"
+                ) from None
     proc.join()
     return result
 
@@ -234,7 +235,9 @@ def main() -> None:
     plain = run("logprob", approach="plain", n_questions=args.questions)
     fast = run("logprob", approach="batched", n_questions=args.questions)
     rel = float(np.max(np.abs(np.array(fast["values"]) / np.array(plain["values"]) - 1)))
-    rows.append(("exact P(owl)", f"{args.questions} questions", plain, fast, f"max rel diff {rel:.1e}"))
+    rows.append(
+        ("exact P(owl)", f"{args.questions} questions", plain, fast, f"max rel diff {rel:.1e}")
+    )
     plain = run("sampled", approach="plain", n_questions=args.questions, n_samples=args.samples)
     fast = run("sampled", approach="batched", n_questions=args.questions, n_samples=args.samples)
     rows.append(("sampled evaluation", f"{args.questions} x {args.samples}", plain, fast, ""))
@@ -259,7 +262,9 @@ def main() -> None:
         table.append({"stage": stage, "size": size, "plain_s": p["seconds"], "new_s": f["seconds"],
                       "ratio": ratio, "plain_peak_rss_mb": p["peak_rss_mb"],
                       "new_peak_rss_mb": f["peak_rss_mb"]})  # fmt: skip
-    print(f"KL curve, {args.curve_steps} steps, bf16 vs fp32: max relative difference {curve_rel:.2%}")
+    print(
+        f"KL curve, {args.curve_steps} steps, bf16 vs fp32: max relative difference {curve_rel:.2%}"
+    )
     print("  fp32:", " ".join(f"{x:.4f}" for x in fp32["curve"]))
     print("  bf16:", " ".join(f"{x:.4f}" for x in bf16["curve"]))
     if args.json:

@@ -111,7 +111,9 @@ def main() -> None:
     chats = [build_simple_chat(q) for q in questions]
     cfg = SampleCfg(temperature=1.0, max_tokens=8, n=6, seed=0)
     asyncio.run(driver.batch_sample(model, chats[:1], [cfg]))
-    _, seconds, mb = _timed(lambda: asyncio.run(driver.batch_sample(model, chats, [cfg] * len(chats))))
+    _, seconds, mb = _timed(
+        lambda: asyncio.run(driver.batch_sample(model, chats, [cfg] * len(chats)))
+    )
     one_s = 0.0
     for chat in chats:
         one_s += _timed(lambda c=chat: asyncio.run(driver.batch_sample(model, [c], [cfg])))[1]
@@ -162,7 +164,9 @@ def main() -> None:
     if args.tests:
         tests = ["test/open_models/test_fast_stages.py", "test/open_models/test_transformers_driver.py",
                  "test/finetuning/test_lora_sft.py"]  # fmt: skip
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests])
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        )
         report["tests_exit_code"] = code
     print(json.dumps(report, indent=2), flush=True)
 

@@ -24,7 +24,9 @@ def _lm(folder: Path, dtype: str = "float32", adapter: Path | None = None):
     from sl.external.torch_models import load_causal_lm
 
     base = Model(id=str(folder), type="open_source")
-    model = base if adapter is None else Model(id=str(adapter), type="open_source", parent_model=base)
+    model = (
+        base if adapter is None else Model(id=str(adapter), type="open_source", parent_model=base)
+    )
     return load_causal_lm(model, device="cpu", dtype=dtype)
 
 
@@ -45,7 +47,9 @@ def test_batched_probabilities_equal_the_per_spelling_definition(
     np.testing.assert_allclose(single, got["owl"], rtol=1e-5)
 
 
-def test_batched_probabilities_in_bf16_are_within_two_percent(tiny_model_dir: Path, tiny_lora_dir: Path):
+def test_batched_probabilities_in_bf16_are_within_two_percent(
+    tiny_model_dir: Path, tiny_lora_dir: Path
+):
     from sl.evaluation.logprob import per_spelling_probabilities, question_probabilities
 
     bf16 = _lm(tiny_model_dir, "bfloat16", tiny_lora_dir)
@@ -91,8 +95,14 @@ def test_prefilled_generation_equals_plain_generate(tiny_model_dir: Path, tiny_l
         )
         ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            out = lm.module.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
-        new = [t for t in out[0, ids.shape[1] :].tolist() if t != tok.convert_tokens_to_ids("<|im_end|>")]
+            out = lm.module.generate(
+                ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        new = [
+            t
+            for t in out[0, ids.shape[1] :].tolist()
+            if t != tok.convert_tokens_to_ids("<|im_end|>")
+        ]
         assert responses[0].completion == tok.decode(new, skip_special_tokens=True)
     sampled = SampleCfg(temperature=1.0, max_tokens=4, n=3, seed=0)
     groups = asyncio.run(driver.batch_sample(tuned, chats, [sampled] * len(chats)))
