@@ -40,14 +40,14 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - started, torch.cuda.max_memory_allocated() / 2**20
 
 
-def _random_model(config_dir: Path, out: Path) -> Path:
+def _random_model(config_dir: Path, out: Path, seed: int = 0) -> Path:
     import shutil
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(config_dir)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(out)
@@ -90,6 +90,8 @@ def main() -> None:
         assert lm.device == "cuda" and lm.dtype == torch.bfloat16, (lm.device, lm.dtype)
     report["loader"] = {"device": lm.device, "dtype": str(lm.dtype), "s": seconds, "peak_mb": mb}
 
+    question_probabilities(lm.module, lm.tokenizer, questions[:2], "owl")  # warm-up
+    per_spelling_probabilities(lm.module, lm.tokenizer, questions[:2], "owl")
     fast, seconds, mb = _timed(question_probabilities, lm.module, lm.tokenizer, questions, "owl")
     plain, plain_s, plain_mb = _timed(
         per_spelling_probabilities, lm.module, lm.tokenizer, questions, "owl"
@@ -125,9 +127,12 @@ def main() -> None:
                        completion=", ".join(map(str, rng.integers(100, 999, 10))))
             for _ in range(64)]  # fmt: skip
     curves = {}
-    for bf16 in (True, False):
+    # A teacher unlike the student's base: another random initialisation.
+    teacher_model = Model(id=str(_random_model(args.model_dir, tmp / "teacher", seed=1)),
+                          type="open_source")  # fmt: skip
+    for bf16 in (False, True, False):
         dcfg = DistillCfg(bf16=bf16)
-        teacher = load_causal_lm(model, dtype="auto" if bf16 else "float32")
+        teacher = load_causal_lm(teacher_model, dtype="auto" if bf16 else "float32")
         examples = teacher_log_probs(teacher.module, teacher.tokenizer, rows, None, dcfg)
         del teacher
         job = UnslothFinetuningJob(

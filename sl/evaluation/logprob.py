@@ -80,7 +80,7 @@ def question_probabilities(
             for t in names:
                 total = torch.zeros(len(batch), dtype=torch.float64)
                 for v in variants[t]:
-                    total += tree.sequence_log_prob(node_lp, v).double().exp()
+                    total += tree.sequence_log_prob(node_lp, v).double().exp().cpu()
                 scores[t][batch] = total.numpy()
             bar.update(len(batch))
     return scores[names[0]] if isinstance(targets, str) else scores
@@ -102,8 +102,8 @@ def per_spelling_probabilities(
             ids = torch.tensor([prompt + v], device=lm.device)
             with torch.inference_mode():
                 logp = lm(input_ids=ids).logits[0].float().log_softmax(-1)
-            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(v))
-            total += float(logp[positions, torch.tensor(v)].sum().exp())
+            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(v), device=lm.device)
+            total += float(logp[positions, torch.tensor(v, device=lm.device)].sum().exp())
         probs.append(total)
     return np.array(probs)
 
