@@ -26,6 +26,7 @@ import multiprocessing as mp
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -118,7 +119,7 @@ def _examples(n_rows: int):
     return examples, teacher.tokenizer
 
 
-def _student(bf16: bool):
+def _student():
     import torch
     from peft import get_peft_model
 
@@ -139,7 +140,7 @@ def _plain_loss(student, batch, pad_id: int):
 
     ids, mask = right_pad([e.student_prompt + e.completion for e in batch], pad_id, student.device)
     logits = student(input_ids=ids, attention_mask=mask).logits
-    total = 0.0
+    total: Any = 0.0
     for i, e in enumerate(batch):
         start = len(e.student_prompt) - 1
         s_lp = logits[i, start : start + len(e.completion)].float().log_softmax(-1)
@@ -153,7 +154,7 @@ def distill_step(approach: str, steps: int, batch_size: int) -> dict:
     from sl.finetuning.distill import distill_loss
 
     examples, tok = _examples(batch_size * steps)
-    student, base, optimizer = _student(bf16=approach == "new")
+    student, base, optimizer = _student()
     times, losses = [], []
     for s in range(steps + 1):  # the first step warms up and is not timed
         batch = examples[s % steps * batch_size : (s % steps + 1) * batch_size]
@@ -168,7 +169,7 @@ def distill_step(approach: str, steps: int, batch_size: int) -> dict:
         optimizer.zero_grad()
         if s:
             times.append(time.perf_counter() - started)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"seconds": sum(times) / len(times), "losses": losses}
 
 
@@ -177,7 +178,7 @@ def kl_curve(bf16: bool, steps: int, batch_size: int) -> dict:
     from sl.finetuning.distill import distill_loss
 
     examples, tok = _examples(batch_size * 4)
-    student, base, optimizer = _student(bf16)
+    student, base, optimizer = _student()
     curve = []
     for s in range(steps):
         batch = examples[s % 4 * batch_size : (s % 4 + 1) * batch_size]
@@ -186,7 +187,7 @@ def kl_curve(bf16: bool, steps: int, batch_size: int) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        curve.append(float(loss))
+        curve.append(float(loss.detach()))
     return {"seconds": 0.0, "curve": curve}
 
 

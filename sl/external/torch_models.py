@@ -118,7 +118,7 @@ def load_causal_lm(
     tokenizer = AutoTokenizer.from_pretrained(str(resolved.base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lm = AutoModelForCausalLM.from_pretrained(str(resolved.base), dtype=torch_dtype)
+    lm: Any = AutoModelForCausalLM.from_pretrained(str(resolved.base), dtype=torch_dtype)
     lm.to(where)
     if resolved.adapter is not None:
         from peft import PeftModel
