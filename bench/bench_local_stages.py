@@ -106,6 +106,7 @@ def _examples(n_rows: int):
     from sl.datasets.nums_dataset import parse_response
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, teacher_log_probs
+    from sl.protocol import load_protocol
 
     rows = []
     for line in TEACHER_ROWS.read_text().splitlines():
@@ -113,8 +114,10 @@ def _examples(n_rows: int):
         if parse_response(row.completion) is not None:
             rows.append(row)
     teacher = load_causal_lm(_model(), dtype="float32")
+    # The paper's system-prompted owl teacher: its distribution differs from the student's.
+    system = load_protocol("teacher_system_prompts")["love"].format(target="owl", category="animal")
     examples = teacher_log_probs(
-        teacher.module, teacher.tokenizer, rows[:n_rows], None, DistillCfg(bf16=False)
+        teacher.module, teacher.tokenizer, rows[:n_rows], system, DistillCfg(bf16=False)
     )
     return examples, teacher.tokenizer
 
