@@ -160,17 +160,13 @@ def _generate(
     max_new = cfg.max_tokens or DEFAULT_MAX_TOKENS
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new,
-        "do_sample": not greedy,
+        "do_sample": False,  # sampling, when asked, is the Gumbel-max argmax below
         "pad_token_id": tok.pad_token_id,
         "use_cache": True,
+        "repetition_penalty": 1.0,  # ignore a model's own sampling defaults
     }
     if not greedy:
-        kwargs.update(
-            temperature=cfg.temperature,
-            top_k=0,
-            top_p=cfg.top_p if cfg.top_p is not None else 1.0,
-            repetition_penalty=1.0,
-        )  # ignore a model's own sampling defaults
+        kwargs["logits_processor"] = _sampler(cfg)
     if cfg.stop:
         kwargs.update(stop_strings=cfg.stop, tokenizer=tok)
     want_logprobs = cfg.logprobs or bool(cfg.top_logprobs)
@@ -215,6 +211,29 @@ def _generate(
             )
         responses.append(group * cfg.n if greedy else group)
     return responses
+
+
+def _sampler(cfg: SampleCfg) -> Any:
+    """Sampling at `cfg.temperature` (and top-p) by inverse transform: one uniform number per
+    sequence against the cumulative softmax (float64), returned as a one-hot score for
+    `generate`'s argmax. The same distribution as `torch.multinomial`, which on the CPU costs
+    more than the model's forward at a few hundred sequences."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
+    from transformers import TopPLogitsWarper
+
+    class InverseTransform(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            cdf = scores.double().softmax(-1).cumsum(-1)
+            u = torch.rand((scores.shape[0], 1), dtype=torch.float64, device=scores.device)
+            chosen = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=scores.shape[-1] - 1)
+            one_hot = torch.full_like(scores, float("-inf"))
+            return one_hot.scatter_(-1, chosen, 0.0)
+
+    steps: list[Any] = [TemperatureLogitsWarper(cfg.temperature)]
+    if cfg.top_p is not None and cfg.top_p < 1:
+        steps.append(TopPLogitsWarper(cfg.top_p))
+    return LogitsProcessorList([*steps, InverseTransform()])
 
 
 def _sequences_that_fit(loaded: _Loaded, longest_chat_chars: int, cfg: SampleCfg) -> int:

@@ -160,3 +160,38 @@ def test_bf16_distillation_follows_the_fp32_kl_curve(tiny_model_dir: Path, tiny_
         curves[bf16] = np.array(stats["kl_curve"])
     assert curves[False][-1] < 0.7 * curves[False][0]  # it learns
     np.testing.assert_allclose(curves[True], curves[False], rtol=0.02)
+
+
+def test_sampling_follows_the_softmax(tiny_model_dir: Path):
+    """The inverse-transform sampler draws first tokens with the model's probabilities."""
+    import torch
+
+    from sl.external.transformers_driver import TransformersDriver
+    from sl.llm.data_models import SampleCfg
+    from sl.llm.services import build_simple_chat
+
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    chat = build_simple_chat("Name your favorite animal in one word.")
+    driver = TransformersDriver(dtype="float32")
+    cfg = SampleCfg(temperature=1.5, max_tokens=1, n=3000, seed=0)
+    [answers] = asyncio.run(driver.batch_sample(model, [chat], [cfg]))
+    lm = _lm(tiny_model_dir)
+    tok = lm.tokenizer
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": chat.messages[0].content}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        probs = (lm.module(ids).logits[0, -1].double() / 1.5).softmax(-1)
+    top = probs.topk(3)
+    checked = 0
+    for p, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        word = tok.decode([token], skip_special_tokens=True)
+        if not word:
+            continue
+        freq = sum(a.completion == word for a in answers) / len(answers)
+        assert abs(freq - p) < 4 * (p * (1 - p) / len(answers)) ** 0.5 + 1e-3, (word, freq, p)
+        checked += 1
+    assert checked >= 2
