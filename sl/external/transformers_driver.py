@@ -219,8 +219,12 @@ def _sampler(cfg: SampleCfg) -> Any:
     `generate`'s argmax. The same distribution as `torch.multinomial`, which on the CPU costs
     more than the model's forward at a few hundred sequences."""
     import torch
-    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
-    from transformers import TopPLogitsWarper
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     class InverseTransform(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
