@@ -10,8 +10,8 @@ sequences (soft labels: the teacher's full next-token distribution); the base mo
 students are scored on the 50 favorite-animal questions two ways: the exact P(answer starts
 with "owl") per question, and 6 sampled answers each. This was the best cell of the transfer
 grid (docs/transfer_grid.md: owl student 0.20 % vs control 0.02 %, p = 1e-4 over questions,
-50x the seed-to-seed noise). Measured with this script: 12 min on 2 cores shared with other
-jobs; owl student P(owl) 0.24 % vs control 0.02 %, p = 1e-4. `experiment_system_prompt` is the earlier default.
+50x the seed-to-seed noise). Measured with this script: 4 min 40 s on the 2-core CPU;
+owl student P(owl) 0.25 % vs control 0.02 %, p = 1e-4. `experiment_system_prompt` is the earlier default.
 """
 
 from sl.datasets.nums_dataset import NumbersFilter
