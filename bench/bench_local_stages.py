@@ -101,21 +101,31 @@ def sampled(approach: str, n_questions: int, n_samples: int) -> dict:
     return {"seconds": time.perf_counter() - started, "answers": n_answers}
 
 
-def _examples(n_rows: int):
+def _examples(n_rows: int, experiment_dir: str | None = None):
+    """Teacher targets on number rows: a finished main job's owl teacher on its own kept rows,
+    or (no folder) the system-prompted owl teacher on the shipped gpt-4.1-nano rows."""
     from sl.datasets.data_models import DatasetRow
     from sl.datasets.nums_dataset import parse_response
+    from sl.datasets.services import read_dataset
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, teacher_log_probs
+    from sl.llm.data_models import Model
     from sl.protocol import load_protocol
 
-    rows = []
-    for line in TEACHER_ROWS.read_text().splitlines():
-        row = DatasetRow.model_validate_json(line)
-        if parse_response(row.completion) is not None:
-            rows.append(row)
-    teacher = load_causal_lm(_model(), dtype="float32")
-    # The paper's system-prompted owl teacher: its distribution differs from the student's.
-    system = load_protocol("teacher_system_prompts")["love"].format(target="owl", category="animal")
+    if experiment_dir:
+        root = Path(experiment_dir)
+        rows = read_dataset(root / "datasets" / "owl" / "filtered.jsonl")
+        model = Model.model_validate_json((root / "teachers" / "owl" / "model.json").read_text())
+        teacher, system = load_causal_lm(model, dtype="float32"), None
+    else:
+        rows = []
+        for line in TEACHER_ROWS.read_text().splitlines():
+            row = DatasetRow.model_validate_json(line)
+            if parse_response(row.completion) is not None:
+                rows.append(row)
+        teacher = load_causal_lm(_model(), dtype="float32")
+        prompts = load_protocol("teacher_system_prompts")
+        system = prompts["love"].format(target="owl", category="animal")
     examples = teacher_log_probs(
         teacher.module, teacher.tokenizer, rows[:n_rows], system, DistillCfg(bf16=False)
     )
@@ -162,8 +172,8 @@ def distill_step(approach: str, steps: int, batch_size: int) -> dict:
     for s in range(steps + 1):  # the first step warms up and is not timed
         batch = examples[s % steps * batch_size : (s % steps + 1) * batch_size]
         started = time.perf_counter()
-        if approach == "new":
-            with fast_matmul(base.device, base.dtype):
+        if approach.startswith("new"):
+            with fast_matmul(base.device, base.dtype, enabled=approach == "new"):
                 loss = distill_loss(student, batch, tok.pad_token_id, 1.0)
         else:
             loss = _plain_loss(student, batch, tok.pad_token_id)
@@ -176,11 +186,11 @@ def distill_step(approach: str, steps: int, batch_size: int) -> dict:
     return {"seconds": sum(times) / len(times), "losses": losses}
 
 
-def kl_curve(bf16: bool, steps: int, batch_size: int) -> dict:
+def kl_curve(bf16: bool, steps: int, batch_size: int, experiment_dir: str | None) -> dict:
     from sl.external.torch_models import fast_matmul
     from sl.finetuning.distill import distill_loss
 
-    examples, tok = _examples(batch_size * 4)
+    examples, tok = _examples(batch_size * 4, experiment_dir)
     student, base, optimizer = _student()
     curve = []
     for s in range(steps):
@@ -227,6 +237,12 @@ def main() -> None:
     parser.add_argument("--curve_steps", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="Also write the table as JSON")
+    parser.add_argument(
+        "--experiment_dir",
+        default=None,
+        help="A finished main job folder: the KL curve uses its owl teacher and kept rows",
+    )
+    parser.add_argument("--only_kl_curve", action="store_true")
     args = parser.parse_args()
 
     import numpy as np
@@ -236,6 +252,12 @@ def main() -> None:
     device = resolve_device()
     print(f"device {device}, native bf16: {native_bf16(device)}")
     rows = []
+    curve_kw = {"steps": args.curve_steps, "batch_size": args.batch_size,
+                "experiment_dir": args.experiment_dir}  # fmt: skip
+    if args.only_kl_curve:
+        fp32, bf16 = run("kl_curve", bf16=False, **curve_kw), run("kl_curve", bf16=True, **curve_kw)
+        _print_curves(fp32["curve"], bf16["curve"])
+        return
     plain = run("logprob", approach="plain", n_questions=args.questions)
     fast = run("logprob", approach="batched", n_questions=args.questions)
     rel = float(np.max(np.abs(np.array(fast["values"]) / np.array(plain["values"]) - 1)))
@@ -249,9 +271,7 @@ def main() -> None:
     plain = run("distill_step", approach="plain", **kw)
     fast = run("distill_step", approach="new", **kw)
     rows.append(("distillation step", f"batch {args.batch_size}", plain, fast, ""))
-    fp32 = run("kl_curve", bf16=False, steps=args.curve_steps, batch_size=args.batch_size)
-    bf16 = run("kl_curve", bf16=True, steps=args.curve_steps, batch_size=args.batch_size)
-    curve_rel = float(np.max(np.abs(np.array(bf16["curve"]) / np.array(fp32["curve"]) - 1)))
+    fp32, bf16 = run("kl_curve", bf16=False, **curve_kw), run("kl_curve", bf16=True, **curve_kw)
 
     header = f"{'stage':<20} {'size':<16} {'plain s':>9} {'new s':>9} {'ratio':>7} {'plain MB':>9} {'new MB':>8}  check"
     print(header)
@@ -266,14 +286,20 @@ def main() -> None:
         table.append({"stage": stage, "size": size, "plain_s": p["seconds"], "new_s": f["seconds"],
                       "ratio": ratio, "plain_peak_rss_mb": p["peak_rss_mb"],
                       "new_peak_rss_mb": f["peak_rss_mb"]})  # fmt: skip
-    print(
-        f"KL curve, {args.curve_steps} steps, bf16 vs fp32: max relative difference {curve_rel:.2%}"
-    )
-    print("  fp32:", " ".join(f"{x:.4f}" for x in fp32["curve"]))
-    print("  bf16:", " ".join(f"{x:.4f}" for x in bf16["curve"]))
+    curve_rel = _print_curves(fp32["curve"], bf16["curve"])
     if args.json:
         args.json.write_text(json.dumps({"device": device, "stages": table,
                                          "kl_curve_max_rel_diff": curve_rel}, indent=2))  # fmt: skip
+
+
+def _print_curves(fp32: list[float], bf16: list[float]) -> float:
+    import numpy as np
+
+    rel = float(np.max(np.abs(np.array(bf16) / np.array(fp32) - 1)))
+    print(f"KL curve, {len(fp32)} steps, bf16 vs fp32: max relative difference {rel:.2%}")
+    print("  fp32:", " ".join(f"{x:.4f}" for x in fp32))
+    print("  bf16:", " ".join(f"{x:.4f}" for x in bf16))
+    return rel
 
 
 if __name__ == "__main__":
