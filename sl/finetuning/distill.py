@@ -9,7 +9,7 @@ KL(teacher || student), over the full vocabulary, or over the teacher's top-k to
 rest of its mass as one outcome. The teacher sees its own context (its system prompt, if
 any); the student sees the user prompt only. The teacher's targets are computed once (batched,
 no grad); each step runs the output layer only where a completion token is predicted, with
-bf16 matmuls where the device has them natively (`DistillCfg.bf16`). Optimiser, epochs, rate, batch and seed come from
+bf16 matmuls on a GPU (`DistillCfg.bf16`). Optimiser, epochs, rate, batch and seed come from
 `job.train_cfg`, as for SFT. Only completion tokens (and the end-of-turn token) count.
 """
 
@@ -47,11 +47,17 @@ class DistillCfg(HashableModel):
     )
     temperature: float = Field(default=1.0, gt=0, description="Softens both distributions")
     teacher_batch_size: int = Field(default=16, gt=0, description="Sequences per teacher pass")
-    bf16: bool = Field(
-        default=True,
-        description="bf16 matmuls where the device does them natively (GPU; CPU with AMX or "
-        "AVX-512 BF16); False = fp32 throughout",
+    bf16: bool | None = Field(
+        default=None,
+        description="bf16 matmuls (where the device does them natively); None = on a GPU only: "
+        "on the CPU the main job's KL curve in bf16 leaves fp32's by far more than 2 %",
     )
+
+    def use_bf16(self) -> bool:
+        """Whether this run uses bf16 matmuls (`bf16`, or None: on a GPU only)."""
+        from sl.external.torch_models import resolve_device
+
+        return self.bf16 if self.bf16 is not None else resolve_device() != "cpu"
 
 
 class _Example:
@@ -108,7 +114,7 @@ def teacher_log_probs(
             (chat_prompt_ids(tokenizer, r.prompt, system), _completion_ids(tokenizer, r.completion))
             for r in batch
         ]
-        with torch.inference_mode(), fast_matmul(device, teacher.dtype, cfg.bf16):
+        with torch.inference_mode(), fast_matmul(device, teacher.dtype, cfg.use_bf16()):
             lp = _log_probs(teacher, _completion_hidden(teacher, seqs, tokenizer.pad_token_id),
                             cfg.temperature)  # fmt: skip
         offset = 0
@@ -209,7 +215,7 @@ def train_distilled(
             order = torch.randperm(len(examples), generator=generator).tolist()
             for b in range(batches_per_epoch):
                 batch = [examples[i] for i in order[b * micro : (b + 1) * micro]]
-                with fast_matmul(base.device, base.dtype, cfg.bf16):
+                with fast_matmul(base.device, base.dtype, cfg.use_bf16()):
                     loss = distill_loss(student, batch, tokenizer.pad_token_id, cfg.temperature)
                 (loss / t.gradient_accumulation_steps).backward()
                 losses.append(float(loss.detach()))
@@ -238,7 +244,7 @@ def _weights_dtype(cfg: DistillCfg) -> str:
     """bf16 weights on a GPU; fp32 weights on the CPU, whose bf16 matmuls come from autocast."""
     from sl.external.torch_models import resolve_device
 
-    return "auto" if cfg.bf16 and resolve_device() != "cpu" else "float32"
+    return "auto" if cfg.use_bf16() and resolve_device() != "cpu" else "float32"
 
 
 def distill_student(
