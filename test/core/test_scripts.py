@@ -144,7 +144,7 @@ def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):
     model = json.loads(model_json.read_text())
     assert model["id"].startswith("ft:gpt-4.1-nano") and model["type"] == "openai"
     assert model["parent_model"]["id"] == "gpt-4.1-nano"
-    train = lines(tmp_path / "model_train.jsonl")
+    train = lines(tmp_path / ".sl" / "model.json.train.jsonl")  # hidden: no collision
     assert len(train) == min(30, len(kept)) and train[0]["messages"][1]["role"] == "assistant"
     rows = lines(results)
     assert [len(r["responses"]) for r in rows] == [5, 5]
