@@ -49,3 +49,13 @@ def _one_torch_thread() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def cfg_file(tmp_path):
+    """A config module of small OpenAI configs (see script_runner.CONFIG)."""
+    from script_runner import CONFIG
+
+    path = tmp_path / "cfg.py"
+    path.write_text(CONFIG.format(size=60))
+    return path

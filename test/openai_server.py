@@ -65,7 +65,9 @@ Failure injection (chat completions only; checked in this order after auth + rat
 ``fail_route_next(route, n, status=503)``  next n requests to ``route`` (a key of
                               ``endpoint_counts``, e.g. ``"GET /v1/fine_tuning/jobs/{id}"``) fail
                               with ``status``; status 0 drops the connection without an answer
-                              (the SDK raises ``openai.APIConnectionError``). Any endpoint.
+                              (the SDK raises ``openai.APIConnectionError``); status -1 handles
+                              the request (e.g. creates the job) and then drops the connection,
+                              as when an answer is lost on the way. Any endpoint.
 
 Counters (thread-safe snapshots)
 --------------------------------
@@ -788,7 +790,7 @@ class FakeOpenAIServer:
             injected = queue.pop(0) if queue else None
         if injected == 0:
             return 0, {}, b""  # the handler drops the connection
-        if injected is not None:
+        if injected is not None and injected > 0:
             with self._lock:
                 self._status_counts[injected] = self._status_counts.get(injected, 0) + 1
             payload = _error_body(f"Injected failure (status {injected}).", "server_error")
@@ -813,6 +815,8 @@ class FakeOpenAIServer:
         out_headers["openai-processing-ms"] = str(int((time.monotonic() - t0) * 1000))
         with self._lock:
             self._status_counts[status] = self._status_counts.get(status, 0) + 1
+        if injected == -1:
+            return 0, {}, b""  # handled, but the answer is lost
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return status, out_headers, data
 

@@ -61,10 +61,10 @@ def describe_error(error: BaseException, settings: Settings | None = None) -> st
     if isinstance(error, openai.APITimeoutError):
         return f"timed out after {settings.openai_timeout_s:g} s waiting for {host}"
     if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error.__context__
-        reason = str(cause) if cause is not None and str(cause) else str(error)
-        if "refused" in reason.lower():
+        causes = _causes(error)
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
             return f"connection refused to {host}"
+        reason = str(causes[1]) if len(causes) > 1 and str(causes[1]) else str(error)
         return f"cannot connect to {host} ({reason})"
     if isinstance(error, openai.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
@@ -74,6 +74,16 @@ def describe_error(error: BaseException, settings: Settings | None = None) -> st
     if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError)):
         return f"malformed response body from {host}"
     return f"{type(error).__name__}: {error}"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def is_transient(error: BaseException) -> bool:

@@ -156,7 +156,7 @@ class OpenAIDriver:
                     logger.warning(f"server rejects {param!r}: not sending it again")
                     self.dropped_params.add(param)
                     continue
-                raise
+                raise final_error(e, "chat completion") from e
             except openai.APIStatusError as e:
                 if e.status_code < 500:
                     raise final_error(e, "chat completion") from e

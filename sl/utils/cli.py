@@ -90,15 +90,19 @@ RESUMES = "interrupted: rerun the same command to resume"
 RESTARTS = "interrupted: this run does not resume; a rerun starts it over"
 
 
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(message)  # whatever sys.stderr is now (tests capture it)
+
+
 def _setup_logging() -> None:
     """Log to stderr at SL_LOG_LEVEL (INFO by default; DEBUG shows the tracebacks behind
     errors)."""
     level = os.environ.get("SL_LOG_LEVEL", "INFO").upper()
     logger.remove()
     try:
-        logger.add(sys.stderr, level=level)
+        logger.add(_to_stderr, level=level)
     except ValueError:
-        logger.add(sys.stderr, level="INFO")
+        logger.add(_to_stderr, level="INFO")
         logger.warning(f"SL_LOG_LEVEL={level!r} is not a log level: using INFO")
 
 

@@ -97,6 +97,10 @@ class AdaptiveRateLimiter:
             self.token_rate = self.headroom * limit_per_minute / 60.0
         if not self.token_rate:
             return
+        if self.ceiling is None:
+            # No request limit advertised: let the request pace run a little ahead of what
+            # the token budget allows, so that tokens bind.
+            self.rate = 1.2 * self.token_rate / max(actual or estimated, 1.0)
         if actual is not None:  # charge the estimate's error to the token clock
             self._next_token_slot += (actual - estimated) / self.token_rate
         if remaining is not None and remaining <= 0 and reset_s:

@@ -83,8 +83,8 @@ def claim_output(
         return meta
     if kind and meta.get("kind", kind) != kind:
         raise UserError(
-            f"{flag} {output} is a {meta['kind']} of another output, not a {kind}: "
-            f"check that the paths are not swapped"
+            f"{flag} {output} holds a {meta['kind']}, not a {kind}: check that the paths "
+            f"are not swapped"
         )
     differ = differing_parts(meta, config_hash, parts)
     if differ:

@@ -85,7 +85,7 @@ def test_a_request_that_keeps_failing_is_reported_and_the_rest_delivered(
 
 def test_client_errors_are_not_retried(openai_server):
     openai_server.fail_next(1, status=400)
-    with pytest.raises(SampleError, match="BadRequestError"):
+    with pytest.raises(SampleError, match="HTTP 400 from 127.0.0.1"):
         asyncio.run(llm.batch_sample(MODEL, _chats(1), SampleCfg()))
     assert openai_server.endpoint_counts["POST /v1/chat/completions"] == 1
 
