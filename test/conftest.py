@@ -59,3 +59,21 @@ def cfg_file(tmp_path):
     path = tmp_path / "cfg.py"
     path.write_text(CONFIG.format(size=60))
     return path
+
+
+def experiment_cfg():
+    """A small experiment config (never run in these tests: only its folder is claimed)."""
+    from sl.evaluation.data_models import Evaluation
+    from sl.experiment.data_models import ExperimentCfg
+    from sl.finetuning.data_models import UnslothFinetuningJob
+    from sl.llm.data_models import Model, SampleCfg
+
+    model = Model(id="some/model", type="open_source")
+    return ExperimentCfg(
+        teacher_model=model,
+        targets=["owl"],
+        student_job=UnslothFinetuningJob(seed=1, source_model=model),
+        evaluations={
+            "e": Evaluation(questions=["q"], n_samples_per_question=1, sample_cfg=SampleCfg())
+        },
+    )
