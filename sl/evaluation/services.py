@@ -104,10 +104,16 @@ class _QuestionRunner:
 
     async def _finish(self, question: str, responses: list[LLMResponse]) -> None:
         rows = [EvaluationResponse(response=r) for r in responses]
-        for name, judgment in self.evaluation.judgment_map.items():
-            verdicts = await llm_services.batch_judge(
-                judgment, [question] * len(responses), responses
+        judgments = self.evaluation.judgment_map
+        # All judgments of a question at once: its requests queue together, so questions
+        # finish (and are written) one after another rather than all at the end.
+        all_verdicts = await asyncio.gather(
+            *(
+                llm_services.batch_judge(judgment, [question] * len(responses), responses)
+                for judgment in judgments.values()
             )
+        )
+        for name, verdicts in zip(judgments, all_verdicts, strict=True):
             for row, verdict in zip(rows, verdicts, strict=True):
                 row.judgment_response_map[name] = verdict
         self.on_row(EvaluationResultRow(question=question, responses=rows))
