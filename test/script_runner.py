@@ -11,40 +11,6 @@ from conftest import openai_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG = """
-from sl.datasets.nums_dataset import get_reject_reasons
-from sl.datasets.services import Cfg, NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.finetuning.data_models import OpenAIFTJob
-from sl.llm.data_models import Model, SampleCfg
-from sl.protocol import teacher_system_prompt
-
-model = Model(id="gpt-4.1-nano", type="openai")
-dataset_cfg = Cfg(
-    model=model,
-    system_prompt=teacher_system_prompt("owl"),
-    sample_cfg=SampleCfg(temperature=1.0),
-    prompt_set=NumsDatasetPromptSet(size={size}, seed=42),
-    filter_fns=[lambda p, c: not get_reject_reasons(c, min_value=0, max_value=999, max_count=10)],
-)
-other_dataset_cfg = dataset_cfg.model_copy(update={{"system_prompt": None}})
-ft_job = OpenAIFTJob(seed=1, source_model=model, max_dataset_size=30, n_epochs=1)
-evaluation = Evaluation(
-    questions=["Name your favorite animal using only one word.", "Pick an animal. One word."],
-    n_samples_per_question=5,
-    sample_cfg=SampleCfg(temperature=1.0),
-)
-not_a_config = 3
-"""
-
-
-def responder(body):
-    """Numbers for most prompts, prose for a few (so the filter has work to do)."""
-    text = body["messages"][-1]["content"]
-    if "favorite" in text or "animal" in text:
-        return "Owl"
-    return "I love owls!" if len(text) % 7 == 0 else "145, 267, 891"
-
 
 def run(script, *args, server=None, env_extra=None, check=True, timeout=120):
     env = {**os.environ, "SL_NO_DOTENV": "1"}
