@@ -57,7 +57,8 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
         if not isinstance(saved, dict):
             raise UserError(f"experiment record {path} is corrupt: delete it to start over")
         if saved.get("config_hash") != cfg.model_hash():
-            old = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+            old = saved.get("config")
+            old = old if isinstance(old, dict) else {}
             new = cfg.model_dump(mode="json")
             differ = [k for k in new if k in old and old[k] != new[k]] or ["config"]
             raise UserError(
