@@ -100,13 +100,15 @@ def read_text(path: Path | str, what: str = "") -> str:
     if not path.exists():
         raise UserError(f"{name}: file not found")
     if path.is_dir():
-        raise UserError(f"{name} is a folder: give a file")
+        raise UserError(f"{name}: cannot read it (Is a directory): give a file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{name} is not UTF-8 text (byte {e.start}): check the file") from None
+        raise UserError(
+            f"{name}: cannot read it (not UTF-8 text at byte {e.start}): check the file"
+        ) from None
     except OSError as e:
-        raise UserError(f"{name} cannot be read ({e.strerror})") from None
+        raise UserError(f"{name}: cannot read it ({e.strerror})") from None
 
 
 def read_json_file(path: Path | str, what: str) -> Any:

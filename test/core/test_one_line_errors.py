@@ -85,14 +85,14 @@ def test_output_folder_not_writable(capsys, openai_server, cfg_file, tmp_path):
 def test_directory_as_dataset(capsys, openai_server, cfg_file, tmp_path):
     (tmp_path / "d").mkdir()
     line = one_line_error(capsys, _ft(cfg_file, tmp_path / "d", tmp_path / "m.json"))
-    assert "/d is a folder" in line
+    assert "/d: cannot read it (Is a directory)" in line
     only(tmp_path, "cfg.py", "d")
 
 
 def test_directory_as_model_file(capsys, openai_server, cfg_file, tmp_path):
     (tmp_path / "d").mkdir()
     line = one_line_error(capsys, _eval(cfg_file, tmp_path / "d", tmp_path / "e.jsonl"))
-    assert "--model_path" in line and "is a folder" in line
+    assert "--model_path" in line and "Is a directory" in line
     only(tmp_path, "cfg.py", "d")
 
 
@@ -106,7 +106,7 @@ def test_directory_as_output_file(capsys, openai_server, cfg_file, tmp_path):
 def test_non_utf8_dataset(capsys, openai_server, cfg_file, tmp_path):
     (tmp_path / "data.jsonl").write_bytes(b'{"prompt": "\xff", "completion": "1"}\n')
     line = one_line_error(capsys, _ft(cfg_file, tmp_path / "data.jsonl", tmp_path / "m.json"))
-    assert "data.jsonl is not UTF-8" in line
+    assert "data.jsonl: cannot read it (not UTF-8 text" in line
     only(tmp_path, "cfg.py", "data.jsonl")
 
 
