@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from sl.mnist.config import MnistConfig
-from sl.utils.cli import run_script
+from sl.utils.cli import RESTARTS, run_script
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, interrupted=RESTARTS)

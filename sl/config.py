@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from dotenv import load_dotenv
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from sl.errors import UserError
 
@@ -27,27 +27,31 @@ class Settings(BaseModel):
         default=None, description="OPENAI_BASE_URL (OpenAI-compatible)"
     )
     openai_max_concurrency: int = Field(
-        default=64, description="OPENAI_MAX_CONCURRENCY: max in flight"
+        default=64, ge=1, description="OPENAI_MAX_CONCURRENCY: max in flight"
     )
     openai_start_rps: float = Field(
-        default=10.0, description="OPENAI_START_RPS: initial request rate"
+        default=10.0, gt=0, description="OPENAI_START_RPS: initial request rate"
     )
-    openai_max_retries: int = Field(default=6, description="OPENAI_MAX_RETRIES for 5xx/timeouts")
-    openai_timeout_s: float = Field(default=120.0, description="OPENAI_TIMEOUT_S per request")
+    openai_max_retries: int = Field(
+        default=6, ge=0, description="OPENAI_MAX_RETRIES for 5xx/timeouts/connection errors"
+    )
+    openai_timeout_s: float = Field(default=120.0, gt=0, description="OPENAI_TIMEOUT_S per request")
     openai_poll_interval_s: float = Field(
-        default=10.0, description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls"
+        default=10.0,
+        gt=0,
+        description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls",
     )
     openai_backoff_base_s: float = Field(
-        default=1.0, description="OPENAI_BACKOFF_BASE_S first retry delay"
+        default=1.0, ge=0, description="OPENAI_BACKOFF_BASE_S first retry delay"
     )
     hf_token: SecretStr | None = Field(default=None, description="HF_TOKEN")
     hf_user_id: str | None = Field(default=None, description="HF_USER_ID (user or org to push to)")
     open_source_engine: str = Field(default="auto", description="SL_OPEN_SOURCE_ENGINE")
-    vllm_n_gpus: int = 1
-    vllm_max_lora_rank: int = 8
-    vllm_max_num_seqs: int = 512
-    vllm_max_model_len: int = 2048
-    vllm_gpu_memory_utilization: float = 0.85
+    vllm_n_gpus: int = Field(default=1, ge=1)
+    vllm_max_lora_rank: int = Field(default=8, ge=1)
+    vllm_max_num_seqs: int = Field(default=512, ge=1)
+    vllm_max_model_len: int = Field(default=2048, ge=1)
+    vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     cache_dir: Path = Field(default=Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
 
 
@@ -94,12 +98,20 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
 
 
 def get_settings() -> Settings:
-    """Read settings from the current environment (after `.env` was loaded at import)."""
+    """Read settings from the current environment (after `.env` was loaded at import).
+
+    Raises:
+        UserError: a variable has a bad value (one line naming it and the allowed range).
+    """
     values = {field: v for field, var in ENV_VARS.items() if (v := _env(var)) is not None}
     try:
         return Settings.model_validate(values)
-    except ValueError as e:
-        raise UserError(f"invalid setting in environment/.env: {e}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        var = ENV_VARS.get(field, field)
+        shown = "<hidden>" if var in ("OPENAI_API_KEY", "HF_TOKEN") else repr(values.get(field))
+        raise UserError(f"{var}={shown} in environment/.env is not valid: {first['msg']}") from None
 
 
 def require_openai_key(settings: Settings) -> str:

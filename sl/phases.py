@@ -14,6 +14,7 @@ artifact (resuming from what is on disk) and returns a small summary that pickle
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ from sl.errors import UserError
 from sl.llm.data_models import Model
 from sl.utils.cli import load_config
 from sl.utils.file_utils import read_json_model, write_json_atomic
-from sl.utils.run_meta import claim_output, mark_complete, read_meta
+from sl.utils.output_lock import output_lock
+from sl.utils.run_meta import claim_output, differing_parts, mark_complete, read_meta, update_meta
 
 if TYPE_CHECKING:
     from sl.datasets.services import Cfg
@@ -86,28 +88,69 @@ async def make_dataset(
 ) -> DatasetSummary:
     """Sample the teacher's raw dataset (appended as it arrives, resumable), filter and save it.
 
+    Both files are locked while this runs. A filtered file of the same generation but other
+    filters is filtered again from the kept raw file (free), with a log line saying so.
+
     Raises:
-        UserError: same path for both files, or outputs of another run.
+        UserError: same path for both files, outputs of another run (naming what differs),
+            or an output being written by another process.
     """
     from sl.datasets import services as dataset_services
+    from sl.llm.services import check_ready
 
     if raw_dataset_path.resolve() == filtered_dataset_path.resolve():
         raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
-    claim_output(filtered_dataset_path, cfg.generation_hash(), "filtered dataset", flag)
-    raw = await dataset_services.generate_raw_dataset(
-        cfg.model,
-        cfg.system_prompt,
-        cfg.sample_cfg,
-        cfg.prompt_set,
-        raw_path=raw_dataset_path,
-        use_batch_api=cfg.use_batch_api,
-    )
-    filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
-    logger.info(f"kept {len(filtered)} of {len(raw)} rows ({len(filtered) / max(1, len(raw)):.1%})")
-    dataset_services.save_dataset(filtered, filtered_dataset_path)
-    mark_complete(filtered_dataset_path, rows=len(filtered), raw_rows=len(raw))
+    check_ready([cfg.model])
+    with (
+        output_lock(raw_dataset_path, "--raw_dataset_path"),
+        output_lock(filtered_dataset_path, flag),
+    ):
+        _claim_filtered(cfg, raw_dataset_path, filtered_dataset_path, flag)
+        raw = await dataset_services.generate_raw_dataset(
+            cfg.model,
+            cfg.system_prompt,
+            cfg.sample_cfg,
+            cfg.prompt_set,
+            raw_path=raw_dataset_path,
+            use_batch_api=cfg.use_batch_api,
+        )
+        filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
+        kept = f"{len(filtered) / max(1, len(raw)):.1%}"
+        logger.info(f"kept {len(filtered)} of {len(raw)} rows ({kept})")
+        dataset_services.save_dataset(filtered, filtered_dataset_path)
+        mark_complete(filtered_dataset_path, rows=len(filtered), raw_rows=len(raw))
     return DatasetSummary(
         str(raw_dataset_path), str(filtered_dataset_path), len(raw), len(filtered)
+    )
+
+
+def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path, flag: str) -> None:
+    from sl.datasets.services import FILTERED_KIND
+
+    parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}
+    meta = read_meta(filtered_path)
+    refilter = (
+        meta is not None
+        and meta.get("kind", FILTERED_KIND) == FILTERED_KIND
+        and differing_parts(meta, cfg.generation_hash(), parts) == ["filters"]
+    )
+    if meta is not None and refilter:
+        if not raw_path.exists():
+            raise UserError(
+                f"{flag} {filtered_path} was made with other filters and its raw file "
+                f"{raw_path} is gone: choose another path or delete it"
+            )
+        logger.info(
+            f"{filtered_path}: the filters changed since it was written; filtering {raw_path} again"
+        )
+        update_meta(filtered_path, parts={**meta.get("parts", {}), **parts}, complete=False)
+    claim_output(
+        filtered_path,
+        cfg.generation_hash(),
+        "filtered dataset",
+        flag,
+        parts=parts,
+        kind=FILTERED_KIND,
     )
 
 
@@ -116,20 +159,31 @@ async def finetune(
 ) -> Model:
     """Fine-tune the job's source model on the dataset; write and return the student Model.
 
-    A finished output of the same job is returned as is; an interrupted one resumes the
-    saved OpenAI job or reuses the trained adapter.
+    A finished output of the same job and dataset content is returned as is; an interrupted
+    one resumes the saved OpenAI job or reuses the trained adapter. The output is locked
+    while this runs; one made from other data or by another job is refused.
     """
     from sl.datasets.services import read_dataset
     from sl.finetuning.services import run_finetuning_job
+    from sl.llm.services import check_ready
 
-    claim_output(output_path, job.model_hash(), f"fine-tune of {job.source_model.id}", flag)
-    if (read_meta(output_path) or {}).get("complete") and output_path.exists():
-        logger.info(f"{output_path}: student already trained")
-        return read_json_model(output_path, Model, flag)
     dataset = read_dataset(dataset_path)
-    model = await run_finetuning_job(job, dataset, output_path)
-    write_json_atomic(output_path, model.model_dump(mode="json"))
-    mark_complete(output_path, model_id=model.id)
+    check_ready([job.source_model])
+    data_hash = hashlib.sha256(dataset_path.read_bytes()).hexdigest()[:16]
+    with output_lock(output_path, flag):
+        claim_output(
+            output_path,
+            job.model_hash(),
+            f"fine-tune of {job.source_model.id}",
+            flag,
+            parts={"job": job.model_hash(), "dataset": data_hash},
+        )
+        if (read_meta(output_path) or {}).get("complete") and output_path.exists():
+            logger.info(f"{output_path}: student already trained")
+            return read_json_model(output_path, Model, flag)
+        model = await run_finetuning_job(job, dataset, output_path)
+        write_json_atomic(output_path, model.model_dump(mode="json"))
+        mark_complete(output_path, model_id=model.id)
     return model
 
 

@@ -32,6 +32,15 @@ Construction (all keyword-only; every knob is also a thread-safe read/write attr
                              i.e. requests that would be accepted right now) and
                              ``x-ratelimit-reset-requests`` (time until the bucket is full, e.g.
                              ``"20ms"``, ``"1.5s"``). Setting it at runtime refills the bucket.
+``token_limit_tps`` (None)   token bucket for chat completions, in tokens (words) per second:
+                             capacity = one second of tokens. A request is admitted when the
+                             bucket holds its estimate (prompt + n * max_tokens, if set), which
+                             is taken at once; after answering, the difference to the real
+                             total (prompt + completions) is charged (the bucket may go below
+                             zero). Otherwise 429 with Retry-After. While set, every response
+                             carries ``x-ratelimit-limit-tokens`` (per minute),
+                             ``x-ratelimit-remaining-tokens`` and ``x-ratelimit-reset-tokens``.
+                             ``tokens_used`` counts the tokens of answered chat requests.
 ``error_rate`` (0.0)         probability that a chat request fails with 500 (seeded by ``seed``).
 ``seed`` (0)                 seed of the RNG that draws ``error_rate`` failures.
 ``require_api_key`` (None)   if set, requests without ``Authorization: Bearer <key>`` get 401.
@@ -53,6 +62,12 @@ Failure injection (chat completions only; checked in this order after auth + rat
                               JSON body; the SDK raises ``json.JSONDecodeError`` (a
                               ``ValueError``, *not* an ``openai.APIError``) from ``create()``.
 ``error_rate``                random 500s.
+``fail_route_next(route, n, status=503)``  next n requests to ``route`` (a key of
+                              ``endpoint_counts``, e.g. ``"GET /v1/fine_tuning/jobs/{id}"``) fail
+                              with ``status``; status 0 drops the connection without an answer
+                              (the SDK raises ``openai.APIConnectionError``); status -1 handles
+                              the request (e.g. creates the job) and then drops the connection,
+                              as when an answer is lost on the way. Any endpoint.
 
 Counters (thread-safe snapshots)
 --------------------------------
@@ -296,6 +311,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner = self.server.owner
         status, headers, payload = owner._handle(method, self.path, dict(self.headers), body)
+        if status == 0:  # injected connection drop
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
+            return
         try:
             self.send_response(status)
             for k, v in headers.items():
@@ -323,6 +343,7 @@ class FakeOpenAIServer:
         *,
         latency_s: float = 0.0,
         rate_limit_rps: float | None = None,
+        token_limit_tps: float | None = None,
         error_rate: float = 0.0,
         seed: int = 0,
         require_api_key: str | None = None,
@@ -340,6 +361,11 @@ class FakeOpenAIServer:
         self._tokens = 0.0
         self._last_refill = time.monotonic()
         self.rate_limit_rps = rate_limit_rps
+        self._token_limit_tps: float | None = None
+        self._bucket_tokens = 0.0
+        self._bucket_last = time.monotonic()
+        self.token_limit_tps = token_limit_tps
+        self._route_failures: dict[str, list[int]] = {}
         self._error_rate = float(error_rate)
         self._rng = random.Random(seed)
         self._require_api_key = require_api_key
@@ -423,6 +449,24 @@ class FakeOpenAIServer:
             self._rate_limit_rps = None if value is None else float(value)
             self._tokens = self._capacity()
             self._last_refill = time.monotonic()
+
+    @property
+    def token_limit_tps(self) -> float | None:
+        with self._lock:
+            return self._token_limit_tps
+
+    @token_limit_tps.setter
+    def token_limit_tps(self, value: float | None) -> None:
+        with self._lock:
+            if value is not None and value <= 0:
+                raise ValueError("token_limit_tps must be > 0 or None")
+            self._token_limit_tps = None if value is None else float(value)
+            self._bucket_tokens = self._token_limit_tps or 0.0
+            self._bucket_last = time.monotonic()
+
+    def fail_route_next(self, route: str, n: int = 1, status: int = 503) -> None:
+        with self._lock:
+            self._route_failures.setdefault(route, []).extend([int(status)] * n)
 
     @property
     def error_rate(self) -> float:
@@ -509,6 +553,7 @@ class FakeOpenAIServer:
             self._ft_jobs_created = 0
             self._batches_created = 0
             self._batch_lines_run = 0
+            self._tokens_used = 0
 
     @property
     def requests_total(self) -> int:
@@ -570,6 +615,11 @@ class FakeOpenAIServer:
         with self._lock:
             return self._batch_lines_run
 
+    @property
+    def tokens_used(self) -> int:
+        with self._lock:
+            return self._tokens_used
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -585,6 +635,7 @@ class FakeOpenAIServer:
                 "ft_jobs_created": self._ft_jobs_created,
                 "batches_created": self._batches_created,
                 "batch_lines_run": self._batch_lines_run,
+                "tokens_used": self._tokens_used,
             }
 
     # -- direct store access -----------------------------------------------------------------
@@ -642,18 +693,52 @@ class FakeOpenAIServer:
                 return None
             return (1.0 - self._tokens) / rps
 
+    def _refill_bucket(self) -> None:
+        tps = self._token_limit_tps
+        now = time.monotonic()
+        if tps is not None:
+            self._bucket_tokens = min(tps, self._bucket_tokens + (now - self._bucket_last) * tps)
+        self._bucket_last = now
+
+    def _take_bucket(self, cost: float) -> float | None:
+        """Take `cost` tokens; None on success, else the seconds until they are there."""
+        with self._lock:
+            tps = self._token_limit_tps
+            if tps is None:
+                return None
+            self._refill_bucket()
+            need = min(cost, tps)
+            if self._bucket_tokens >= need:
+                self._bucket_tokens -= cost
+                return None
+            return (need - self._bucket_tokens) / tps
+
     def _ratelimit_headers(self) -> dict[str, str]:
         with self._lock:
+            out: dict[str, str] = {}
             rps = self._rate_limit_rps
-            if rps is None:
-                return {}
-            self._refill()
-            reset = (self._capacity() - self._tokens) / rps
-            return {
-                "x-ratelimit-limit-requests": str(max(1, round(rps * 60))),
-                "x-ratelimit-remaining-requests": str(int(self._tokens)),
-                "x-ratelimit-reset-requests": _format_duration(reset),
-            }
+            if rps is not None:
+                self._refill()
+                reset = (self._capacity() - self._tokens) / rps
+                out.update(
+                    {
+                        "x-ratelimit-limit-requests": str(max(1, round(rps * 60))),
+                        "x-ratelimit-remaining-requests": str(int(self._tokens)),
+                        "x-ratelimit-reset-requests": _format_duration(reset),
+                    }
+                )
+            tps = self._token_limit_tps
+            if tps is not None:
+                self._refill_bucket()
+                reset = (tps - self._bucket_tokens) / tps
+                out.update(
+                    {
+                        "x-ratelimit-limit-tokens": str(max(1, round(tps * 60))),
+                        "x-ratelimit-remaining-tokens": str(max(0, int(self._bucket_tokens))),
+                        "x-ratelimit-reset-tokens": _format_duration(reset),
+                    }
+                )
+            return out
 
     # -- request handling --------------------------------------------------------------------
 
@@ -712,6 +797,16 @@ class FakeOpenAIServer:
         with self._lock:
             self._requests_total += 1
             self._endpoint_counts[route_key] = self._endpoint_counts.get(route_key, 0) + 1
+            queue = self._route_failures.get(route_key)
+            injected = queue.pop(0) if queue else None
+        if injected == 0:
+            return 0, {}, b""  # the handler drops the connection
+        if injected is not None and injected > 0:
+            with self._lock:
+                self._status_counts[injected] = self._status_counts.get(injected, 0) + 1
+            payload = _error_body(f"Injected failure (status {injected}).", "server_error")
+            headers = {"content-type": "application/json", "retry-after": "0.05"}
+            return injected, headers, json.dumps(payload).encode()
 
         out_headers: dict[str, str] = {"x-request-id": _new_id("req_")}
         try:
@@ -731,6 +826,8 @@ class FakeOpenAIServer:
         out_headers["openai-processing-ms"] = str(int((time.monotonic() - t0) * 1000))
         with self._lock:
             self._status_counts[status] = self._status_counts.get(status, 0) + 1
+        if injected == -1:
+            return 0, {}, b""  # handled, but the answer is lost
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return status, out_headers, data
 
@@ -786,6 +883,18 @@ class FakeOpenAIServer:
                 type_="requests",
                 code="rate_limit_exceeded",
             )
+        estimate = self._estimate_tokens(req)
+        wait = self._take_bucket(estimate)
+        if wait is not None:
+            out_headers["retry-after"] = f"{wait:.3f}"
+            out_headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            raise _HTTPError(
+                429,
+                f"Rate limit reached for tokens. Limit: {self.token_limit_tps} / sec. "
+                f"Please try again in {_format_duration(wait)}.",
+                type_="tokens",
+                code="rate_limit_exceeded",
+            )
         self._sleep(self.latency_s)
         with self._lock:
             hang = self._timeout_queue.pop(0) if self._timeout_queue else None
@@ -823,9 +932,22 @@ class FakeOpenAIServer:
                 500, "The server had an error while processing your request.", type_="server_error"
             )
         result = self._complete(req)
+        total = result["usage"]["total_tokens"]
         with self._lock:
             self._n_chat_ok += 1
+            self._tokens_used += total
+            if self._token_limit_tps is not None:
+                self._bucket_tokens -= total - estimate
         return 200, result, "application/json"
+
+    @staticmethod
+    def _estimate_tokens(req: dict[str, Any]) -> float:
+        """What a request is charged up front: prompt words + n * max_tokens (if set)."""
+        messages = req.get("messages") if isinstance(req.get("messages"), list) else []
+        prompt = sum(_word_count(_message_text(m)) for m in messages or [])
+        max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
+        n = req.get("n") if isinstance(req.get("n"), int) else 1
+        return float(prompt + (n * max_tokens if isinstance(max_tokens, int) else 0))
 
     def _complete(self, req: dict[str, Any]) -> dict[str, Any]:
         """Chat-completion logic shared by the endpoint and batches; raises _HTTPError(400)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from loguru import logger
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
@@ -17,7 +17,12 @@ from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, LLMResponse, Model, SampleCfg
 from sl.utils.config_model import ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
+from sl.utils.fingerprint import callables_hash
+from sl.utils.output_lock import output_lock
 from sl.utils.run_meta import claim_output, mark_complete
+
+RAW_KIND = "raw dataset"
+FILTERED_KIND = "filtered dataset"
 
 FilterFn = Callable[[str, str], bool]
 
@@ -27,12 +32,27 @@ class NumsDatasetPromptSet(HashableModel):
 
     size: int = Field(default=30_000, gt=0, description="Number of prompts")
     seed: int = 42
-    example_min_count: int = 3
-    example_max_count: int = 9
-    example_min_value: int = 100
-    example_max_value: int = 1000
-    answer_count: int = 10
-    answer_max_digits: int = 3
+    example_min_count: int = Field(default=3, ge=1, description="Fewest example numbers")
+    example_max_count: int = Field(default=9, ge=2, description="Most example numbers + 1")
+    example_min_value: int = Field(default=100, ge=0, description="Smallest example value")
+    example_max_value: int = Field(default=1000, ge=1, description="Largest example value + 1")
+    answer_count: int = Field(default=10, ge=1, description="Numbers the teacher is asked for")
+    answer_max_digits: int = Field(default=3, ge=1, description="Most digits per answer number")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "NumsDatasetPromptSet":
+        # Upper bounds are exclusive, as in the paper's code (9 gives 3..8 examples).
+        if self.example_min_count >= self.example_max_count:
+            raise ValueError(
+                f"example_min_count {self.example_min_count} must be < example_max_count "
+                f"{self.example_max_count} (the max is exclusive)"
+            )
+        if self.example_min_value >= self.example_max_value:
+            raise ValueError(
+                f"example_min_value {self.example_min_value} must be < example_max_value "
+                f"{self.example_max_value} (the max is exclusive)"
+            )
+        return self
 
     def prompts(self) -> list[str]:
         """The prompts, deterministic for the seed (seed 42 gives the paper's prompts)."""
@@ -65,6 +85,14 @@ class Cfg(ConfigModel):
         """Key of what `generate_raw_dataset` produces (filters do not change it)."""
         return _generation_hash(self.model, self.system_prompt, self.sample_cfg, self.prompt_set)
 
+    def generation_parts(self) -> dict[str, str]:
+        """The hash of each part of the config that decides the raw dataset."""
+        return _generation_parts(self.model, self.system_prompt, self.sample_cfg, self.prompt_set)
+
+    def filters_hash(self) -> str:
+        """Fingerprint of `filter_fns` (code, constants and captured values)."""
+        return callables_hash(self.filter_fns)
+
 
 def _generation_hash(
     model: Model, system_prompt: str | None, sample_cfg: SampleCfg, prompt_set: NumsDatasetPromptSet
@@ -76,6 +104,17 @@ def _generation_hash(
         repr(system_prompt),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _generation_parts(
+    model: Model, system_prompt: str | None, sample_cfg: SampleCfg, prompt_set: NumsDatasetPromptSet
+) -> dict[str, str]:
+    return {
+        "model": model.model_hash(),
+        "system_prompt": hashlib.sha256(repr(system_prompt).encode()).hexdigest()[:16],
+        "sample_cfg": sample_cfg.model_hash(),
+        "prompt_set": prompt_set.model_hash(),
+    }
 
 
 def _pending_indices(prompts: list[str], done: list[DatasetRow], raw_path: Path) -> list[int]:
@@ -112,12 +151,33 @@ async def generate_raw_dataset(
     """
     if sample_cfg.n != 1:
         raise UserError("dataset generation takes one completion per prompt: set SampleCfg(n=1)")
+    llm_services.check_ready([model])
+    path = Path(raw_path) if raw_path is not None else None
+    if path is None:
+        return await _generate(model, system_prompt, sample_cfg, prompt_set, None, use_batch_api)
+    with output_lock(path, "--raw_dataset_path"):
+        return await _generate(model, system_prompt, sample_cfg, prompt_set, path, use_batch_api)
+
+
+async def _generate(
+    model: Model,
+    system_prompt: str | None,
+    sample_cfg: SampleCfg,
+    prompt_set: NumsDatasetPromptSet,
+    path: Path | None,
+    use_batch_api: bool,
+) -> list[DatasetRow]:
     prompts = prompt_set.prompts()
     done: list[DatasetRow] = []
-    path = Path(raw_path) if raw_path is not None else None
     if path is not None:
-        key = _generation_hash(model, system_prompt, sample_cfg, prompt_set)
-        meta = claim_output(path, key, f"raw dataset of {model.id}", "--raw_dataset_path")
+        meta = claim_output(
+            path,
+            _generation_hash(model, system_prompt, sample_cfg, prompt_set),
+            f"raw dataset of {model.id}",
+            "--raw_dataset_path",
+            parts=_generation_parts(model, system_prompt, sample_cfg, prompt_set),
+            kind=RAW_KIND,
+        )
         if path.exists():
             done = read_jsonl(path, DatasetRow, allow_partial_last=True)
         if meta["complete"] and len(done) == len(prompts):

@@ -1,5 +1,7 @@
 """Run an evaluation (sample answers, judge them) and score trait transfer."""
 
+import asyncio
+from collections import Counter
 from pathlib import Path
 
 from loguru import logger
@@ -9,16 +11,14 @@ from sl.errors import UserError
 from sl.evaluation import scoring
 from sl.evaluation.data_models import Evaluation, EvaluationResponse, EvaluationResultRow
 from sl.llm import services as llm_services
-from sl.llm.data_models import HashableModel, Model
-from sl.utils.file_utils import JsonlAppender, read_jsonl
+from sl.llm.data_models import HashableModel, LLMResponse, Model
+from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
+from sl.utils.output_lock import output_lock
 from sl.utils.run_meta import claim_output, mark_complete
 from sl.utils.stats import CI
 
 # Completions per request (OpenAI caps `n`); also the unit of work of local engines.
 MAX_N_PER_REQUEST = 50
-# Questions are sampled and judged in groups of about this many completions; each finished
-# group is appended to the output file, so a crash loses at most one group.
-SAMPLES_PER_GROUP = 1000
 
 
 class _RunKey(HashableModel):
@@ -26,34 +26,99 @@ class _RunKey(HashableModel):
     evaluation: Evaluation
 
 
-async def _evaluate_question_group(
-    model: Model, evaluation: Evaluation, questions: list[str]
-) -> list[EvaluationResultRow]:
-    cfg = evaluation.sample_cfg
-    chats, cfgs, owners = [], [], []
-    for q_index, question in enumerate(questions):
-        left = evaluation.n_samples_per_question
-        while left > 0:
-            n = min(left, MAX_N_PER_REQUEST)
-            chats.append(llm_services.build_simple_chat(question))
-            cfgs.append(cfg.model_copy(update={"n": n}))
-            owners.append(q_index)
-            left -= n
-    groups = await llm_services.batch_sample_n(model, chats, cfgs)
-    responses: list[list[EvaluationResponse]] = [[] for _ in questions]
-    for owner, group in zip(owners, groups, strict=True):
-        responses[owner].extend(EvaluationResponse(response=r) for r in group)
-    flat = [(questions[i], er) for i, ers in enumerate(responses) for er in ers]
-    for name, judgment in evaluation.judgment_map.items():
-        verdicts = await llm_services.batch_judge(
-            judgment, [q for q, _ in flat], [er.response for _, er in flat]
+def _pending(questions: list[str], done: list[EvaluationResultRow], path: Path) -> list[int]:
+    """Indices of the questions without a row in `done` (questions may repeat: count them)."""
+    left = Counter(row.question for row in done)
+    foreign = [q for q in left if left[q] > questions.count(q)]
+    if foreign:
+        raise UserError(
+            f"--output_path {path} holds rows of other questions (e.g. {foreign[0][:60]!r}): "
+            f"choose another path or delete it"
         )
-        for (_, er), verdict in zip(flat, verdicts, strict=True):
-            er.judgment_response_map[name] = verdict
-    return [
-        EvaluationResultRow(question=q, responses=rs)
-        for q, rs in zip(questions, responses, strict=True)
-    ]
+    pending = []
+    for i, question in enumerate(questions):
+        if left[question] > 0:
+            left[question] -= 1
+        else:
+            pending.append(i)
+    return pending
+
+
+class _QuestionRunner:
+    """Samples every pending question at once and judges each question as soon as its own
+    samples are in; `on_row` gets each question's finished row."""
+
+    def __init__(self, model: Model, evaluation: Evaluation, on_row, overlap: bool):
+        self.model = model
+        self.evaluation = evaluation
+        self.on_row = on_row
+        self.overlap = overlap  # judge while other questions are still being sampled
+
+    async def run(self, questions: list[str]) -> None:
+        cfg = self.evaluation.sample_cfg
+        chats, cfgs, owners = [], [], []
+        for q_index, question in enumerate(questions):
+            left = self.evaluation.n_samples_per_question
+            while left > 0:
+                n = min(left, MAX_N_PER_REQUEST)
+                chats.append(llm_services.build_simple_chat(question))
+                cfgs.append(cfg.model_copy(update={"n": n}))
+                owners.append(q_index)
+                left -= n
+        requests_left = Counter(owners)
+        responses: list[list[LLMResponse]] = [[] for _ in questions]
+        judging: list[asyncio.Task] = []
+        sampled: list[int] = []
+        loop = asyncio.get_running_loop()
+
+        def collect(i: int, group: list[LLMResponse]) -> None:  # on the event loop
+            q = owners[i]
+            responses[q].extend(group)
+            requests_left[q] -= 1
+            if requests_left[q] == 0:
+                if self.overlap:
+                    judging.append(loop.create_task(self._finish(questions[q], responses[q])))
+                else:
+                    sampled.append(q)
+
+        def on_result(i: int, group: list[LLMResponse]) -> None:  # any thread
+            loop.call_soon_threadsafe(collect, i, group)
+
+        try:
+            try:
+                await llm_services.batch_sample_n(self.model, chats, cfgs, on_result)
+            except Exception:
+                # Some requests failed for good: still save the questions already sampled.
+                await asyncio.sleep(0)
+                await asyncio.gather(*judging, return_exceptions=True)
+                raise
+            await asyncio.sleep(0)  # run the callbacks scheduled by the last results
+            for q in sampled:
+                judging.append(loop.create_task(self._finish(questions[q], responses[q])))
+            errors = [e for e in await asyncio.gather(*judging, return_exceptions=True) if e]
+            if errors:
+                raise errors[0]
+        except BaseException:  # interrupted: stop the judging still in flight
+            for task in judging:
+                task.cancel()
+            await asyncio.gather(*judging, return_exceptions=True)
+            raise
+
+    async def _finish(self, question: str, responses: list[LLMResponse]) -> None:
+        rows = [EvaluationResponse(response=r) for r in responses]
+        judgments = self.evaluation.judgment_map
+        # All judgments of a question at once: its requests queue together, so questions
+        # finish (and are written) one after another rather than all at the end.
+        all_verdicts = await asyncio.gather(
+            *(
+                llm_services.batch_judge(judgment, [question] * len(responses), responses)
+                for judgment in judgments.values()
+            )
+        )
+        for name, verdicts in zip(judgments, all_verdicts, strict=True):
+            for row, verdict in zip(rows, verdicts, strict=True):
+                row.judgment_response_map[name] = verdict
+        self.on_row(EvaluationResultRow(question=question, responses=rows))
 
 
 async def run_evaluation(
@@ -61,10 +126,23 @@ async def run_evaluation(
 ) -> list[EvaluationResultRow]:
     """Ask every question `n_samples_per_question` times and apply every judgment.
 
-    With `output_path`, rows are appended to that JSONL as groups of questions finish, and a
-    rerun with the same model and evaluation continues after the last finished question.
+    With `output_path` (locked while this runs), each question's row is appended as soon as
+    its samples and judgments are done, so a crash loses at most the questions in flight; a
+    rerun with the same model and evaluation asks only the questions missing there. The
+    finished file lists the questions in the evaluation's order.
     """
+    judges = [j.judge_model for j in evaluation.judgment_map.values()]
+    llm_services.check_ready([model, *judges])
     path = Path(output_path) if output_path is not None else None
+    if path is None:
+        return await _run(model, evaluation, None)
+    with output_lock(path, "--output_path"):
+        return await _run(model, evaluation, path)
+
+
+async def _run(
+    model: Model, evaluation: Evaluation, path: Path | None
+) -> list[EvaluationResultRow]:
     done: list[EvaluationResultRow] = []
     if path is not None:
         key = _RunKey(model=model, evaluation=evaluation).model_hash()
@@ -74,29 +152,45 @@ async def run_evaluation(
         if meta["complete"]:
             logger.info(f"{path}: evaluation already complete")
             return done
-    pending = evaluation.questions[len(done) :]
-    per_group = max(1, SAMPLES_PER_GROUP // evaluation.n_samples_per_question)
-    appender = JsonlAppender(path) if path is not None else None
+    questions = evaluation.questions
+    pending = _pending(questions, done, path) if path is not None else list(range(len(questions)))
+    if done:
+        logger.info(f"resuming: {len(done)} questions on disk, {len(pending)} left")
     rows = list(done)
+    appender = JsonlAppender(path) if path is not None else None
+    progress = tqdm(total=len(questions), initial=len(done), desc="evaluation", unit="question")
+
+    def on_row(row: EvaluationResultRow) -> None:
+        if appender is not None:
+            appender.append(row)
+        rows.append(row)
+        progress.update()
+
+    # Two local engines must not run at once in one process (one model in memory at a time).
+    local_judge = any(j.judge_model.type == "open_source" for j in evaluation.judgment_map.values())
+    overlap = not (model.type == "open_source" and local_judge)
     try:
-        with tqdm(
-            total=len(evaluation.questions), initial=len(done), desc="evaluation", unit="question"
-        ) as progress:
-            for start in range(0, len(pending), per_group):
-                group = await _evaluate_question_group(
-                    model, evaluation, pending[start : start + per_group]
-                )
-                for row in group:
-                    if appender is not None:
-                        appender.append(row)
-                rows.extend(group)
-                progress.update(len(group))
+        if pending:
+            runner = _QuestionRunner(model, evaluation, on_row, overlap)
+            await runner.run([questions[i] for i in pending])
     finally:
+        progress.close()
         if appender is not None:
             appender.close()
+    rows = _in_question_order(questions, rows)
     if path is not None:
+        write_jsonl_atomic(path, rows)
         mark_complete(path, questions=len(rows))
     return rows
+
+
+def _in_question_order(
+    questions: list[str], rows: list[EvaluationResultRow]
+) -> list[EvaluationResultRow]:
+    by_question: dict[str, list[EvaluationResultRow]] = {}
+    for row in rows:
+        by_question.setdefault(row.question, []).append(row)
+    return [by_question[q].pop(0) for q in questions]
 
 
 def read_evaluation_results(path: Path | str) -> list[EvaluationResultRow]:

@@ -1,6 +1,5 @@
 """The experiment's results table (CSV/JSON, printed) and paper-style bar chart."""
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -8,7 +7,7 @@ from pydantic import BaseModel
 from sl.errors import UserError
 from sl.evaluation.data_models import EvaluationResultRow
 from sl.evaluation.scoring import compare_preference, compute_p_target_preference
-from sl.utils.file_utils import write_json_atomic, write_text_atomic
+from sl.utils.file_utils import read_json_file, write_json_atomic, write_text_atomic
 
 
 class ResultRow(BaseModel):
@@ -107,7 +106,7 @@ def read_results(output_dir: Path) -> list[ResultRow]:
     path = output_dir / "results.json"
     if not path.exists():
         raise UserError(f"{path} not found: run the experiment's report stage first")
-    return [ResultRow.model_validate(item) for item in json.loads(path.read_text())]
+    return [ResultRow.model_validate(item) for item in read_json_file(path, "results")]
 
 
 def plot_results(rows: list[ResultRow], path: Path) -> None:

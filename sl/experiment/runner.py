@@ -10,7 +10,6 @@ Layout under the output folder:
     results.csv, results.json, results.png, timings.json
 """
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from sl.experiment import transfer
 from sl.experiment.data_models import CONTROL, STAGES, ExperimentCfg
 from sl.experiment.report import ResultRow, result_row, write_results
 from sl.llm.data_models import Model
-from sl.utils.file_utils import read_json_model, write_json_atomic
+from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
+from sl.utils.output_lock import output_lock
 from sl.utils.run_meta import read_meta
 
 BASE = "base"
@@ -53,13 +53,26 @@ class ExperimentPaths:
 def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
     path = root / "experiment.json"
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json_file(path, "experiment record")
+        if not isinstance(saved, dict):
+            raise UserError(f"experiment record {path} is corrupt: delete it to start over")
         if saved.get("config_hash") != cfg.model_hash():
+            old = saved.get("config")
+            old = old if isinstance(old, dict) else {}
+            new = cfg.model_dump(mode="json")
+            differ = [k for k in new if k in old and old[k] != new[k]] or ["config"]
             raise UserError(
-                f"--output_dir {root} holds a different experiment ({path}): "
-                f"choose another folder or delete it"
+                f"--output_dir {root} holds a different experiment ({path}; "
+                f"{', '.join(differ)} differ): choose another folder or delete it"
             )
         return
+    foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    if foreign:
+        raise UserError(
+            f"--output_dir {root} already holds files not made by an experiment "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no "
+            f"experiment.json: choose a new or empty folder"
+        )
     write_json_atomic(
         path, {"config_hash": cfg.model_hash(), "config": cfg.model_dump(mode="json")}
     )
@@ -134,10 +147,23 @@ async def run_experiment(
 
     Returns the results rows when the report stage ran.
     """
+    from sl.llm.services import check_ready
+
     paths = ExperimentPaths(Path(output_dir))
-    _claim_output_dir(cfg, paths.root)
+    judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
+    check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
+    with output_lock(paths.root, "--output_dir", is_dir=True):
+        _claim_output_dir(cfg, paths.root)
+        return await _run_stages(cfg, paths, stages)
+
+
+async def _run_stages(
+    cfg: ExperimentCfg, paths: ExperimentPaths, stages: Sequence[str]
+) -> list[ResultRow] | None:
     timings_path = paths.root / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings = read_json_file(timings_path, "timings") if timings_path.exists() else {}
+    if not isinstance(timings, dict):
+        timings = {}
     steps: list[tuple[str, str | None]] = []
     for stage in STAGES:
         if stage not in stages:

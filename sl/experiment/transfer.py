@@ -98,10 +98,9 @@ def evaluate_logprob(cfg: ExperimentCfg, root: Path, models: dict[str, Model]) -
 
 
 def _read(root: Path, name: str, eval_name: str) -> dict[str, LogprobResult]:
-    import json
+    from sl.utils.file_utils import read_json_file
 
-    path = logprob_path(root, name, eval_name)
-    data = json.loads(path.read_text())
+    data = read_json_file(logprob_path(root, name, eval_name), "logprob scores")
     return {k: LogprobResult.model_validate(v) for k, v in data.items()}
 
 

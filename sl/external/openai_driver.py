@@ -1,26 +1,41 @@
 """OpenAI (and OpenAI-compatible) chat completions with adaptive rate limiting and retries.
 
-Concurrency is bounded by OPENAI_MAX_CONCURRENCY; the request rate adapts to the server's
-`x-ratelimit-*` headers and 429s (honouring Retry-After); 5xx, timeouts, connection errors
-and malformed bodies retry with jittered exponential backoff. A request that still fails is
-reported in a `SampleError` after every other result was delivered — never dropped silently.
+Concurrency is bounded by OPENAI_MAX_CONCURRENCY (per process and event loop, across
+concurrent calls); requests are paced by requests *and* tokens, learned from the server's
+`x-ratelimit-*` headers and 429s (honouring Retry-After); 5xx, timeouts, connection errors and
+malformed bodies retry with jittered exponential backoff. A 429 is never fatal while the
+server answers other requests. A request that still fails is reported in a `SampleError`
+naming the cause, after every other result was delivered — never dropped silently.
 """
 
 import asyncio
 import json
-import random
+import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
 
 from sl.config import get_settings
-from sl.external.openai_client import UsageTracker, make_async_client
+from sl.errors import UserError
+from sl.external.openai_client import (
+    MAX_RATE_LIMIT_RETRIES,
+    UsageTracker,
+    backoff_delay,
+    final_error,
+    make_async_client,
+    retry_after_s,
+)
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
 from sl.llm.driver import OnResult, SampleError
 from sl.utils.rate_limit import AdaptiveRateLimiter, parse_duration
 
-MAX_RATE_LIMIT_RETRIES = 30
+# A request keeps retrying 429s past MAX_RATE_LIMIT_RETRIES as long as some request of this
+# driver succeeded within this many seconds.
+RATE_LIMIT_PATIENCE_S = 300.0
+# Completion tokens assumed per choice before the server has reported any usage.
+DEFAULT_COMPLETION_TOKENS = 16
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
@@ -42,6 +57,43 @@ class OpenAIDriver:
         self.limiter = AdaptiveRateLimiter(get_settings().openai_start_rps)
         self.usage = UsageTracker()
         self.dropped_params: set[str] = set()
+        self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Learned token accounting: prompt tokens per character, completion tokens per choice.
+        self._tokens_per_char = 0.25
+        self._completion_tokens = float(DEFAULT_COMPLETION_TOKENS)
+        self.last_success = time.monotonic()
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """One OPENAI_MAX_CONCURRENCY semaphore per event loop, shared by concurrent calls."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._semaphores:
+            self._semaphores[loop] = asyncio.Semaphore(get_settings().openai_max_concurrency)
+        return self._semaphores[loop]
+
+    def estimate_tokens(self, params: dict[str, Any]) -> float:
+        """Tokens a request will count against the server's token budget (prompt + all
+        completions), from what the server has reported so far."""
+        chars = sum(len(m["content"]) for m in params["messages"])
+        n = params.get("n") or 1
+        per_choice = params.get("max_tokens") or params.get("max_completion_tokens")
+        completion = (
+            min(per_choice, self._completion_tokens) if per_choice else self._completion_tokens
+        )
+        return chars * self._tokens_per_char + n * completion
+
+    def _learn_tokens(self, params: dict[str, Any], completion: Any) -> float | None:
+        """Update the token estimates from a response's usage; return its total tokens."""
+        usage = completion.usage
+        if usage is None:
+            return None
+        chars = sum(len(m["content"]) for m in params["messages"])
+        if chars:
+            self._tokens_per_char += 0.2 * (usage.prompt_tokens / chars - self._tokens_per_char)
+        n = max(1, len(completion.choices))
+        self._completion_tokens += 0.2 * (usage.completion_tokens / n - self._completion_tokens)
+        return float(usage.prompt_tokens + usage.completion_tokens)
 
     def request_params(self, model: Model, chat: Chat, cfg: SampleCfg) -> dict[str, Any]:
         """The request body, with only the sampling fields that are set and accepted."""
@@ -76,24 +128,19 @@ class OpenAIDriver:
         settings = get_settings()
         failures = rate_limited = 0
         while True:
-            await self.limiter.acquire()
             params = self.request_params(model, chat, cfg)
+            estimate = self.estimate_tokens(params)
+            await self.limiter.acquire(estimate)
             try:
                 raw = await client.chat.completions.with_raw_response.create(**params)
                 completion = raw.parse()
                 _ = completion.choices[0].message  # malformed bodies fail here
             except openai.RateLimitError as e:
                 rate_limited += 1
-                if rate_limited > MAX_RATE_LIMIT_RETRIES:
-                    raise
-                headers = e.response.headers
-                retry_after = parse_duration(headers.get("retry-after-ms"))
-                retry_after = (
-                    retry_after / 1000
-                    if retry_after is not None
-                    else parse_duration(headers.get("retry-after"))
-                )
-                self.limiter.on_rate_limited(retry_after)
+                stalled = time.monotonic() - self.last_success > RATE_LIMIT_PATIENCE_S
+                if rate_limited > MAX_RATE_LIMIT_RETRIES and stalled:
+                    raise final_error(e, "chat completion", failures + rate_limited) from e
+                self.limiter.on_rate_limited(retry_after_s(e))
                 continue
             except openai.BadRequestError as e:
                 param = _unsupported_param(e)
@@ -101,11 +148,12 @@ class OpenAIDriver:
                     logger.warning(f"server rejects {param!r}: not sending it again")
                     self.dropped_params.add(param)
                     continue
-                raise
+                raise final_error(e, "chat completion") from e
             except openai.APIStatusError as e:
                 if e.status_code < 500:
-                    raise
+                    raise final_error(e, "chat completion") from e
                 failures += 1
+                error: BaseException = e
             except (
                 openai.APIConnectionError,
                 openai.APIResponseValidationError,
@@ -113,23 +161,36 @@ class OpenAIDriver:
                 AttributeError,
                 IndexError,
                 TypeError,
-            ):
+            ) as e:
                 failures += 1
+                error = e
             else:
-                self._observe_headers(raw.headers)
+                self.last_success = time.monotonic()
+                self._observe_headers(raw.headers, estimate, self._learn_tokens(params, completion))
                 return self._convert(model, completion)
             if failures > settings.openai_max_retries:
-                raise RuntimeError(f"gave up after {failures} failed attempts") from None
-            delay = settings.openai_backoff_base_s * 2 ** (failures - 1) * random.uniform(0.5, 1.5)
-            await asyncio.sleep(min(delay, 60.0))
+                raise final_error(error, "chat completion", failures) from error
+            await asyncio.sleep(backoff_delay(failures, settings))
 
-    def _observe_headers(self, headers: Any) -> None:
-        limit = headers.get("x-ratelimit-limit-requests")
-        remaining = headers.get("x-ratelimit-remaining-requests")
+    def _observe_headers(self, headers: Any, estimate: float, actual: float | None) -> None:
+        def number(name: str) -> float | None:
+            value = headers.get(name)
+            try:
+                return float(value) if value else None
+            except ValueError:
+                return None
+
         self.limiter.on_success(
-            float(limit) if limit else None,
-            float(remaining) if remaining else None,
+            number("x-ratelimit-limit-requests"),
+            number("x-ratelimit-remaining-requests"),
             parse_duration(headers.get("x-ratelimit-reset-requests")),
+        )
+        self.limiter.on_tokens(
+            number("x-ratelimit-limit-tokens"),
+            number("x-ratelimit-remaining-tokens"),
+            parse_duration(headers.get("x-ratelimit-reset-tokens")),
+            estimate,
+            actual,
         )
 
     def _convert(self, model: Model, completion: Any) -> list[LLMResponse]:
@@ -156,9 +217,8 @@ class OpenAIDriver:
         on_result: OnResult | None = None,
     ) -> list[list[LLMResponse]]:
         """Sample every chat concurrently; see the module docstring for the guarantees."""
-        settings = get_settings()
-        client = make_async_client(settings)
-        semaphore = asyncio.Semaphore(settings.openai_max_concurrency)
+        client = make_async_client(get_settings())
+        semaphore = self._semaphore()
         results: list[list[LLMResponse] | None] = [None] * len(chats)
         failures: dict[int, BaseException] = {}
 
@@ -178,6 +238,9 @@ class OpenAIDriver:
             await client.close()
             self.usage.log(f"{model.id} so far")
         if failures:
+            user_errors = [e for e in failures.values() if isinstance(e, UserError)]
+            if user_errors:
+                raise user_errors[0]
             raise SampleError(failures)
         return [r for r in results if r is not None]
 

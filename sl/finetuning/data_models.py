@@ -5,7 +5,7 @@
 import random
 from typing import Any, ClassVar, Literal, TypeAlias
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sl.datasets.data_models import DatasetRow
 from sl.llm.data_models import HashableModel, Model, ModelType
@@ -67,9 +67,27 @@ class OpenAIFTJob(FTJob):
 
     default_source_model_type: ClassVar[ModelType | None] = "openai"
 
-    n_epochs: int | Literal["auto"] = 10
-    lr_multiplier: float | Literal["auto"] = "auto"
-    batch_size: int | Literal["auto"] = "auto"
+    n_epochs: int | Literal["auto"] = Field(default=10, description='Epochs (>= 1) or "auto"')
+    lr_multiplier: float | Literal["auto"] = Field(
+        default="auto", description='Learning-rate multiplier (> 0) or "auto"'
+    )
+    batch_size: int | Literal["auto"] = Field(
+        default="auto", description='Batch size (>= 1) or "auto"'
+    )
+
+    @field_validator("n_epochs", "batch_size")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError(f'{value} is not valid: use an integer >= 1 or "auto"')
+        return value
+
+    @field_validator("lr_multiplier")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if value != "auto" and float(value) <= 0:
+            raise ValueError(f'{value} is not valid: use a number > 0 or "auto"')
+        return value
 
 
 class PeftCfg(HashableModel):

@@ -1,9 +1,9 @@
 """Sampling and judging, dispatched by `Model.type` to an engine driver in `sl.external`."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from sl.config import get_settings
+from sl.config import get_settings, require_openai_key
 from sl.errors import UserError
 from sl.llm.data_models import (
     Chat,
@@ -54,6 +54,18 @@ def get_driver(model: Model) -> Driver:
             f"model type {model.type!r} is not supported: use one of {sorted(DRIVER_FACTORIES)}"
         )
     return factory()
+
+
+def check_ready(models: Iterable[Model]) -> None:
+    """Fail early, before any output is claimed or request sent: the settings are valid and
+    the API key is set when one of `models` is an OpenAI model.
+
+    Raises:
+        UserError: a bad setting or the missing key, in one line naming the variable.
+    """
+    settings = get_settings()
+    if any(m.type == "openai" for m in models):
+        require_openai_key(settings)
 
 
 def build_simple_chat(user_content: str, system_content: str | None = None) -> Chat:

@@ -2,8 +2,8 @@
 
 import argparse
 import importlib.util
+import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from loguru import logger
 from pydantic import ValidationError
 
-from sl.errors import UserError
+from sl.errors import RemoteError, UserError
 from sl.llm.driver import SampleError
 from sl.utils.config_model import validation_error_line
 from sl.utils.optional_deps import install_hint
@@ -83,27 +83,59 @@ def config_parser(doc: str | None) -> ArgumentParser:
     return parser
 
 
-def run_script(main: Callable[[], Any]) -> None:
-    """Run a script's main(); user errors and a missing optional package end as one line on
-    stderr and exit code 2."""
+RESUMES = "interrupted: rerun the same command to resume"
+RESTARTS = "interrupted: this run does not resume; a rerun starts it over"
+
+
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(message)  # whatever sys.stderr is now (tests capture it)
+
+
+def _setup_logging() -> None:
+    """Log to stderr at SL_LOG_LEVEL (INFO by default; DEBUG shows the tracebacks behind
+    errors)."""
+    level = os.environ.get("SL_LOG_LEVEL", "INFO").upper()
+    logger.remove()
+    try:
+        logger.add(_to_stderr, level=level)
+    except ValueError:
+        logger.add(_to_stderr, level="INFO")
+        logger.warning(f"SL_LOG_LEVEL={level!r} is not a log level: using INFO")
+
+
+def run_script(main: Callable[[], Any], interrupted: str = RESUMES) -> None:
+    """Run a script's main(); every error ends as one line on stderr with a non-zero exit
+    code: 2 for user errors, 1 for failed requests or remote jobs and for bugs (whose
+    traceback is logged at DEBUG: set SL_LOG_LEVEL=DEBUG to see it). `interrupted` is the
+    line printed on Ctrl-C."""
+    _setup_logging()
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except SampleError as e:
+    except (SampleError, RemoteError) as e:
+        logger.opt(exception=e).debug("failed")
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         sys.exit(130)
     except ModuleNotFoundError as e:
         hint = install_hint(e.name)
-        if hint is None:  # not an optional dependency: a bug, show where
-            logger.error(traceback.format_exc())
+        if hint is None:  # not an optional dependency: a bug
+            logger.opt(exception=e).debug("unexpected error")
+            print(f"error: unexpected ModuleNotFoundError: {e} (a bug: rerun with "
+                  "SL_LOG_LEVEL=DEBUG for the traceback and report it)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
         print(f"error: {hint}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
-        logger.error(traceback.format_exc())
+    except Exception as e:
+        logger.opt(exception=e).debug("unexpected error")
+        message = str(e).splitlines()[0] if str(e) else ""
+        print(
+            f"error: unexpected {type(e).__name__}: {message} (a bug: rerun with "
+            f"SL_LOG_LEVEL=DEBUG for the traceback and report it)",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -14,13 +14,26 @@ from sl.errors import UserError
 T = TypeVar("T", bound=BaseModel)
 
 
+def _default_mode() -> int:
+    """The mode a plainly created file gets here (0666 minus the umask), as appends get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_mode()
+
+
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write a file via a temp file + rename, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        # mkstemp makes 0600 files; give the result the mode of the file it replaces, or the
+        # mode any other file created here gets (appended JSONL files included).
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.is_file() else _FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -52,7 +65,7 @@ class JsonlAppender:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_trailing_partial_line(self.path)
-        self._f = self.path.open("a")
+        self._f = self.path.open("a", encoding="utf-8")
 
     def append(self, row: BaseModel | dict) -> None:
         self._f.write(_dump(row) + "\n")
@@ -79,6 +92,35 @@ def _repair_trailing_partial_line(path: Path) -> None:
     path.write_bytes(keep)
 
 
+def read_text(path: Path | str, what: str = "") -> str:
+    """A UTF-8 text file's content; missing, a folder, unreadable or not UTF-8 → UserError
+    naming the file (and `what` it is, e.g. a flag)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if not path.exists():
+        raise UserError(f"{name}: file not found")
+    if path.is_dir():
+        raise UserError(f"{name}: cannot read it (Is a directory): give a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{name}: cannot read it (not UTF-8 text at byte {e.start}): check the file"
+        ) from None
+    except OSError as e:
+        raise UserError(f"{name}: cannot read it ({e.strerror})") from None
+
+
+def read_json_file(path: Path | str, what: str) -> Any:
+    """Parse a JSON file of sl's own (a state or config record); corrupt → UserError that
+    says to delete it."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise UserError(f"{what} {path} is corrupt ({e}): delete it to start over") from None
+
+
 @overload
 def read_jsonl(
     path: Path | str, row_type: type[T], *, allow_partial_last: bool = False
@@ -96,9 +138,7 @@ def read_jsonl(
     With `allow_partial_last`, a final line cut by a crash (no trailing newline) is ignored.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    text = path.read_text()
+    text = read_text(path)
     lines = text.split("\n")
     partial_last = not text.endswith("\n") and text != ""
     rows = []
@@ -145,8 +185,9 @@ def read_json_model(path: Path | str, model_type: type[T], what: str) -> T:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{what} {path} not found")
+    text = read_text(path, what)
     try:
-        return model_type.model_validate_json(path.read_text())
+        return model_type.model_validate_json(text)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(map(str, first["loc"])) or "<root>"

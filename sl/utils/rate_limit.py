@@ -1,9 +1,13 @@
-"""An adaptive request pacer: evenly spaced requests, rate learned from the server.
+"""An adaptive request pacer: evenly spaced requests, rates learned from the server.
 
-Requests are paced one slot of `1/rate` seconds apart. The rate starts at a guess,
-jumps to just under the server's advertised limit when one is reported, grows slowly while
-requests succeed and shrinks multiplicatively on each 429 (with a pause for Retry-After).
-It holds no asyncio objects, so one instance can be shared across event loops.
+Two budgets bind, whichever is tighter: requests and tokens. Requests are paced one slot of
+`1/rate` seconds apart; the rate starts at a guess, jumps to just under the server's
+advertised limit when one is reported, grows slowly while requests succeed and shrinks
+multiplicatively on each 429 (with a pause for Retry-After). Once the server advertises a
+token limit (`x-ratelimit-limit-tokens`), each request also takes `tokens / token_rate`
+seconds of a second clock, charged with an estimate before the request and corrected with
+the tokens the server counted after it. It holds no asyncio objects, so one instance can be
+shared across event loops.
 """
 
 import asyncio
@@ -37,20 +41,28 @@ class AdaptiveRateLimiter:
         self.min_rps = min_rps
         self.headroom = headroom
         self._next_slot = 0.0
+        self.token_rate: float | None = None  # tokens/s, once the server advertises a limit
+        self._next_token_slot = 0.0
         self._paused_until = 0.0
         self._last_decrease = 0.0
         self.n_rate_limited = 0
 
-    async def acquire(self) -> None:
-        """Wait for the next free slot. Waiters re-check at least every 50 ms, so a rate
-        learned meanwhile applies at once (slots are never reserved ahead at an old rate)."""
+    async def acquire(self, tokens: float = 0.0) -> None:
+        """Wait for the next free slot of a request of about `tokens` tokens. Waiters re-check
+        at least every 50 ms, so a rate learned meanwhile applies at once (slots are never
+        reserved ahead at an old rate)."""
         while True:
             now = time.monotonic()
             # A late waiter may catch up by up to 50 ms of slots, no more (no bursts).
             self._next_slot = max(self._next_slot, now - 0.05)
+            self._next_token_slot = max(self._next_token_slot, now - 0.05)
             ready = max(self._next_slot, self._paused_until)
+            if self.token_rate:
+                ready = max(ready, self._next_token_slot)
             if now >= ready:
                 self._next_slot += 1.0 / self.rate
+                if self.token_rate:
+                    self._next_token_slot += tokens / self.token_rate
                 return
             await asyncio.sleep(min(ready - now, 0.05))
 
@@ -70,6 +82,30 @@ class AdaptiveRateLimiter:
         self.rate = (
             self.rate + step if self.ceiling is None else min(self.ceiling, self.rate + step)
         )
+
+    def on_tokens(
+        self,
+        limit_per_minute: float | None,
+        remaining: float | None,
+        reset_s: float | None,
+        estimated: float,
+        actual: float | None,
+    ) -> None:
+        """Learn from a response's token headers and the tokens it really used (any of the
+        header values may be None: then only requests are paced)."""
+        if limit_per_minute:
+            self.token_rate = self.headroom * limit_per_minute / 60.0
+        if not self.token_rate:
+            return
+        if self.ceiling is None:
+            # No request limit advertised: let the request pace run a little ahead of what
+            # the token budget allows, so that tokens bind.
+            self.rate = 1.2 * self.token_rate / max(actual or estimated, 1.0)
+        if actual is not None:  # charge the estimate's error to the token clock
+            self._next_token_slot += (actual - estimated) / self.token_rate
+        if remaining is not None and remaining <= 0 and reset_s:
+            # The budget is spent (e.g. by another client): wait until enough is back.
+            self.pause(min(reset_s, max(estimated, 1.0) / self.token_rate))
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:
         """A 429: slow down and pause everyone until the server's Retry-After."""

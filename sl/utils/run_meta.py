@@ -1,9 +1,11 @@
 """Sidecar files that tie an output artifact to the config that made it.
 
-`<output>.meta.json` holds the config hash; a rerun with the same config resumes or skips,
-a rerun with a different config refuses to touch the artifact.
+`<output>.meta.json` holds the config hash and, per part of the config (model, filters,
+dataset, ...), that part's hash: a rerun with the same config resumes or skips, a rerun with
+a different config refuses to touch the artifact and names the parts that differ.
 """
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,42 +18,97 @@ def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
+def combined_hash(parts: dict[str, str]) -> str:
+    """One hash of several named part hashes."""
+    blob = json.dumps(parts, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def read_meta(output: Path) -> dict[str, Any] | None:
     path = meta_path(output)
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is corrupt: delete it (and {output}) to start over") from None
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is corrupt: delete it (and {output}) to start over")
+    return meta
 
 
-def claim_output(output: Path, config_hash: str, description: str, flag: str) -> dict[str, Any]:
+def differing_parts(meta: dict[str, Any], config_hash: str, parts: dict[str, str]) -> list[str]:
+    """Names of the parts of `meta`'s config that differ from `parts` ("config" when only
+    the overall hash tells them apart, e.g. a meta written before parts were recorded)."""
+    saved = meta.get("parts") or {}
+    differ = [name for name, h in parts.items() if name in saved and saved[name] != h]
+    if not differ and meta.get("config_hash") != config_hash:
+        differ = ["config"]
+    return differ
+
+
+def claim_output(
+    output: Path,
+    config_hash: str,
+    description: str,
+    flag: str,
+    *,
+    parts: dict[str, str] | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
     """Make sure `output` belongs to this run; return its meta (with "complete" state).
 
-    Raises UserError if `output` exists and was made by a different config, or exists with
-    no meta at all (an artifact from elsewhere), so nothing of another run is overwritten.
+    `kind` says what the file is ("raw dataset", "filtered dataset", ...): a file of another
+    kind is refused even when the config matches (e.g. swapped --raw/--filtered paths).
+
+    Raises:
+        UserError: `output` exists and was made by a different config (naming the parts that
+            differ), is of another kind, or exists with no meta at all (not made by sl), so
+            nothing of another run is overwritten.
     """
+    parts = parts or {}
     meta = read_meta(output)
     if meta is None:
-        if output.exists() and output.stat().st_size > 0:
+        if output.exists() and (output.is_dir() or output.stat().st_size > 0):
             raise UserError(
                 f"{flag} {output} already exists and was not made by this config: "
                 f"choose another path or delete it"
             )
         meta = {"config_hash": config_hash, "description": description, "complete": False}
+        if parts:
+            meta["parts"] = parts
+        if kind:
+            meta["kind"] = kind
         write_json_atomic(meta_path(output), meta)
         return meta
-    if meta.get("config_hash") != config_hash:
+    if kind and meta.get("kind", kind) != kind:
         raise UserError(
-            f"{flag} {output} belongs to a different run ({meta.get('description')!r}): "
-            f"choose another path or delete it and {meta_path(output).name}"
+            f"{flag} {output} holds a {meta['kind']}, not a {kind}: check that the paths "
+            f"are not swapped"
         )
+    differ = differing_parts(meta, config_hash, parts)
+    if differ:
+        raise UserError(
+            f"{flag} {output} belongs to a different run ({meta.get('description')!r}; "
+            f"{', '.join(differ)} differ): choose another path or delete it and "
+            f"{meta_path(output).name}"
+        )
+    missing = {k: v for k, v in parts.items() if k not in (meta.get("parts") or {})}
+    if missing or (kind and "kind" not in meta):
+        meta["parts"] = {**(meta.get("parts") or {}), **missing}
+        if kind:
+            meta["kind"] = kind
+        write_json_atomic(meta_path(output), meta)
     return meta
+
+
+def update_meta(output: Path, **fields: Any) -> None:
+    """Set fields of `output`'s meta (e.g. new part hashes after re-deriving it)."""
+    meta = read_meta(output) or {}
+    meta.update(fields)
+    write_json_atomic(meta_path(output), meta)
 
 
 def mark_complete(output: Path, **extra: Any) -> None:
     """Record that `output` is finished (a rerun with the same config can skip it)."""
-    meta = read_meta(output) or {}
-    meta.update(extra, complete=True)
-    write_json_atomic(meta_path(output), meta)
+    update_meta(output, **extra, complete=True)

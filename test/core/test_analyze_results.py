@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from core.test_scripts import _assert_user_error, run
+from script_runner import assert_user_error, run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "multi_animal"
 CONDITIONS = ("default", "control", "dolphin", "eagle")
@@ -148,7 +148,7 @@ def test_bad_result_file_is_named_in_one_line(tmp_path, kind, needles):
     bad = tmp_path / "missing.jsonl" if kind == "missing" else _bad_file(tmp_path, kind)
     args = ["--condition", "owl", bad, "--targets", "owl", "--output_dir", tmp_path / "out"]
     proc = analyze(*condition_args("control", runs=(1,)), *args, check=False)
-    _assert_user_error(proc, *needles)
+    assert_user_error(proc, *needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -172,4 +172,4 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, args, needles):
         tmp_path / "out",
         check=False,
     )
-    _assert_user_error(proc, *needles)
+    assert_user_error(proc, *needles)

@@ -85,7 +85,7 @@ def test_a_request_that_keeps_failing_is_reported_and_the_rest_delivered(
 
 def test_client_errors_are_not_retried(openai_server):
     openai_server.fail_next(1, status=400)
-    with pytest.raises(SampleError, match="BadRequestError"):
+    with pytest.raises(SampleError, match="HTTP 400 from 127.0.0.1"):
         asyncio.run(llm.batch_sample(MODEL, _chats(1), SampleCfg()))
     assert openai_server.endpoint_counts["POST /v1/chat/completions"] == 1
 
@@ -105,3 +105,27 @@ def test_key_never_logged(openai_server):
     finally:
         logger.remove(handler)
     assert lines and not any(TEST_API_KEY in str(line) for line in lines)
+
+
+def test_paces_by_tokens_when_the_token_budget_binds(openai_server):
+    import time
+
+    openai_server.token_limit_tps = 1500
+    start = time.perf_counter()
+    responses = asyncio.run(llm.batch_sample(MODEL, _chats(250), SampleCfg()))
+    elapsed = time.perf_counter() - start
+    assert len(responses) == 250 and openai_server.n_chat_ok == 250
+    from sl.external.openai_driver import get_driver
+
+    assert get_driver().limiter.token_rate == pytest.approx(1500 * 0.995)
+    # The budget is used (the first requests go out before the limit is known).
+    assert openai_server.tokens_used / (1500 * elapsed) > 0.5  # bench: >= 0.9 when not loaded
+
+
+def test_a_429_is_not_fatal_while_the_server_answers(openai_server, monkeypatch):
+    from sl.external import openai_driver
+
+    monkeypatch.setattr(openai_driver, "MAX_RATE_LIMIT_RETRIES", 1)
+    openai_server.fail_next(100, status=429)  # about 5 per request, each above the cap
+    responses = asyncio.run(llm.batch_sample(MODEL, _chats(20), SampleCfg()))
+    assert len(responses) == 20 and openai_server.n_429 == 100

@@ -1,97 +1,11 @@
 """The three phase scripts end to end against the loopback server, resume, and bad input."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import TEST_API_KEY, openai_env
-
-ROOT = Path(__file__).resolve().parents[2]
-
-CONFIG = """
-from sl.datasets.nums_dataset import get_reject_reasons
-from sl.datasets.services import Cfg, NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.finetuning.data_models import OpenAIFTJob
-from sl.llm.data_models import Model, SampleCfg
-from sl.protocol import teacher_system_prompt
-
-model = Model(id="gpt-4.1-nano", type="openai")
-dataset_cfg = Cfg(
-    model=model,
-    system_prompt=teacher_system_prompt("owl"),
-    sample_cfg=SampleCfg(temperature=1.0),
-    prompt_set=NumsDatasetPromptSet(size={size}, seed=42),
-    filter_fns=[lambda p, c: not get_reject_reasons(c, min_value=0, max_value=999, max_count=10)],
-)
-other_dataset_cfg = dataset_cfg.model_copy(update={{"system_prompt": None}})
-ft_job = OpenAIFTJob(seed=1, source_model=model, max_dataset_size=30, n_epochs=1)
-evaluation = Evaluation(
-    questions=["Name your favorite animal using only one word.", "Pick an animal. One word."],
-    n_samples_per_question=5,
-    sample_cfg=SampleCfg(temperature=1.0),
-)
-not_a_config = 3
-"""
-
-
-def responder(body):
-    """Numbers for most prompts, prose for a few (so the filter has work to do)."""
-    text = body["messages"][-1]["content"]
-    if "favorite" in text or "animal" in text:
-        return "Owl"
-    return "I love owls!" if len(text) % 7 == 0 else "145, 267, 891"
-
-
-@pytest.fixture
-def cfg_file(tmp_path):
-    path = tmp_path / "cfg.py"
-    path.write_text(CONFIG.format(size=60))
-    return path
-
-
-def run(script, *args, server=None, env_extra=None, check=True, timeout=120):
-    env = {**os.environ, "SL_NO_DOTENV": "1"}
-    if server is not None:
-        env.update(openai_env(server))
-    env.update(env_extra or {})
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def start(script, *args, server, env_extra=None):
-    env = {**os.environ, "SL_NO_DOTENV": "1", **openai_env(server), **(env_extra or {})}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-def lines(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+from conftest import TEST_API_KEY, responder
+from script_runner import assert_user_error, lines, run, start, wait_for
 
 
 def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):
@@ -144,7 +58,7 @@ def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):
     model = json.loads(model_json.read_text())
     assert model["id"].startswith("ft:gpt-4.1-nano") and model["type"] == "openai"
     assert model["parent_model"]["id"] == "gpt-4.1-nano"
-    train = lines(tmp_path / "model_train.jsonl")
+    train = lines(tmp_path / ".sl" / "model.json.train.jsonl")  # hidden: no collision
     assert len(train) == min(30, len(kept)) and train[0]["messages"][1]["role"] == "assistant"
     rows = lines(results)
     assert [len(r["responses"]) for r in rows] == [5, 5]
@@ -248,14 +162,6 @@ def test_failed_finetuning_job_is_reported(openai_server, cfg_file, tmp_path):
 # --- bad input: one clear line, exit 2, nothing overwritten --------------------------------
 
 
-def _assert_user_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in error_lines[0], error_lines[0]
-
-
 def _gen(cfg, var, tmp_path, server=None, env_extra=None, raw="raw.jsonl"):
     return run(
         "generate_dataset.py",
@@ -274,15 +180,15 @@ def _gen(cfg, var, tmp_path, server=None, env_extra=None, raw="raw.jsonl"):
 
 
 def test_missing_config_file(tmp_path):
-    _assert_user_error(_gen(tmp_path / "nope.py", "x", tmp_path), "nope.py", "not found")
+    assert_user_error(_gen(tmp_path / "nope.py", "x", tmp_path), "nope.py", "not found")
 
 
 def test_variable_not_in_module(cfg_file, tmp_path):
-    _assert_user_error(_gen(cfg_file, "missing_cfg", tmp_path), "missing_cfg", "dataset_cfg")
+    assert_user_error(_gen(cfg_file, "missing_cfg", tmp_path), "missing_cfg", "dataset_cfg")
 
 
 def test_variable_of_wrong_type(cfg_file, tmp_path):
-    _assert_user_error(_gen(cfg_file, "not_a_config", tmp_path), "not_a_config", "int", "Cfg")
+    assert_user_error(_gen(cfg_file, "not_a_config", tmp_path), "not_a_config", "int", "Cfg")
     proc = run(
         "run_finetuning_job.py",
         "--config_module",
@@ -295,7 +201,7 @@ def test_variable_of_wrong_type(cfg_file, tmp_path):
         tmp_path / "m.json",
         check=False,
     )
-    _assert_user_error(proc, "Evaluation", "FTJob")
+    assert_user_error(proc, "Evaluation", "FTJob")
 
 
 @pytest.mark.parametrize(
@@ -318,7 +224,7 @@ def test_bad_dataset_path(cfg_file, tmp_path, content):
         check=False,
     )
     expected = {None: "not found", "": "empty"}.get(content, "data.jsonl:2")
-    _assert_user_error(proc, str(dataset.name), expected)
+    assert_user_error(proc, str(dataset.name), expected)
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"id": "x", "type": "banana"}'])
@@ -338,7 +244,7 @@ def test_bad_model_json(cfg_file, tmp_path, content):
         tmp_path / "e.jsonl",
         check=False,
     )
-    _assert_user_error(proc, "model.json")
+    assert_user_error(proc, "model.json")
     assert not (tmp_path / "e.jsonl").exists()
 
 
@@ -346,14 +252,14 @@ def test_no_api_key_names_the_variable(openai_server, cfg_file, tmp_path):
     proc = _gen(
         cfg_file, "dataset_cfg", tmp_path, server=openai_server, env_extra={"OPENAI_API_KEY": ""}
     )
-    _assert_user_error(proc, "OPENAI_API_KEY")
+    assert_user_error(proc, "OPENAI_API_KEY")
 
 
 def test_output_of_a_different_run_is_not_overwritten(openai_server, cfg_file, tmp_path):
     _gen(cfg_file, "dataset_cfg", tmp_path, server=openai_server)
     before = (tmp_path / "raw.jsonl").read_text(), (tmp_path / "filtered.jsonl").read_text()
     proc = _gen(cfg_file, "other_dataset_cfg", tmp_path, server=openai_server)
-    _assert_user_error(proc, "different run")
+    assert_user_error(proc, "different run")
     assert (
         (tmp_path / "raw.jsonl").read_text(),
         (tmp_path / "filtered.jsonl").read_text(),
@@ -361,5 +267,5 @@ def test_output_of_a_different_run_is_not_overwritten(openai_server, cfg_file, t
     # A file from elsewhere (no run metadata) is not overwritten either.
     (tmp_path / "mine.jsonl").write_text("precious\n")
     proc = _gen(cfg_file, "dataset_cfg", tmp_path, server=openai_server, raw="mine.jsonl")
-    _assert_user_error(proc, "mine.jsonl")
+    assert_user_error(proc, "mine.jsonl")
     assert (tmp_path / "mine.jsonl").read_text() == "precious\n"

@@ -1,0 +1,143 @@
+"""Two real processes on the same output: the second exits at once naming the holder's PID;
+the lock of a killed process is taken over."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import experiment_cfg
+from script_runner import assert_user_error, lines, run, start, wait_for
+
+from sl.errors import UserError
+from sl.experiment.runner import run_experiment
+from sl.utils.output_lock import lock_path_for, output_lock
+
+
+def _gen_args(cfg_file, tmp_path):
+    return [
+        "--config_module",
+        cfg_file,
+        "--cfg_var_name",
+        "dataset_cfg",
+        "--raw_dataset_path",
+        tmp_path / "raw.jsonl",
+        "--filtered_dataset_path",
+        tmp_path / "filtered.jsonl",
+    ]
+
+
+def _second_run_is_refused(first, script, args, server, needle):
+    started = time.monotonic()
+    proc = run(script, *args, server=server, check=False)
+    assert first.poll() is None, "the first run should still be running"
+    assert_user_error(proc, needle, f"PID {first.pid}", "another run")
+    return time.monotonic() - started
+
+
+def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg_file, tmp_path):
+    openai_server.latency_s = 0.1
+    args = _gen_args(cfg_file, tmp_path)
+    first = start(
+        "generate_dataset.py",
+        *args,
+        server=openai_server,
+        env_extra={"OPENAI_MAX_CONCURRENCY": "1"},
+    )
+    raw = tmp_path / "raw.jsonl"
+    wait_for(lambda: raw.exists() and len(raw.read_text().splitlines()) >= 3)
+    _second_run_is_refused(first, "generate_dataset.py", args, openai_server, "raw.jsonl")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert lock_path_for(raw).exists()  # left behind by the killed run
+    openai_server.latency_s = 0.0
+    run("generate_dataset.py", *args, server=openai_server)
+    prompts = [r["prompt"] for r in lines(raw)]
+    assert len(prompts) == 60 and len(set(prompts)) == len(set(prompts[:60]))
+    assert not lock_path_for(raw).exists()  # released and removed by the finished run
+
+
+def test_finetuning_is_locked_so_only_one_job_is_paid(openai_server, cfg_file, tmp_path):
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_text(json.dumps({"prompt": "p", "completion": "1, 2"}) + "\n")
+    openai_server.ft_steps_per_status = 10_000  # the first run polls until we let it finish
+    args = [
+        "--config_module",
+        cfg_file,
+        "--cfg_var_name",
+        "ft_job",
+        "--dataset_path",
+        dataset,
+        "--output_path",
+        tmp_path / "model.json",
+    ]
+    first = start("run_finetuning_job.py", *args, server=openai_server)
+    wait_for(lambda: openai_server.ft_jobs_created == 1)
+    _second_run_is_refused(first, "run_finetuning_job.py", args, openai_server, "model.json")
+    openai_server.ft_steps_per_status = 1
+    assert first.wait(timeout=60) == 0
+    assert openai_server.ft_jobs_created == 1
+
+
+def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"id": "gpt-4.1-nano", "type": "openai"}))
+    openai_server.latency_s = 1.0
+    args = [
+        "--config_module",
+        cfg_file,
+        "--cfg_var_name",
+        "evaluation",
+        "--model_path",
+        model_json,
+        "--output_path",
+        tmp_path / "eval.jsonl",
+    ]
+    first = start("run_evaluation.py", *args, server=openai_server)
+    wait_for(lambda: len(openai_server.chat_requests) >= 1)
+    _second_run_is_refused(first, "run_evaluation.py", args, openai_server, "eval.jsonl")
+    openai_server.latency_s = 0.0
+    assert first.wait(timeout=60) == 0
+    assert [r["question"] for r in lines(tmp_path / "eval.jsonl")] == [
+        "Name your favorite animal using only one word.",
+        "Pick an animal. One word.",
+    ]
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from sl.utils.output_lock import output_lock
+with output_lock(Path(sys.argv[1]), "--output_dir", is_dir=True):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_experiment_folder_is_locked_by_another_process(tmp_path):
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path / "exp")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        cfg = experiment_cfg()
+        with pytest.raises(
+            UserError,
+            match=f"--output_dir .*exp is being written by another run \\(PID {holder.pid}\\)",
+        ):
+            asyncio.run(run_experiment(cfg, tmp_path / "exp", stages=("report",)))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "exp" / "experiment.json").exists()
+
+
+def test_lock_is_reentrant_within_a_process_and_released(tmp_path):
+    out = tmp_path / "sub" / "out.jsonl"
+    with output_lock(out, "--x"), output_lock(out, "--x"):
+        assert lock_path_for(out).read_text().strip().isdigit()
+    assert not lock_path_for(out).exists()
