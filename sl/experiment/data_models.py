@@ -184,10 +184,6 @@ class ExperimentCfg(HashableModel):
         """The student fine-tune of one run (the seed is shifted by the run index)."""
         return self.student_job.model_copy(update={"seed": self.student_job.seed + run.run})
 
-    def trait_teacher_of(self, replicate: int) -> TraitTeacherCfg:
-        """The trait teacher config of one teacher replicate (seeds shifted by its index)."""
-        return self.trait_teacher.replicate(replicate)
-
     def system_prompt(self, teacher: str) -> str | None:
         """The teacher's system prompt (None for the control and for fine-tuned teachers)."""
         if teacher == CONTROL or self.teacher_mode == "finetune":

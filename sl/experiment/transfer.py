@@ -37,7 +37,7 @@ def logprob_path(root: Path, model_name: str, evaluation: str) -> Path:
 
 async def teacher_model(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> Model:
     """The model that writes this teacher replicate's numbers; trains its LoRA first if
-    needed (trait data and LoRA seeded by the replicate, `ExperimentCfg.trait_teacher_of`)."""
+    needed (trait data and LoRA seeded by the replicate, `TraitTeacherCfg.replicate`)."""
     if not cfg.finetuned_teacher(teacher.teacher):
         return cfg.teacher_model
     data_path, model_path = teacher_paths(root, teacher.name)
@@ -47,7 +47,7 @@ async def teacher_model(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> 
         if teacher.teacher == CONTROL
         else teacher.teacher
     )
-    trait_cfg = cfg.trait_teacher_of(teacher.replicate)
+    trait_cfg = cfg.trait_teacher.replicate(teacher.replicate)
     if not data_path.exists():
         save_dataset(trait_rows(answers, trait_cfg, exclude), data_path)
     job = trait_cfg.teacher_job(cfg.teacher_model)
