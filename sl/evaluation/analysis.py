@@ -8,7 +8,8 @@
     print(format_analysis(analysis)); write_analysis(analysis, "data/analysis")
 
 The command line is scripts/analyze_results.py. The condition named like a target is that
-target's student; every condition is scored on every target (the full matrix).
+target's student; every condition is scored on every target (the full matrix). For a float per
+question instead of answers (an exact P(target) per question), `analyze_scores` does the same.
 """
 
 import csv
@@ -156,8 +157,10 @@ def analyze_scores(
     _check_names(scores, targets, control, base)
     sizes = {len(v) for runs in scores.values() for run in runs for v in run.values()}
     if len(sizes) > 1:
-        raise UserError(f"per-question scores of different lengths {sorted(sizes)}: "
-                        "score every model on the same questions")  # fmt: skip
+        raise UserError(
+            f"per-question scores of different lengths {sorted(sizes)}: "
+            "score every model on the same questions"
+        )
 
     def per_question(condition: str, target: str) -> np.ndarray:
         return np.mean([np.asarray(run[target], dtype=float) for run in scores[condition]], 0)
