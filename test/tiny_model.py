@@ -83,6 +83,14 @@ def _is_built(path: Path) -> bool:
     return marker.is_file() and marker.read_text().strip() == VERSION
 
 
+def _build_dir(out_dir: Path, prefix: str) -> Path | None:
+    """A temp folder beside `out_dir` to build in; None when `out_dir` is built already."""
+    if _is_built(out_dir):
+        return None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+
+
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Move a finished temp folder into place (another process may have won the race)."""
     (tmp / MARKER).write_text(VERSION)
@@ -108,10 +116,9 @@ def build_tiny_model(out_dir: Path) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
-    if _is_built(out_dir):
+    tmp = _build_dir(out_dir, ".tiny-")
+    if tmp is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     tokenizer = _train_tokenizer()
     eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
     pad_id = int(tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
@@ -156,10 +163,9 @@ def build_tiny_lora(base_dir: Path, out_dir: Path, rank: int = 8, seed: int = 1)
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
-    if _is_built(out_dir):
+    tmp = _build_dir(out_dir, ".tiny-lora-")
+    if tmp is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=out_dir.parent))
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     cfg = LoraConfig(
         r=rank,
@@ -198,10 +204,9 @@ def build_numbers_model(base_dir: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
-    if _is_built(out_dir):
+    tmp = _build_dir(out_dir, ".tiny-numbers-")
+    if tmp is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-numbers-", dir=out_dir.parent))
     lm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(base_dir)
     rng = np.random.default_rng(5)

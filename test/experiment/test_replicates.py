@@ -52,7 +52,6 @@ experiment = ExperimentCfg(
 def experiment(tmp_path_factory: pytest.TempPathFactory):
     """(cfg, output folder, report, artifact mtimes) of one finished run."""
     from sl.experiment.data_models import ExperimentCfg
-    from sl.experiment.runner import run_experiment
     from sl.utils.cli import load_config
 
     base_dir = tmp_path_factory.getbasetemp()
@@ -64,13 +63,16 @@ def experiment(tmp_path_factory: pytest.TempPathFactory):
     path.write_text(CONFIG.format(base=str(numbers)))
     cfg = load_config(str(path), "experiment", ExperimentCfg)
     out = folder / "out"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
-    try:
-        report = asyncio.run(run_experiment(cfg, out))
-    finally:
-        mp.undo()
-    return cfg, out, report
+    return cfg, out, _run(cfg, out)
+
+
+def _run(cfg, out: Path):
+    """The whole experiment with the transformers engine (the tiny model's)."""
+    from sl.experiment.runner import run_experiment
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
+        return asyncio.run(run_experiment(cfg, out))
 
 
 def _artifacts(out: Path) -> dict[str, int | bytes]:
@@ -194,17 +196,10 @@ def test_printed_table_shows_run_level_tests_and_specificity(experiment):
 
 
 def test_a_rerun_does_no_new_work(experiment):
-    from sl.experiment.runner import run_experiment
-
     cfg, out, report = experiment
     before = _artifacts(out)
     timings = json.loads((out / "timings.json").read_text())
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
-    try:
-        again = asyncio.run(run_experiment(cfg, out))
-    finally:
-        mp.undo()
+    again = _run(cfg, out)
     assert _artifacts(out) == before  # nothing rewritten, nothing added
     assert again == report
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
