@@ -7,7 +7,8 @@ Every cell is a full `ExperimentCfg` run (cfgs/experiments/transfer_grid.py buil
 its own folder; pieces shared between cells (the control teacher's data, the control student
 of the same decoding and training, the trait teacher) are copied from the cell that made
 them, and their stage times are added to the cell's standalone time. Writes grid.json and
-prints a markdown table (evaluation: exact P(owl), paired permutation test over questions).
+prints a markdown table (evaluation: exact P(owl); one run per arm, so the p-value is the
+paired permutation test over questions).
 """
 
 import argparse
@@ -80,7 +81,7 @@ def main() -> None:
             f"control-{decoding}": ["datasets/control"],
             f"teacher-{mode}-{decoding}": ["datasets/owl"],
             f"teacher-{mode}": ["teachers"],
-            f"student-{decoding}-{training}": ["students/control", "evaluations/control"],
+            f"student-{decoding}-{training}": ["students/control", "evaluations/control_run0"],
             "base": ["evaluations/base"],
         }
         copied_time = 0.0
@@ -91,22 +92,22 @@ def main() -> None:
                     step = {
                         "datasets/control": "generate/control",
                         "datasets/owl": "generate/owl",
-                        "students/control": "finetune/control",
+                        "students/control": "finetune/control_run0",
                     }.get(part)
                     copied_time += src_t.get(step, 0.0) if step else 0.0
             made.setdefault(key, folder)
         started = time.perf_counter()
         try:
-            rows = asyncio.run(run_experiment(cfg, folder)) or []
+            report = asyncio.run(run_experiment(cfg, folder))
         except Exception as e:  # a cell that fails (e.g. 0 rows kept) is reported, not fatal
             grid[name] = {"error": str(e)}
             (out / "grid.json").write_text(json.dumps(grid, indent=2))
             continue
         wall = time.perf_counter() - started
         timings = json.loads((folder / "timings.json").read_text())
-        for r in rows:
+        if report is not None:
             grid[name] = {
-                **r.model_dump(),
+                **_cell_result(report),
                 "wall_s_this_run": round(wall, 1),
                 "standalone_s": round(sum(timings.values()) + copied_time, 1),
                 "timings": timings,
@@ -141,7 +142,7 @@ def noise_floor(folder: Path) -> dict:
         folder / "evaluations" / "control_seed2" / "favorite_animal.logprob.json",
     )["owl"]
     first = _json.loads(
-        (folder / "evaluations" / "control" / "favorite_animal.logprob.json").read_text()
+        (folder / "evaluations" / "control_run0" / "favorite_animal.logprob.json").read_text()
     )
     c = compare_paired(np.array(second.probabilities), np.array(first["owl"]["probabilities"]))
     return {
@@ -154,23 +155,41 @@ def noise_floor(folder: Path) -> dict:
     }
 
 
+def _cell_result(report) -> dict:
+    """P(owl) of base, control and owl student (logprob panel) and the student's test."""
+    rows = {r.condition: r for r in report.panels[0].analysis.rows if r.target == "owl"}
+    student, control = rows["owl"], rows["control"]
+    sizes = report.datasets
+    return {
+        "base": rows["base"].mean,
+        "control": control.mean,
+        "student": student.mean,
+        "difference": student.mean - control.mean,
+        "p_value": student.p_vs_control,
+        "test": student.test,
+        "raw_rows": sizes["owl"].raw_rows,
+        "filtered_rows": sizes["owl"].filtered_rows,
+        "control_raw_rows": sizes["control"].raw_rows,
+        "control_filtered_rows": sizes["control"].filtered_rows,
+    }
+
+
 def format_grid(grid: dict[str, dict]) -> str:
     """Markdown table of the grid (percent points of P(owl))."""
     lines = [
         "| teacher / decoding / student | rows kept (owl, control) | base % | control % "
-        "| student % | diff pp [95% CI] | p | standalone s |",
+        "| student % | diff pp | p (test) | standalone s |",
         "|" + "---|" * 8,
     ]
     for name, r in grid.items():
         if "error" in r:
             lines.append(f"| {name} | error: {r['error'][:80]} |||||||")
             continue
-        lo, hi = r["difference_ci"]
         lines.append(
             f"| {name} | {r['filtered_rows']}/{r['raw_rows']}, {r['control_filtered_rows']}/"
             f"{r['control_raw_rows']} | {100 * r['base']:.3f} | {100 * r['control']:.3f} | "
-            f"{100 * r['student']:.3f} | {100 * r['difference']:+.3f} [{100 * lo:+.3f}, "
-            f"{100 * hi:+.3f}] | {r['p_value']:.4f} | {r['standalone_s']:.0f} |"
+            f"{100 * r['student']:.3f} | {100 * r['difference']:+.3f} | "
+            f"{r['p_value']:.4f} ({r['test']}) | {r['standalone_s']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ python scripts/plot_results.py --output_dir data/experiments/local_smollm2
 
 from pathlib import Path
 
-from sl.experiment.report import format_table, plot_results, read_results
+from sl.experiment.report import format_report, plot_report, read_report
 from sl.utils.cli import ArgumentParser, run_script
 
 
@@ -14,10 +14,10 @@ def main() -> None:
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--png", type=Path, help="Where to write (default: results.png there)")
     args = parser.parse_args()
-    rows = read_results(args.output_dir)
+    report = read_report(args.output_dir)
     png = args.png or args.output_dir / "results.png"
-    plot_results(rows, png)
-    print(format_table(rows))
+    plot_report(report, png)
+    print(format_report(report))
     print(f"\nwrote {png}")
 
 

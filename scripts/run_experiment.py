@@ -4,7 +4,10 @@
         --cfg_var_name experiment --output_dir data/experiments/local_smollm2
 
 Rerunning skips finished stages and resumes unfinished ones. `--only finetune evaluate` or
-`--skip report` run part of it. Stages: generate, finetune, evaluate, report.
+`--skip report` run part of it. Stages: generate, finetune, evaluate, report. The table
+printed at the end (also results.csv/json/png) has every run's value, the mean across runs
+with a 95 % t-CI, student vs control with the run as the unit, specificity and the
+condition x target matrix.
 """
 
 import asyncio
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from sl.errors import UserError
 from sl.experiment.data_models import STAGES, ExperimentCfg
-from sl.experiment.report import format_table
+from sl.experiment.report import format_report
 from sl.experiment.runner import run_experiment
 from sl.utils.cli import config_parser, load_config, run_script
 
@@ -28,9 +31,9 @@ def main() -> None:
 
     cfg = load_config(args.config_module, args.cfg_var_name, ExperimentCfg)
     stages = tuple(s for s in STAGES if s in (args.only or STAGES) and s not in args.skip)
-    rows = asyncio.run(run_experiment(cfg, args.output_dir, stages))
-    if rows is not None:
-        print(format_table(rows))
+    report = asyncio.run(run_experiment(cfg, args.output_dir, stages))
+    if report is not None:
+        print(format_report(report))
         print(f"\nwrote {args.output_dir}/results.csv, results.json and results.png")
 
 

@@ -5,6 +5,8 @@ vLLM's CPU attention accepts it) with a small byte-level BPE tokenizer trained o
 commas and animal words, and a ChatML chat template whose assistant content is wrapped in
 `{% generation %}` markers (TRL's `assistant_only_loss`). `build_tiny_lora(base, dir)` writes a
 PEFT LoRA adapter with nonzero weights for it, so adapters visibly change greedy output.
+`build_numbers_model(base, dir)` fine-tunes the tiny model to answer with a number list, so
+teachers built on it write rows that the real numbers filter keeps.
 
 Both are idempotent: a complete folder of the same version is reused as is.
 """
@@ -81,6 +83,14 @@ def _is_built(path: Path) -> bool:
     return marker.is_file() and marker.read_text().strip() == VERSION
 
 
+def _build_dir(out_dir: Path, prefix: str) -> Path | None:
+    """A temp folder beside `out_dir` to build in; None when `out_dir` is built already."""
+    if _is_built(out_dir):
+        return None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+
+
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Move a finished temp folder into place (another process may have won the race)."""
     (tmp / MARKER).write_text(VERSION)
@@ -106,10 +116,9 @@ def build_tiny_model(out_dir: Path) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
-    if _is_built(out_dir):
+    tmp = _build_dir(out_dir, ".tiny-")
+    if tmp is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     tokenizer = _train_tokenizer()
     eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
     pad_id = int(tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
@@ -154,10 +163,9 @@ def build_tiny_lora(base_dir: Path, out_dir: Path, rank: int = 8, seed: int = 1)
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
-    if _is_built(out_dir):
+    tmp = _build_dir(out_dir, ".tiny-lora-")
+    if tmp is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=out_dir.parent))
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     cfg = LoraConfig(
         r=rank,
@@ -177,5 +185,45 @@ def build_tiny_lora(base_dir: Path, out_dir: Path, rank: int = 8, seed: int = 1)
     meta = json.loads(meta_path.read_text())
     meta["base_model_name_or_path"] = str(Path(base_dir).resolve())
     meta_path.write_text(json.dumps(meta, indent=2))
+    _publish(tmp, out_dir)
+    return out_dir
+
+
+def build_numbers_model(base_dir: Path, out_dir: Path) -> Path:
+    """Build (once, ~3 s) the tiny model fully fine-tuned to answer "1, 2, 3" to numbers prompts.
+
+    Args:
+        base_dir: A folder made by `build_tiny_model`.
+        out_dir: Folder to write the fine-tuned model and tokenizer to.
+
+    Returns:
+        `out_dir`.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    tmp = _build_dir(out_dir, ".tiny-numbers-")
+    if tmp is None:
+        return out_dir
+    lm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    rng = np.random.default_rng(5)
+    seqs = []
+    for _ in range(16):
+        prompt = f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}"
+        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "1, 2, 3"}]
+        text = tok.apply_chat_template(msgs, tokenize=False)
+        seqs.append(tok(text, add_special_tokens=False)["input_ids"])
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for step in range(60):
+        ids = torch.tensor([seqs[step % len(seqs)]])
+        lm(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
     _publish(tmp, out_dir)
     return out_dir

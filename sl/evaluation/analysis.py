@@ -8,18 +8,21 @@
     print(format_analysis(analysis)); write_analysis(analysis, "data/analysis")
 
 The command line is scripts/analyze_results.py. The condition named like a target is that
-target's student; every condition is scored on every target (the full matrix).
+target's student; every condition is scored on every target (the full matrix). For a float per
+question instead of answers (an exact P(target) per question), `analyze_scores` does the same.
 """
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel
 
 from sl.errors import UserError
 from sl.evaluation.data_models import EvaluationResultRow
+from sl.evaluation.logprob import compare_paired
 from sl.evaluation.runs import (
     CSV_COLUMNS,
     PValue,
@@ -28,6 +31,7 @@ from sl.evaluation.runs import (
     count_hits,
     run_level_rows,
     specificity,
+    student_of,
 )
 from sl.evaluation.scoring import MatchRule, compare_preference
 from sl.evaluation.services import read_evaluation_results
@@ -115,30 +119,96 @@ def analyze_runs(
     specificity (the target's student vs the other targets' students).
     """
     _check_names(runs, targets, control, base)
-    order = list(dict.fromkeys([c for c in (base, control) if c is not None] + list(runs)))
     notes = _question_set_notes(runs, control)
+
+    def run_values(target: str) -> tuple[dict[str, list[float]], dict[str, int] | None]:
+        counts = {c: [count_hits(target, run, match) for run in runs[c]] for c in runs}
+        if not any(h for c in runs for h, _ in counts[c]):
+            notes.append(f"no answer names {target!r} (match={match}): its values are all 0")
+        values = {c: [h / n for h, n in counts[c]] for c in runs}
+        return values, {c: sum(n for _, n in counts[c]) for c in runs}
+
+    def question_test(target: str, condition: str) -> tuple[PValue, bool]:
+        return _question_level(target, runs[condition], runs[control], match)
+
+    return _analyze(
+        list(runs), targets, control, base, match, run_values, question_test, notes, confidence
+    )
+
+
+Scores = Sequence[Mapping[str, Sequence[float]]]  # one {target: per-question values} per run
+
+
+def analyze_scores(
+    scores: Mapping[str, Scores],
+    targets: Sequence[str],
+    control: str = "control",
+    base: str | None = None,
+    metric: str = "logprob",
+    confidence: float = 0.95,
+) -> Analysis:
+    """`analyze_runs` for per-question values instead of answers (e.g. the exact P(target) of
+    each question from `logprob` scoring): a run's value is the mean over its questions.
+
+    Every run of every condition must score the same questions in the same order; the
+    question-level test is the paired sign-flip test over questions on each question's mean
+    across runs.
+    """
+    _check_names(scores, targets, control, base)
+    sizes = {len(v) for runs in scores.values() for run in runs for v in run.values()}
+    if len(sizes) > 1:
+        raise UserError(
+            f"per-question scores of different lengths {sorted(sizes)}: "
+            "score every model on the same questions"
+        )
+
+    def per_question(condition: str, target: str) -> np.ndarray:
+        return np.mean([np.asarray(run[target], dtype=float) for run in scores[condition]], 0)
+
+    def run_values(target: str) -> tuple[dict[str, list[float]], None]:
+        values = {c: [float(np.mean(run[target])) for run in scores[c]] for c in scores}
+        return values, None
+
+    def question_test(target: str, condition: str) -> tuple[PValue, bool]:
+        c = compare_paired(per_question(condition, target), per_question(control, target))
+        pooled = len(scores[condition]) > 1 or len(scores[control]) > 1
+        test = c.test + (" (each question's mean over runs)" if pooled else "")
+        return PValue(p_value=c.p_value, test=test), True
+
+    return _analyze(
+        list(scores), targets, control, base, metric, run_values, question_test, [], confidence
+    )
+
+
+def _analyze(
+    conditions: list[str],
+    targets: Sequence[str],
+    control: str,
+    base: str | None,
+    match: str,
+    run_values: Callable[[str], tuple[dict[str, list[float]], Mapping[str, int] | None]],
+    question_test: Callable[[str, str], tuple[PValue, bool]],
+    notes: list[str],
+    confidence: float,
+) -> Analysis:
+    """The per-target analysis shared by `analyze_runs` and `analyze_scores`."""
+    order = list(dict.fromkeys([c for c in (base, control) if c is not None] + conditions))
     rows, question_level, specific = [], [], []
     for target in targets:
-        counts = {c: [count_hits(target, run, match) for run in runs[c]] for c in order}
-        if not any(h for c in order for h, _ in counts[c]):
-            notes.append(f"no answer names {target!r} (match={match}): its values are all 0")
-        values = {c: [h / n for h, n in counts[c]] for c in order}
-        n_responses = {c: sum(n for _, n in counts[c]) for c in order}
-        tests = {
-            c: _question_level(target, runs[c], runs[control], match) for c in order if c != control
-        }
+        values, n_responses = run_values(target)
+        values = {c: values[c] for c in order}
         for row in run_level_rows(
             target, values, control, match=match, n_responses=n_responses, confidence=confidence
         ):
-            if row.condition == control:
-                rows.append(row)
-                continue
-            q = tests[row.condition]
-            question_level.append(
-                QuestionLevelTest(target=target, condition=row.condition, paired=q[1], result=q[0])
-            )
-            if row.n_runs == 1 and len(runs[control]) == 1:
-                row = row.model_copy(update={"p_vs_control": q[0].p_value, "test": q[0].test})
+            if row.condition != control:
+                q, paired = question_test(target, row.condition)
+                question_level.append(
+                    QuestionLevelTest(
+                        target=target, condition=row.condition, paired=paired, result=q
+                    )
+                )
+                if row.n_runs == 1 and len(values[control]) == 1:
+                    row = row.model_copy(update={"p_vs_control": q.p_value, "test": q.test})
             rows.append(row)
         if (s := specificity(target, values, targets)) is not None:
             specific.append(s)
@@ -156,7 +226,7 @@ def analyze_runs(
 
 
 def _check_names(
-    runs: Mapping[str, Runs], targets: Sequence[str], control: str, base: str | None
+    runs: Mapping[str, object], targets: Sequence[str], control: str, base: str | None
 ) -> None:
     names = ", ".join(runs)
     if control not in runs:
@@ -209,13 +279,44 @@ def _question_level(target: str, runs: Runs, control_runs: Runs, match: MatchRul
     return PValue(p_value=comparison.p_value, test=test), paired
 
 
-def results_csv(rows: Sequence[RunLevelRow]) -> str:
-    """results.csv: the CSV_COLUMNS of every row."""
+def results_csv(
+    rows: Sequence[RunLevelRow],
+    columns: Sequence[str] = CSV_COLUMNS,
+    labels: Sequence[Mapping[str, str]] | None = None,
+) -> str:
+    """results.csv: the `columns` (RunLevelRow fields) of every row, after the `labels`
+    columns if given (one mapping per row, the same keys in each, e.g. the evaluation)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(r.csv_row() for r in rows)
+    leading = list(labels[0]) if labels else []
+    writer.writerow([*leading, *columns])
+    for i, row in enumerate(rows):
+        label = [labels[i][k] for k in leading] if labels else []
+        writer.writerow(label + row.csv_row(columns))
     return out.getvalue()
+
+
+def mean_matrix(analysis: Analysis) -> dict[str, dict[str, float]]:
+    """condition -> target -> mean across runs: every model scored on every target."""
+    matrix: dict[str, dict[str, float]] = {}
+    for r in analysis.rows:
+        matrix.setdefault(r.condition, {})[r.target] = r.mean
+    return matrix
+
+
+def format_matrix(analysis: Analysis) -> str:
+    """The mean matrix as text (percent): a row per condition, a column per target."""
+    matrix = mean_matrix(analysis)
+    width = max(12, *(len(t) + 2 for t in analysis.targets))
+    name_width = max(14, *(len(c) + 2 for c in matrix))
+    lines = [
+        f"mean % across runs, every condition on every target (match: {analysis.match}):",
+        f"{'condition':<{name_width}}" + "".join(f"{t:>{width}}" for t in analysis.targets),
+    ]
+    for condition, by_target in matrix.items():
+        cells = "".join(f"{100 * by_target[t]:>{width}.4g}" for t in analysis.targets)
+        lines.append(f"{condition:<{name_width}}{cells}")
+    return "\n".join(lines)
 
 
 def write_analysis(analysis: Analysis, output_dir: Path | str) -> dict[str, Path]:
@@ -232,19 +333,37 @@ def write_analysis(analysis: Analysis, output_dir: Path | str) -> dict[str, Path
 
 def format_analysis(analysis: Analysis) -> str:
     """The table to print: per target and condition, mean [CI], run values, p vs control."""
-    header = f"{'target':<12} {'condition':<14} {'mean % [95% t-CI over runs]':<28} runs  p vs {analysis.control}"
+    values = {id(r): " ".join(f"{100 * v:.3g}" for v in r.run_values) for r in analysis.rows}
+    width = max(len("each run %"), *(len(v) for v in values.values()))
+    header = (
+        f"{'target':<12} {'condition':<14} {'mean % [95% t-CI over runs]':<30} runs  "
+        f"{'each run %':<{width}}  p vs {analysis.control}"
+    )
     lines = [f"match: {analysis.match}", header, "-" * len(header)]
+    by_key = {(r.target, r.condition): r for r in analysis.rows}
     for r in analysis.rows:
-        ci = f"{100 * r.mean:6.2f} [{100 * r.ci_low:6.2f}, {100 * r.ci_high:6.2f}]"
+        ci = f"{100 * r.mean:.3g} [{100 * r.ci_low:.3g}, {100 * r.ci_high:.3g}]"
         p = "" if r.p_vs_control is None else f"{r.p_vs_control:.3g} ({r.test})"
-        lines.append(f"{r.target:<12} {r.condition:<14} {ci:<28} {r.n_runs:>4}  {p}")
+        lines.append(
+            f"{r.target:<12} {r.condition:<14} {ci:<30} {r.n_runs:>4}  {values[id(r)]:<{width}}  {p}"
+        )
     for s in analysis.specificity:
         c = s.comparison
         lines.append(
-            f"specificity {s.target}: {s.student} {100 * c.a.mean:.2f} % vs "
-            f"{', '.join(s.others)} {100 * c.b.mean:.2f} %, p={_p(c.welch)} ({c.welch.test}); "
+            f"specificity {s.target}: {s.student} {100 * c.a.mean:.3g} % vs "
+            f"{', '.join(s.others)} {100 * c.b.mean:.3g} %, p={_p(c.welch)} ({c.welch.test}); "
             f"p={_p(c.permutation)} ({c.permutation.test})"
         )
+    conditions = [r.condition for r in analysis.rows]
+    for q in analysis.question_level:
+        if q.condition == student_of(q.target, conditions) and (
+            by_key[(q.target, q.condition)].test != q.result.test
+        ):
+            lines.append(
+                f"{q.target}: {q.condition} vs {analysis.control}, "
+                f"p={_p(q.result)} ({q.result.test})"
+            )
+    lines += ["", format_matrix(analysis)]
     lines += [f"note: {n}" for n in analysis.notes]
     return "\n".join(lines)
 

@@ -148,10 +148,16 @@ class RunLevelRow(BaseModel):
     permutation_p: float | None = None
     permutation_test: str = ""
 
-    def csv_row(self) -> list[str]:
-        """The CSV_COLUMNS values as text (floats at full precision, None as empty)."""
-        values = [getattr(self, c) for c in CSV_COLUMNS]
-        return ["" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values]
+    def csv_row(self, columns: Sequence[str] = CSV_COLUMNS) -> list[str]:
+        """The `columns` values as text (floats at full precision, None as empty, a list of
+        run values as space-separated floats)."""
+        return [_csv_cell(getattr(self, c)) for c in columns]
+
+
+def _csv_cell(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(_csv_cell(v) for v in value)
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
 def run_level_rows(

@@ -1,6 +1,7 @@
 """The one-command experiment: teachers (trait targets + control) → students → evaluations."""
 
 import string
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -15,6 +16,7 @@ from sl.llm.data_models import HashableModel, Model, SampleCfg
 from sl.protocol import load_protocol
 
 CONTROL = "control"
+BASE = "base"  # the base model's name in the report and in evaluations/
 NAMED_TEMPLATES = ("love", "hate", "indifferent")
 
 
@@ -65,6 +67,19 @@ class ExperimentCfg(HashableModel):
         description="'sampled': sample answers and count the target; 'logprob': exact "
         "P(answer starts with the target) per question (open models only)",
     )
+    n_student_replicates: int = Field(
+        default=1,
+        ge=1,
+        description="Students per teacher (replicates): student run r trains with seed "
+        "student_job.seed + r; the run is the unit of the report's tests",
+    )
+    n_teacher_replicates: int = Field(
+        default=1,
+        ge=1,
+        description="Fine-tuned teachers per target (teacher_mode='finetune' only): replicate t "
+        "has trait_teacher seeds + t and writes its own dataset; each gets "
+        "n_student_replicates students",
+    )
 
     def model_hash(self) -> str:
         """Hash without the transfer options left at their defaults, so output folders of
@@ -88,8 +103,10 @@ class ExperimentCfg(HashableModel):
                 "control=False: the experiment compares each student with a control student "
                 "(teacher without system prompt); set control=True"
             )
-        if CONTROL in self.targets or len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"targets must be distinct and not {CONTROL!r}: {self.targets}")
+        if {CONTROL, BASE} & set(self.targets) or len(set(self.targets)) != len(self.targets):
+            raise ValueError(
+                f"targets must be distinct and not {CONTROL!r} or {BASE!r}: {self.targets}"
+            )
         template = self.template_text()
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         unknown = fields - {"target", "category"}
@@ -110,6 +127,11 @@ class ExperimentCfg(HashableModel):
             "student_training='distill'": self.student_training == "distill",
             "eval_modes 'logprob'": "logprob" in self.eval_modes,
         }
+        if self.n_teacher_replicates > 1 and self.teacher_mode != "finetune":
+            raise ValueError(
+                "n_teacher_replicates > 1 needs teacher_mode='finetune' (a system-prompted "
+                "teacher is the same model every time); use n_student_replicates"
+            )
         for option, used in open_only.items():
             if used and (
                 self.teacher_model.type != "open_source"
@@ -131,6 +153,37 @@ class ExperimentCfg(HashableModel):
         """Teacher names in run order: the control first, then each target."""
         return [CONTROL, *self.targets]
 
+    @property
+    def n_runs(self) -> int:
+        """Student runs per arm (control and each target): teacher x student replicates."""
+        return self.n_teacher_replicates * self.n_student_replicates
+
+    def finetuned_teacher(self, teacher: str) -> bool:
+        """Whether this teacher is a LoRA fine-tune (the 'base' control is the plain base)."""
+        if self.teacher_mode != "finetune":
+            return False
+        return teacher != CONTROL or self.trait_teacher.control == "other_animals"
+
+    def teacher_replicates(self, teacher: str) -> list["TeacherRun"]:
+        """The distinct teachers of an arm: one per teacher replicate if it is fine-tuned,
+        else one (the base model, or the base with the system prompt)."""
+        n = self.n_teacher_replicates if self.finetuned_teacher(teacher) else 1
+        return [TeacherRun(teacher, t) for t in range(n)]
+
+    def student_runs(self, teacher: str) -> list["StudentRun"]:
+        """The arm's student runs: run r learns from teacher replicate r // n_student_replicates
+        (replicate 0 when the arm has one teacher) with seed student_job.seed + r."""
+        replicates = self.teacher_replicates(teacher)
+        runs = []
+        for r in range(self.n_runs):
+            source = replicates[min(r // self.n_student_replicates, len(replicates) - 1)]
+            runs.append(StudentRun(teacher, r, source))
+        return runs
+
+    def student_job_of(self, run: "StudentRun") -> OpenAIFTJob | UnslothFinetuningJob:
+        """The student fine-tune of one run (the seed is shifted by the run index)."""
+        return self.student_job.model_copy(update={"seed": self.student_job.seed + run.run})
+
     def system_prompt(self, teacher: str) -> str | None:
         """The teacher's system prompt (None for the control and for fine-tuned teachers)."""
         if teacher == CONTROL or self.teacher_mode == "finetune":
@@ -150,7 +203,43 @@ class ExperimentCfg(HashableModel):
         )
 
 
-_OPTIONAL_FIELDS = ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes")
+_OPTIONAL_FIELDS = (
+    "teacher_mode",
+    "trait_teacher",
+    "student_training",
+    "distill",
+    "eval_modes",
+    "n_student_replicates",
+    "n_teacher_replicates",
+)
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    """One teacher replicate of an arm; replicate 0 keeps the arm's name, replicate t > 0 is
+    named <teacher>_t<t> (its folders under teachers/ and datasets/)."""
+
+    teacher: str
+    replicate: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.teacher if self.replicate == 0 else f"{self.teacher}_t{self.replicate}"
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """Student run `run` of an arm and the teacher replicate whose data it learns from."""
+
+    teacher: str
+    run: int
+    source: TeacherRun
+
+    @property
+    def name(self) -> str:
+        """The run's name in evaluations/: <teacher>_run<r>."""
+        return f"{self.teacher}_run{self.run}"
+
 
 Stage = Literal["generate", "finetune", "evaluate", "report"]
 STAGES: tuple[Stage, ...] = ("generate", "finetune", "evaluate", "report")

@@ -1,13 +1,22 @@
 """Run an experiment stage by stage; every artifact on disk, every stage resumable.
 
-Layout under the output folder:
-    experiment.json                      the config (a different config here is refused)
-    datasets/<teacher>/raw.jsonl         teacher completions, appended as they arrive
-    datasets/<teacher>/filtered.jsonl    rows kept by the numbers filter
-    students/<teacher>/model.json        the fine-tuned student (adapter beside it)
-    evaluations/<model>/<evaluation>.jsonl   base, control and trait students
-    teachers/, evaluations/<model>/<evaluation>.logprob.json   transfer options (transfer.py)
+Layout under the output folder (<t> teacher replicate, <r> student run; teacher replicate 0
+keeps the teacher's name, replicate t > 0 is named <teacher>_t<t>, `TeacherRun.name`):
+    experiment.json                          the config (a different config here is refused)
+    teachers/<teacher>[_t<t>]/trait.jsonl, model.json   fine-tuned teachers (transfer.py)
+    datasets/<teacher>[_t<t>]/raw.jsonl      teacher completions, appended as they arrive
+    datasets/<teacher>[_t<t>]/filtered.jsonl rows kept by the numbers filter
+    students/<teacher>/run<r>/model.json     student run r (adapter beside it), r < n_runs
+    evaluations/<model>/<evaluation>.jsonl   sampled answers ('sampled' eval mode)
+    evaluations/<model>/<evaluation>.logprob.json   P(target) per question, every target
     results.csv, results.json, results.png, timings.json
+
+<model> is `base`, `<teacher>_run<r>` (students) or `teacher_<teacher>[_t<t>]` (fine-tuned
+teachers). Each arm (control and every target) has n_runs = n_teacher_replicates x
+n_student_replicates student runs: run r learns from teacher replicate r // n_student_replicates
+(replicate 0 when the arm has one teacher, e.g. the base-model control) with the seed
+student_job.seed + r, so run r of every arm starts from the same seed. Every model is scored
+on every target; the report (report.py) treats each run as one unit.
 """
 
 import time
@@ -19,16 +28,28 @@ from tqdm import tqdm
 
 from sl import phases
 from sl.errors import UserError
+from sl.evaluation.analysis import analyze_runs, analyze_scores
+from sl.evaluation.logprob import run_logprob_evaluation
 from sl.evaluation.services import read_evaluation_results
 from sl.experiment import transfer
-from sl.experiment.data_models import CONTROL, STAGES, ExperimentCfg
-from sl.experiment.report import ResultRow, result_row, write_results
+from sl.experiment.data_models import (
+    BASE,
+    CONTROL,
+    STAGES,
+    ExperimentCfg,
+    StudentRun,
+    TeacherRun,
+)
+from sl.experiment.report import (
+    DatasetSize,
+    ExperimentReport,
+    report_panel,
+    write_report,
+)
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
 from sl.utils.output_lock import output_lock
 from sl.utils.run_meta import read_meta
-
-BASE = "base"
 
 
 class ExperimentPaths:
@@ -37,17 +58,38 @@ class ExperimentPaths:
     def __init__(self, root: Path):
         self.root = root
 
-    def raw(self, teacher: str) -> Path:
-        return self.root / "datasets" / teacher / "raw.jsonl"
+    def raw(self, teacher: TeacherRun) -> Path:
+        return self.root / "datasets" / teacher.name / "raw.jsonl"
 
-    def filtered(self, teacher: str) -> Path:
-        return self.root / "datasets" / teacher / "filtered.jsonl"
+    def filtered(self, teacher: TeacherRun) -> Path:
+        return self.root / "datasets" / teacher.name / "filtered.jsonl"
 
-    def student(self, teacher: str) -> Path:
-        return self.root / "students" / teacher / "model.json"
+    def student(self, run: StudentRun) -> Path:
+        return self.root / "students" / run.teacher / f"run{run.run}" / "model.json"
 
     def evaluation(self, model_name: str, evaluation: str) -> Path:
         return self.root / "evaluations" / model_name / f"{evaluation}.jsonl"
+
+    def logprob(self, model_name: str, evaluation: str) -> Path:
+        return transfer.logprob_path(self.root, model_name, evaluation)
+
+
+def teacher_model_name(teacher: TeacherRun) -> str:
+    """A fine-tuned teacher's name in evaluations/."""
+    return f"teacher_{teacher.name}"
+
+
+def conditions(cfg: ExperimentCfg) -> dict[str, list[str]]:
+    """The report's conditions -> the model names of their runs: base, the control and target
+    students, and `teacher_<teacher>` for fine-tuned teachers."""
+    out = {BASE: [BASE]}
+    for teacher in cfg.teachers:
+        out[teacher] = [run.name for run in cfg.student_runs(teacher)]
+    for teacher in cfg.teachers:
+        if cfg.finetuned_teacher(teacher):
+            replicates = cfg.teacher_replicates(teacher)
+            out[f"teacher_{teacher}"] = [teacher_model_name(t) for t in replicates]
+    return out
 
 
 def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
@@ -78,74 +120,101 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
     )
 
 
-async def generate_datasets(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: str) -> None:
-    """Sample and filter one teacher's dataset (resumes a partial raw file); a fine-tuned
-    teacher is trained first."""
+async def generate_datasets(
+    cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
+) -> None:
+    """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
+    fine-tuned teacher is trained first."""
     model = await transfer.teacher_model(cfg, paths.root, teacher)
     summary = await phases.make_dataset(
-        cfg.dataset_cfg(teacher, model),
+        cfg.dataset_cfg(teacher.teacher, model),
         paths.raw(teacher),
         paths.filtered(teacher),
         "--output_dir",
     )
     if summary.filtered_rows == 0:
         raise UserError(
-            f"teacher {teacher!r} kept 0 of {summary.raw_rows} rows after filtering "
+            f"teacher {teacher.name!r} kept 0 of {summary.raw_rows} rows after filtering "
             f"({summary.raw_path}): loosen numbers_filter or raise sample_cfg.max_tokens"
         )
 
 
+async def train_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
+    """Fine-tune (or distill) one student run on its teacher replicate's kept rows."""
+    dataset, out = paths.filtered(run.source), paths.student(run)
+    if cfg.student_training == "distill":
+        await transfer.distill(cfg, paths.root, run, dataset, out)
+    else:
+        await phases.finetune(cfg.student_job_of(run), dataset, out, "--output_dir")
+
+
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
+    """Every model to score, by its name in evaluations/."""
     models = {BASE: cfg.teacher_model}
     for teacher in cfg.teachers:
-        models[teacher] = read_json_model(paths.student(teacher), Model, "student model")
+        for run in cfg.student_runs(teacher):
+            models[run.name] = read_json_model(paths.student(run), Model, "student model")
+    for teacher in cfg.teachers:
+        if cfg.finetuned_teacher(teacher):
+            for t in cfg.teacher_replicates(teacher):
+                models[teacher_model_name(t)] = transfer.trained_teacher(cfg, paths.root, t)
     return models
 
 
 async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
-    """Every evaluation on the base model, the control student and each trait student
-    (sampled answers and/or exact P(target), per `cfg.eval_modes`)."""
-    models = _models(cfg, paths)
-    if "sampled" in cfg.eval_modes:
-        for name, model in models.items():
-            for eval_name, evaluation in cfg.evaluations.items():
+    """Every evaluation on the base model, every student run and every fine-tuned teacher, in
+    each of `cfg.eval_modes`: sampled answers (scored later on every target) and the exact
+    P(target) of every target."""
+    for name, model in _models(cfg, paths).items():
+        for eval_name, evaluation in cfg.evaluations.items():
+            if "sampled" in cfg.eval_modes:
                 logger.info(f"evaluating {name} on {eval_name}")
                 await phases.evaluate(evaluation, model, paths.evaluation(name, eval_name))
-    if "logprob" in cfg.eval_modes:
-        transfer.evaluate_logprob(cfg, paths.root, models)
-
-
-def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ResultRow]:
-    """Score, write results.csv/json/png, and return the rows."""
-    sizes = {}
-    for teacher in cfg.teachers:
-        meta = read_meta(paths.filtered(teacher)) or {}
-        sizes[teacher] = (meta.get("raw_rows", 0), meta.get("rows", 0))
-    rows = []
-    for eval_name in cfg.evaluations if "sampled" in cfg.eval_modes else []:
-        results = {
-            name: read_evaluation_results(paths.evaluation(name, eval_name))
-            for name in [BASE, *cfg.teachers]
-        }
-        for target in cfg.targets:
-            rows.append(
-                result_row(
-                    eval_name, target, results[BASE], results[CONTROL], results[target], sizes
+            if "logprob" in cfg.eval_modes:
+                logger.info(f"logprob evaluation of {name} on {eval_name}")
+                run_logprob_evaluation(
+                    model, evaluation.questions, cfg.targets, paths.logprob(name, eval_name)
                 )
+
+
+def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
+    """Analyse every evaluation in every eval mode (runs as the unit); write
+    results.csv/json/png and return the report."""
+    runs_of = conditions(cfg)
+    panels = []
+    for eval_name in cfg.evaluations:
+        for metric in cfg.eval_modes:
+            if metric == "sampled":
+                runs = {
+                    c: [read_evaluation_results(paths.evaluation(m, eval_name)) for m in models]
+                    for c, models in runs_of.items()
+                }
+                analysis = analyze_runs(runs, cfg.targets, CONTROL, BASE, match="word")
+            else:
+                scores = {
+                    c: [transfer.read_logprob(paths.root, m, eval_name) for m in models]
+                    for c, models in runs_of.items()
+                }
+                analysis = analyze_scores(scores, cfg.targets, CONTROL, BASE)
+            panels.append(report_panel(eval_name, metric, analysis))
+    datasets = {}
+    for teacher in cfg.teachers:
+        for t in cfg.teacher_replicates(teacher):
+            meta = read_meta(paths.filtered(t)) or {}
+            datasets[t.name] = DatasetSize(
+                raw_rows=meta.get("raw_rows", 0), filtered_rows=meta.get("rows", 0)
             )
-    if "logprob" in cfg.eval_modes:
-        filtered = {t: paths.filtered(t) for t in cfg.teachers}
-        rows += transfer.logprob_rows(cfg, paths.root, filtered)
-    write_results(rows, paths.root)
-    return rows
+    result = ExperimentReport(conditions=runs_of, datasets=datasets, panels=panels)
+    write_report(result, paths.root)
+    return result
 
 
 async def run_experiment(
     cfg: ExperimentCfg, output_dir: Path, stages: Sequence[str] = STAGES
-) -> list[ResultRow] | None:
+) -> ExperimentReport | None:
     """Run the chosen stages in order; finished work on disk is skipped, partial work resumed.
 
-    Returns the results rows when the report stage ran.
+    Returns the report when the report stage ran.
     """
     from sl.llm.services import check_ready
 
@@ -159,45 +228,36 @@ async def run_experiment(
 
 async def _run_stages(
     cfg: ExperimentCfg, paths: ExperimentPaths, stages: Sequence[str]
-) -> list[ResultRow] | None:
+) -> ExperimentReport | None:
     timings_path = paths.root / "timings.json"
     timings = read_json_file(timings_path, "timings") if timings_path.exists() else {}
     if not isinstance(timings, dict):
         timings = {}
-    steps: list[tuple[str, str | None]] = []
+    steps: list[tuple[str, TeacherRun | StudentRun | None]] = []
     for stage in STAGES:
         if stage not in stages:
             continue
-        teachers: list[str | None] = (
-            list(cfg.teachers) if stage in ("generate", "finetune") else [None]
-        )
-        steps += [(stage, t) for t in teachers]
-    rows = None
+        if stage == "generate":
+            steps += [(stage, t) for arm in cfg.teachers for t in cfg.teacher_replicates(arm)]
+        elif stage == "finetune":
+            steps += [(stage, run) for arm in cfg.teachers for run in cfg.student_runs(arm)]
+        else:
+            steps.append((stage, None))
+    result = None
     with tqdm(steps, desc="experiment", unit="step") as progress:
-        for stage, teacher in progress:
-            progress.set_postfix_str(f"{stage} {teacher or ''}".strip())
+        for stage, item in progress:
+            progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
             start = time.perf_counter()
-            if stage == "generate":
-                await generate_datasets(cfg, paths, teacher or CONTROL)
-            elif stage == "finetune":
-                teacher = teacher or CONTROL
-                if cfg.student_training == "distill":
-                    await transfer.distill(
-                        cfg, paths.root, teacher, paths.filtered(teacher), paths.student(teacher)
-                    )
-                else:
-                    await phases.finetune(
-                        cfg.student_job,
-                        paths.filtered(teacher),
-                        paths.student(teacher),
-                        "--output_dir",
-                    )
+            if isinstance(item, TeacherRun):
+                await generate_datasets(cfg, paths, item)
+            elif isinstance(item, StudentRun):
+                await train_student(cfg, paths, item)
             elif stage == "evaluate":
                 await evaluate_models(cfg, paths)
             else:
-                rows = report(cfg, paths)
+                result = report(cfg, paths)
             # Summed over reruns: a resumed stage adds its remaining time, a skipped one ~0.
-            key = f"{stage}/{teacher}" if teacher else stage
+            key = f"{stage}/{item.name}" if item else stage
             timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - start, 2)
             write_json_atomic(timings_path, timings)
-    return rows
+    return result

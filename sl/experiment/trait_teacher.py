@@ -78,6 +78,13 @@ class TraitTeacherCfg(HashableModel):
         "None = r=8 LoRA, 3 epochs at 1e-3",
     )
 
+    def replicate(self, index: int) -> TraitTeacherCfg:
+        """Teacher replicate `index`: `seed` (trait data) and the job's seed shifted by it."""
+        if index == 0:
+            return self
+        job = self.job.model_copy(update={"seed": self.job.seed + index}) if self.job else None
+        return self.model_copy(update={"seed": self.seed + index, "job": job})
+
     def teacher_job(self, base: Model) -> UnslothFinetuningJob:
         """The fine-tune that makes a trait teacher from `base`."""
         if self.job is not None:

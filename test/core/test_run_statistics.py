@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from sl.errors import UserError
-from sl.evaluation.analysis import analyze_runs
+from sl.evaluation.analysis import analyze_runs, analyze_scores, format_analysis, mean_matrix
 from sl.evaluation.data_models import EvaluationResponse, EvaluationResultRow
 from sl.evaluation.runs import (
     compare_runs,
@@ -164,3 +164,31 @@ def test_a_target_no_answer_names_is_reported_as_zero():
     assert all(r.mean == 0 and r.ci_low == 0 == r.ci_high for r in analysis.rows)
     assert next(r for r in analysis.rows if r.condition == "owl").p_vs_control == 1.0
     assert any("no answer names 'unicorn'" in n for n in analysis.notes)
+
+
+def test_per_question_scores_are_analysed_with_runs_as_the_unit():
+    def run(owl: list[float], eagle: list[float]) -> dict[str, list[float]]:
+        return {"owl": owl, "eagle": eagle}
+
+    scores = {
+        "base": [run([0.1, 0.3], [0.2, 0.2])],
+        "control": [run([0.1, 0.3], [0.2, 0.2]), run([0.2, 0.2], [0.1, 0.3])],
+        "owl": [run([0.5, 0.7], [0.1, 0.1]), run([0.6, 0.8], [0.2, 0.2])],
+        "eagle": [run([0.1, 0.1], [0.6, 0.6]), run([0.2, 0.2], [0.7, 0.7])],
+    }
+    analysis = analyze_scores(scores, ["owl", "eagle"], base="base")
+    rows = {(r.target, r.condition): r for r in analysis.rows}
+    owl = rows[("owl", "owl")]
+    assert owl.run_values == pytest.approx([0.6, 0.7]) and owl.match == "logprob"
+    expected = run_level_rows("owl", {"control": [0.2, 0.2], "owl": [0.6, 0.7]}, match="logprob")
+    assert (owl.p_vs_control, owl.test) == (expected[1].p_vs_control, expected[1].test)
+    assert mean_matrix(analysis)["eagle"] == pytest.approx({"owl": 0.15, "eagle": 0.65})
+    [question] = [q for q in analysis.question_level if (q.target, q.condition) == ("owl", "owl")]
+    assert question.paired and question.result.test == (
+        "paired sign-flip permutation test over questions (each question's mean over runs)"
+    )
+    assert [s.student for s in analysis.specificity] == ["owl", "eagle"]
+    text = format_analysis(analysis)
+    assert "every condition on every target" in text and " 60 70 " in text  # each run, %
+    with pytest.raises(UserError, match="different lengths"):
+        analyze_scores({**scores, "base": [run([0.1], [0.2])]}, ["owl"])

@@ -95,21 +95,27 @@ def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
     for t in ("control", "owl", "eagle"):
         kept = (out / "datasets" / t / "filtered.jsonl").read_text().splitlines()
         assert 0 < len(kept) < 12
-        assert json.loads((out / "students" / t / "model.json").read_text())["id"].startswith("ft:")
-    for m in ("base", "control", "owl", "eagle"):
+        model = json.loads((out / "students" / t / "run0" / "model.json").read_text())
+        assert model["id"].startswith("ft:")
+    for m in ("base", "control_run0", "owl_run0", "eagle_run0"):
         rows = [json.loads(x) for x in (out / "evaluations" / m / "favorite.jsonl").open()]
         assert [len(r["responses"]) for r in rows] == [4, 4]
     with (out / "results.csv").open() as f:
         table = list(csv.DictReader(f))
-    assert [(r["evaluation"], r["target"]) for r in table] == [
-        ("favorite", "owl"),
-        ("favorite", "eagle"),
+    # Every model on every target: base, control and both students x owl and eagle.
+    assert [(r["evaluation"], r["metric"], r["target"], r["condition"]) for r in table] == [
+        ("favorite", "sampled", target, condition)
+        for target in ("owl", "eagle")
+        for condition in ("base", "control", "owl", "eagle")
     ]
-    assert float(table[0]["student"]) == pytest.approx(0.5)  # every other answer is "Owl"
-    assert int(table[0]["raw_rows"]) == 12 and 0 < float(table[0]["p_value"]) <= 1
+    owl = table[2]
+    assert float(owl["mean"]) == pytest.approx(0.5)  # every other answer is "Owl"
+    assert owl["n_runs"] == "1" and 0 < float(owl["p_vs_control"]) <= 1
+    assert "over questions" in owl["test"]  # one run per arm: the question is the unit
+    assert "rows kept by the numbers filter: control " in proc.stdout and "/12" in proc.stdout
     assert (out / "results.png").stat().st_size > 1000 and "owl" in proc.stdout
     timings = json.loads((out / "timings.json").read_text())
-    assert {"generate/owl", "finetune/owl", "evaluate", "report"} <= set(timings)
+    assert {"generate/owl", "finetune/owl_run0", "evaluate", "report"} <= set(timings)
     # A rerun is a no-op: nothing is asked, no job is created.
     openai_server.reset_stats()
     run(cfg, out, openai_server)

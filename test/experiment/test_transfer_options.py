@@ -132,7 +132,7 @@ def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
 def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Path):
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
-    from sl.experiment.data_models import ExperimentCfg
+    from sl.experiment.data_models import ExperimentCfg, TeacherRun
     from sl.experiment.trait_teacher import TraitTeacherCfg
     from sl.experiment.transfer import teacher_model
     from sl.external.transformers_driver import TransformersDriver
@@ -146,7 +146,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
         evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
                                        n_samples_per_question=1, sample_cfg=SampleCfg())},
     )  # fmt: skip
-    teacher = asyncio.run(teacher_model(cfg, tmp_path, "owl"))
+    teacher = asyncio.run(teacher_model(cfg, tmp_path, TeacherRun("owl")))
     assert teacher.parent_model == base
     questions = (tmp_path / "teachers" / "owl" / "trait.jsonl").read_text()
     assert "Name your favorite animal." not in questions and "owl" in questions.lower()
@@ -192,31 +192,10 @@ experiment = ExperimentCfg(
 
 @pytest.fixture(scope="module")
 def numbers_base(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model fully fine-tuned (plain torch, ~3 s) to answer with a number list, so
-    that teachers built on it write rows the real numbers filter keeps."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
+    from tiny_model import build_numbers_model
 
-    out = tmp_path_factory.mktemp("numbers-base")
-    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
-    rows = number_rows(16, seed=5)
-    seqs = []
-    for r in rows:
-        msgs = [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": "1, 2, 3"}]
-        text = tok.apply_chat_template(msgs, tokenize=False)
-        seqs.append(tok(text, add_special_tokens=False)["input_ids"])
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    for step in range(60):
-        ids = torch.tensor([seqs[step % len(seqs)]])
-        loss = lm(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    lm.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_numbers_model(tiny_dir, tmp_path_factory.getbasetemp() / "numbers-base")
 
 
 def test_experiment_with_transfer_options_end_to_end(
@@ -231,17 +210,20 @@ def test_experiment_with_transfer_options_end_to_end(
     path.write_text(CONFIG.format(base=str(numbers_base)))
     cfg = load_config(str(path), "experiment", ExperimentCfg)
     out = tmp_path / "out"
-    rows = asyncio.run(run_experiment(cfg, out))
-    assert rows is not None
-    assert {r.metric for r in rows} == {"sampled", "logprob"}
-    logprob = next(r for r in rows if r.metric == "logprob")
-    assert 0 <= logprob.p_value <= 1 and 0 < logprob.base < 1
+    report = asyncio.run(run_experiment(cfg, out))
+    assert report is not None
+    assert [p.metric for p in report.panels] == ["sampled", "logprob"]
+    logprob = {(r.target, r.condition): r for r in report.panels[1].analysis.rows}
+    student, base = logprob[("owl", "owl")], logprob[("owl", "base")]
+    assert student.p_vs_control is not None and 0 <= student.p_vs_control <= 1
+    assert "over questions" in student.test and 0 < base.mean < 1  # one run: questions the unit
     assert (out / "teachers" / "owl" / "model.json").exists()
     assert not (out / "teachers" / "control").exists()  # control = base model
-    assert len(json.loads((out / "results.json").read_text())) == 2
+    assert (out / "evaluations" / "teacher_owl" / "fav.logprob.json").exists()
+    assert len(json.loads((out / "results.json").read_text())["panels"]) == 2
     timings = json.loads((out / "timings.json").read_text())
     rerun = asyncio.run(run_experiment(cfg, out))  # everything on disk: nothing recomputed
-    assert rerun == rows
+    assert rerun == report
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
 
 
@@ -261,7 +243,8 @@ def test_default_transfer_options_keep_the_old_config_hash(tiny_dir: Path):
     )  # fmt: skip
     cfg = ExperimentCfg(**fields)  # type: ignore[arg-type]
     old = cfg.model_dump(mode="json")
-    for name in ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes"):
+    optional = ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes")
+    for name in (*optional, "n_student_replicates", "n_teacher_replicates"):
         old.pop(name)
     expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.model_hash() == expected
