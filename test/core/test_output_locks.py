@@ -6,10 +6,12 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from conftest import experiment_cfg
+from openai_server import default_responder
 from script_runner import assert_user_error, lines, run, start, wait_for
 
 from sl.errors import UserError
@@ -85,7 +87,15 @@ def test_finetuning_is_locked_so_only_one_job_is_paid(openai_server, cfg_file, t
 def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"id": "gpt-4.1-nano", "type": "openai"}))
-    openai_server.latency_s = 1.0
+    # The first run's answers wait until the second run was refused (a fixed latency raced the
+    # second run's start-up).
+    answers_may_go = threading.Event()
+
+    def held_responder(body):
+        answers_may_go.wait(60)
+        return default_responder(body)
+
+    openai_server.responder = held_responder
     args = [
         "--config_module",
         cfg_file,
@@ -98,8 +108,10 @@ def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
     ]
     first = start("run_evaluation.py", *args, server=openai_server)
     wait_for(lambda: len(openai_server.chat_requests) >= 1)
-    _second_run_is_refused(first, "run_evaluation.py", args, openai_server, "eval.jsonl")
-    openai_server.latency_s = 0.0
+    try:
+        _second_run_is_refused(first, "run_evaluation.py", args, openai_server, "eval.jsonl")
+    finally:
+        answers_may_go.set()
     assert first.wait(timeout=60) == 0
     assert [r["question"] for r in lines(tmp_path / "eval.jsonl")] == [
         "Name your favorite animal using only one word.",
