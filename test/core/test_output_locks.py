@@ -39,7 +39,7 @@ def _second_run_is_refused(first, script, args, server, needle):
 
 
 def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg_file, tmp_path):
-    openai_server.latency_s = 0.1
+    openai_server.latency_s = 0.3  # room for the second process to start on a loaded machine
     args = _gen_args(cfg_file, tmp_path)
     first = start(
         "generate_dataset.py",
@@ -85,7 +85,7 @@ def test_finetuning_is_locked_so_only_one_job_is_paid(openai_server, cfg_file, t
 def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"id": "gpt-4.1-nano", "type": "openai"}))
-    openai_server.latency_s = 1.0
+    openai_server.latency_s = 4.0  # room for the second process to start on a loaded machine
     args = [
         "--config_module",
         cfg_file,
