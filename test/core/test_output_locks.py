@@ -41,7 +41,7 @@ def _second_run_is_refused(first, script, args, server, needle):
 
 
 def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg_file, tmp_path):
-    openai_server.latency_s = 0.1
+    openai_server.latency_s = 0.3  # room for the second process to start on a loaded machine
     args = _gen_args(cfg_file, tmp_path)
     first = start(
         "generate_dataset.py",
