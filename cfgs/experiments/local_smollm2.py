@@ -86,5 +86,9 @@ experiment = ExperimentCfg(
         "distill": DistillCfg(top_k=None),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
         "eval_modes": ["logprob", "sampled"],
+        # Two targets (each scored on both: specificity) and 3 student runs per arm, so that the
+        # report's p-values take the training run as the unit.
+        "targets": ["owl", "eagle"],
+        "n_student_replicates": 3,
     }
 )
