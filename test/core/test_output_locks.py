@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from conftest import experiment_cfg
@@ -33,11 +32,9 @@ def _gen_args(cfg_file, tmp_path):
 
 
 def _second_run_is_refused(first, script, args, server, needle):
-    started = time.monotonic()
     proc = run(script, *args, server=server, check=False)
     assert first.poll() is None, "the first run should still be running"
     assert_user_error(proc, needle, f"PID {first.pid}", "another run")
-    return time.monotonic() - started
 
 
 def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg_file, tmp_path):
