@@ -109,8 +109,8 @@ def test_same_seed_same_accuracies_other_seed_differs():
 
 @pytest.mark.parametrize(
     "kwargs, flag",
-    [({"n_models": 0}, "--n_models"), ({"teacher_epochs": -1}, "--teacher_epochs"),
-     ({"n_aux": [3, 3]}, "--n_aux"), ({"device": "tpu"}, "--device")],
+    [({"n_models": 0}, "n_models=0"), ({"teacher_epochs": -1}, "teacher_epochs=-1"),
+     ({"n_aux": [3, 3]}, "n_aux=[3, 3]"), ({"device": "tpu"}, "device='tpu'")],
 )  # fmt: skip
 def test_bad_config_is_one_line_user_error(kwargs, flag):
     with pytest.raises(UserError) as e:

@@ -51,7 +51,7 @@ async def teacher_model(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> 
         save_dataset(trait_rows(answers, trait_cfg, exclude), data_path)
     job = trait_cfg.teacher_job(cfg.teacher_model)
     logger.info(f"fine-tuning the {teacher.name} teacher on {data_path}")
-    return await phases.finetune(job, data_path, model_path, "--output_dir")
+    return await phases.finetune(job, data_path, model_path)
 
 
 def trained_teacher(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> Model:

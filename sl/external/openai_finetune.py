@@ -73,12 +73,14 @@ def _read_state(state_path: Path, job: OpenAIFTJob, data_hash: str) -> dict[str,
     if state.get("job_hash") != job.model_hash():
         raise UserError(
             f"{state_path} belongs to a different fine-tuning job: choose another "
-            f"--output_path or delete {state_path}"
+            f"output path or delete {state_path}",
+            path=state_path,
         )
     if state.get("data_hash", data_hash) != data_hash:
         raise UserError(
             f"{state_path} belongs to a fine-tune on a different dataset: choose another "
-            f"--output_path or delete {state_path}"
+            f"output path or delete {state_path}",
+            path=state_path,
         )
     return state
 
