@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
+
 import modal_app as m  # noqa: E402
 import modal_client  # noqa: E402
 from sl import phases  # noqa: E402
