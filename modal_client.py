@@ -73,8 +73,9 @@ def repo_config_path(config_module: str) -> str:
 def volume_path(path: str, what: str) -> str:
     """`path` checked to be relative to the Volume root (`modal_app.volume_relative`); an
     error names `what` gave it (a flag, or REMOTE)."""
+    app = load_modal_app()
     try:
-        return load_modal_app().volume_relative(path)
+        return app.volume_relative(path)
     except UserError as e:
         raise UserError(f"{what} {e}") from None
 

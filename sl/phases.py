@@ -202,7 +202,7 @@ def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSumma
 
     cfg = make_config(**config)  # before the torch import: bad values fail fast
     from sl.mnist.config import resolve_device
-    from sl.mnist.experiment import format_table, run_experiment
+    from sl.mnist.experiment import format_accuracy_table, train_and_evaluate
     from sl.mnist.outputs import RESULTS_NAME, prepare_output_dir, write_outputs
 
     resolve_device(cfg)  # no CUDA for device="cuda": fail before touching output_dir
@@ -212,7 +212,7 @@ def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSumma
         logger.info(f"{results_path}: already complete, nothing to do")
         results = json.loads(results_path.read_text())
     else:
-        results = run_experiment(cfg)
+        results = train_and_evaluate(cfg)
         write_outputs(results, output_dir)
     means = {arm: float(s["mean"]) for arm, s in results["summary"].items()}
-    return MnistSummary(str(results_path), means, format_table(results))
+    return MnistSummary(str(results_path), means, format_accuracy_table(results))

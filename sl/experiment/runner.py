@@ -122,7 +122,7 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
     )
 
 
-async def generate_datasets(
+async def generate_teacher_dataset(
     cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
 ) -> None:
     """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
@@ -144,7 +144,7 @@ async def train_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: Student
     """Fine-tune (or distill) one student run on its teacher replicate's kept rows."""
     dataset, out = paths.filtered(run.source), paths.student(run)
     if cfg.student_training == "distill":
-        await transfer.distill(cfg, paths.root, run, dataset, out)
+        await transfer.distill_run(cfg, paths.root, run, dataset, out)
     else:
         await phases.finetune(cfg.student_job_of(run), dataset, out)
 
@@ -250,7 +250,7 @@ async def _run_stages(
             progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
             start = time.perf_counter()
             if isinstance(item, TeacherRun):
-                await generate_datasets(cfg, paths, item)
+                await generate_teacher_dataset(cfg, paths, item)
             elif isinstance(item, StudentRun):
                 await train_student(cfg, paths, item)
             elif stage == "evaluate":

@@ -61,7 +61,7 @@ def trained_teacher(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> Mode
     return read_json_model(teacher_paths(root, teacher.name)[1], Model, "teacher model")
 
 
-async def distill(
+async def distill_run(
     cfg: ExperimentCfg, root: Path, run: StudentRun, dataset: Path, out: Path
 ) -> Model:
     """Soft-label distillation of the run's teacher into its student (in a worker thread)."""

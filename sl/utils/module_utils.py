@@ -41,7 +41,9 @@ def load_module(config_module: str | Path) -> ModuleType:
     except UserError:
         raise
     except ValidationError as e:
-        raise UserError(f"{config_module}: {validation_error_line(e)}", path=config_module) from None
+        raise UserError(
+            f"{config_module}: {validation_error_line(e)}", path=config_module
+        ) from None
     except Exception as e:
         hint = install_hint(e.name) if isinstance(e, ModuleNotFoundError) else None
         message = hint or (str(e).splitlines()[0] if str(e) else "")

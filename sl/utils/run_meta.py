@@ -83,8 +83,7 @@ def claim_output(
         return meta
     if kind and meta.get("kind", kind) != kind:
         raise UserError(
-            f"{output} holds a {meta['kind']}, not a {kind}: check that the paths "
-            f"are not swapped",
+            f"{output} holds a {meta['kind']}, not a {kind}: check that the paths are not swapped",
             path=output,
         )
     differ = differing_parts(meta, config_hash, parts)
