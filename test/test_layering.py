@@ -68,28 +68,24 @@ def _existing(modules: set[str], known: dict[str, set[str]]) -> set[str]:
     return {m for m in modules if m in known or m.rpartition(".")[0] in known}
 
 
-def test_utils_import_nothing_from_the_domain():
+def forbidden_imports(package: str, targets: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(module, import) pairs where a module of sl.`package` imports from sl.`targets`."""
     known = sl_imports()
-    bad = {
+    return sorted(
         (mod, imp)
         for mod, imps in known.items()
-        if package_of(mod) == "utils"
+        if package_of(mod) == package
         for imp in _existing(imps, known)
-        if package_of(imp) in DOMAIN
-    }
-    assert not bad, sorted(bad)
+        if package_of(imp) in targets
+    )
+
+
+def test_utils_import_nothing_from_the_domain():
+    assert not forbidden_imports("utils", DOMAIN)
 
 
 def test_drivers_import_no_phase_models():
-    known = sl_imports()
-    bad = {
-        (mod, imp)
-        for mod, imps in known.items()
-        if package_of(mod) == "external"
-        for imp in _existing(imps, known)
-        if package_of(imp) in PHASES
-    }
-    assert not bad, sorted(bad)
+    assert not forbidden_imports("external", PHASES)
 
 
 def package_graph() -> dict[str, set[str]]:
