@@ -23,11 +23,13 @@ from modal.types import FileEntry, FileEntryType  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
+
 import modal_app as m  # noqa: E402
+import modal_client  # noqa: E402
 from sl import phases  # noqa: E402
 from sl.errors import UserError  # noqa: E402
 from sl.llm.data_models import Model  # noqa: E402
-from sl.utils import modal_client  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
 
@@ -57,11 +59,11 @@ evaluation = Evaluation(
 # name -> (image, gpu, timeout)
 EXPECTED = {
     "generate_dataset": (m.cpu_image, None, m.CPU_TIMEOUT_S),
-    "run_finetuning": (m.cpu_image, None, m.CPU_TIMEOUT_S),
-    "run_evaluation": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "finetune": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "evaluate": (m.cpu_image, None, m.CPU_TIMEOUT_S),
     "generate_dataset_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
-    "run_finetuning_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
-    "run_evaluation_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "finetune_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "evaluate_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
     "run_mnist_experiment": (m.gpu_image, m.MNIST_GPU, m.GPU_TIMEOUT_S),
 }
 
@@ -137,8 +139,8 @@ def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
 
 def test_app_volume_and_secret_names_come_from_the_environment() -> None:
     code = (
-        "import modal_app as m; from sl.utils import modal_client as c; "
-        "print(m.app.name, m.volume.name, m.secret.name, c.VOLUME_NAME, "
+        "import modal_app as m; "
+        "print(m.app.name, m.volume.name, m.secret.name, m.VOLUME_NAME, "
         "m._DATA_ENV['SL_MODAL_SECRET'])"
     )
     env = {
@@ -182,7 +184,7 @@ def test_images_ship_the_code_and_package_data(recorded: Recorded, image: str) -
 
 def test_settings_come_from_the_environment() -> None:
     code = (
-        "import modal_app as m; f = m.run_finetuning_gpu.info(); "
+        "import modal_app as m; f = m.finetune_gpu.info(); "
         "print(f.gpus, f.timeout, f.max_retries, m.run_mnist_experiment.info().gpus)"
     )
     env = {
@@ -243,23 +245,19 @@ def test_phases_on_the_volume_match_the_local_phases(
 ):
     cfg = "cfgs/tiny.py"
     local = tmp_path / "local"
-    # The local run: the same sl.phases bodies the local scripts use.
-    phases.generate_dataset(
+    # The local run: the same sl.phases bodies, as the local scripts run them.
+    cli.generate_dataset(
         m.CODE_ROOT / cfg, "dataset_cfg", local / "raw.jsonl", local / "filtered.jsonl"
     )
-    phases.run_finetuning(
-        m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json"
-    )
-    phases.run_evaluation(
-        m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl"
-    )
+    cli.finetune(m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json")
+    cli.evaluate(m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl")
 
     summary = m.generate_dataset.local(cfg, "dataset_cfg", "owl/raw.jsonl", "owl/filtered.jsonl")
     assert isinstance(summary, phases.DatasetSummary)
     assert (summary.raw_rows, summary.filtered_rows) == (12, 12)
-    model = m.run_finetuning.local(cfg, "ft_job", "owl/filtered.jsonl", "owl/model.json")
+    model = m.finetune.local(cfg, "ft_job", "owl/filtered.jsonl", "owl/model.json")
     assert isinstance(model, Model) and model.id.startswith("ft:gpt-4.1-nano")
-    result = m.run_evaluation.local(cfg, "evaluation", "owl/model.json", "owl/eval.jsonl")
+    result = m.evaluate.local(cfg, "evaluation", "owl/model.json", "owl/eval.jsonl")
     assert isinstance(result, phases.EvaluationSummary)
     assert (result.questions, result.responses) == (2, 6)
     assert volume.commits
@@ -289,10 +287,11 @@ def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
     # Raising would make Modal retry what cannot succeed.
     failed = m.generate_dataset.local("cfgs/tiny.py", "nope", "raw.jsonl", "filtered.jsonl")
     assert isinstance(failed, phases.PhaseFailed)
-    assert "--cfg_var_name nope is not defined" in failed.message
-    failed = m.run_evaluation.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
+    assert "nope is not defined in" in failed.message and failed.path is None
+    failed = m.evaluate.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
     assert isinstance(failed, phases.PhaseFailed)
     assert "relative to the sl-data volume root" in failed.message
+    assert failed.path == "/etc/model.json"  # the client names the flag that gave it
     failed = m.run_mnist_experiment.local("mnist", '{"n_models": 0}')
     assert isinstance(failed, phases.PhaseFailed)
     assert volume.commits  # committed even on failure
