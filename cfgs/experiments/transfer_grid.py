@@ -12,7 +12,7 @@ from sl.datasets.services import NumsDatasetPromptSet
 from sl.experiment.data_models import ExperimentCfg
 from sl.finetuning.distill import DistillCfg
 from sl.llm.data_models import SampleCfg
-from sl.utils.cli import load_module
+from sl.utils.module_utils import load_module
 
 # Same model, student, filter, evaluation and trait teacher as the main job.
 _main_job = load_module(Path(__file__).resolve().parent / "local_smollm2.py")

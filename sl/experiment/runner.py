@@ -104,23 +104,25 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
             new = cfg.model_dump(mode="json")
             differ = [k for k in new if k in old and old[k] != new[k]] or ["config"]
             raise UserError(
-                f"--output_dir {root} holds a different experiment ({path}; "
-                f"{', '.join(differ)} differ): choose another folder or delete it"
+                f"{root} holds a different experiment ({path}; "
+                f"{', '.join(differ)} differ): choose another folder or delete it",
+                path=root,
             )
         return
     foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     if foreign:
         raise UserError(
-            f"--output_dir {root} already holds files not made by an experiment "
+            f"{root} already holds files not made by an experiment "
             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no "
-            f"experiment.json: choose a new or empty folder"
+            f"experiment.json: choose a new or empty folder",
+            path=root,
         )
     write_json_atomic(
         path, {"config_hash": cfg.model_hash(), "config": cfg.model_dump(mode="json")}
     )
 
 
-async def generate_datasets(
+async def generate_teacher_dataset(
     cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
 ) -> None:
     """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
@@ -130,7 +132,6 @@ async def generate_datasets(
         cfg.dataset_cfg(teacher.teacher, model),
         paths.raw(teacher),
         paths.filtered(teacher),
-        "--output_dir",
     )
     if summary.filtered_rows == 0:
         raise UserError(
@@ -143,9 +144,9 @@ async def train_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: Student
     """Fine-tune (or distill) one student run on its teacher replicate's kept rows."""
     dataset, out = paths.filtered(run.source), paths.student(run)
     if cfg.student_training == "distill":
-        await transfer.distill(cfg, paths.root, run, dataset, out)
+        await transfer.distill_run(cfg, paths.root, run, dataset, out)
     else:
-        await phases.finetune(cfg.student_job_of(run), dataset, out, "--output_dir")
+        await phases.finetune(cfg.student_job_of(run), dataset, out)
 
 
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
@@ -221,7 +222,7 @@ async def run_experiment(
     paths = ExperimentPaths(Path(output_dir))
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
-    with output_lock(paths.root, "--output_dir", is_dir=True):
+    with output_lock(paths.root, is_dir=True):
         _claim_output_dir(cfg, paths.root)
         return await _run_stages(cfg, paths, stages)
 
@@ -249,7 +250,7 @@ async def _run_stages(
             progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
             start = time.perf_counter()
             if isinstance(item, TeacherRun):
-                await generate_datasets(cfg, paths, item)
+                await generate_teacher_dataset(cfg, paths, item)
             elif isinstance(item, StudentRun):
                 await train_student(cfg, paths, item)
             elif stage == "evaluate":

@@ -51,7 +51,7 @@ async def teacher_model(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> 
         save_dataset(trait_rows(answers, trait_cfg, exclude), data_path)
     job = trait_cfg.teacher_job(cfg.teacher_model)
     logger.info(f"fine-tuning the {teacher.name} teacher on {data_path}")
-    return await phases.finetune(job, data_path, model_path, "--output_dir")
+    return await phases.finetune(job, data_path, model_path)
 
 
 def trained_teacher(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> Model:
@@ -61,7 +61,7 @@ def trained_teacher(cfg: ExperimentCfg, root: Path, teacher: TeacherRun) -> Mode
     return read_json_model(teacher_paths(root, teacher.name)[1], Model, "teacher model")
 
 
-async def distill(
+async def distill_run(
     cfg: ExperimentCfg, root: Path, run: StudentRun, dataset: Path, out: Path
 ) -> Model:
     """Soft-label distillation of the run's teacher into its student (in a worker thread)."""
