@@ -36,6 +36,9 @@ CELLS: dict[str, dict[str, Any]] = {
         "student_job.train_cfg.n_epochs": 6,
     },
     "prompts_192": {"prompt_set.size": 192},
+    "lr_1e-2": {"student_job.train_cfg.lr": 1e-2},
+    "prompt_tokens+lr_1e-2": {"distill.prompt_tokens": True, "student_job.train_cfg.lr": 1e-2},
+    "prompt_tokens+lr_2e-2": {"distill.prompt_tokens": True, "student_job.train_cfg.lr": 2e-2},
 }
 
 
