@@ -56,7 +56,7 @@ def _with(cfg: Any, changes: dict[str, Any]) -> Any:
 
 def cell_cfg(name: str, replicates: int) -> Any:
     """The cell's experiment config."""
-    from sl.utils.cli import load_module
+    from sl.utils.module_utils import load_module
 
     main_job = load_module(MAIN_JOB).experiment
     changes = {"targets": ["owl"], "eval_modes": ["logprob"], "n_student_replicates": replicates}
