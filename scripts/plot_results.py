@@ -5,6 +5,7 @@ python scripts/plot_results.py --output_dir data/experiments/local_smollm2
 
 from pathlib import Path
 
+from sl.experiment.paths import ExperimentPaths
 from sl.experiment.report import format_report, plot_report, read_report
 from sl.utils.cli import ArgumentParser, run_script
 
@@ -15,7 +16,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="Where to write (default: results.png there)")
     args = parser.parse_args()
     report = read_report(args.output_dir)
-    png = args.png or args.output_dir / "results.png"
+    png = args.png or ExperimentPaths(args.output_dir).results("png")
     plot_report(report, png)
     print(format_report(report))
     print(f"\nwrote {png}")

@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from sl.errors import UserError
-from sl.evaluation.data_models import EvaluationResultRow
 from sl.evaluation.comparison import compare
+from sl.evaluation.data_models import EvaluationResultRow
 from sl.evaluation.runs import (
     CSV_COLUMNS,
     PValue,

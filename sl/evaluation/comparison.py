@@ -1,10 +1,10 @@
 """Student vs control on per-question values: the one comparison of sampled and logprob scores.
 
-    from sl.evaluation.comparison import compare
-    from sl.evaluation.scoring import per_question_rates
-    c = compare(per_question_rates("owl", student_rows), per_question_rates("owl", control_rows),
-                paired=True)   # both answered the same questions in the same order
-    c.difference, c.p_value, c.test
+from sl.evaluation.comparison import compare
+from sl.evaluation.scoring import per_question_rates
+c = compare(per_question_rates("owl", student_rows), per_question_rates("owl", control_rows),
+            paired=True)   # both answered the same questions in the same order
+c.difference, c.p_value, c.test
 """
 
 from collections.abc import Sequence

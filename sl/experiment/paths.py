@@ -41,9 +41,14 @@ class ExperimentPaths:
         """The report: results.csv, results.json or results.png (`suffix` without the dot)."""
         return self.root / f"results.{suffix}"
 
+    @property
+    def teachers_dir(self) -> Path:
+        """The folder of every fine-tuned teacher."""
+        return self.root / "teachers"
+
     def teacher_dir(self, teacher: TeacherRun) -> Path:
         """The folder of a fine-tuned teacher replicate."""
-        return self.root / "teachers" / teacher.name
+        return self.teachers_dir / teacher.name
 
     def trait_data(self, teacher: TeacherRun) -> Path:
         """The trait data a fine-tuned teacher replicate learns from."""

@@ -5,6 +5,7 @@ distillation of students (artifacts: `ExperimentPaths.trait_data`, `.teacher_mod
 from __future__ import annotations
 
 import asyncio
+
 from loguru import logger
 
 from sl import phases
@@ -60,4 +61,3 @@ async def distill(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -
         cfg.distill,
         cfg.system_prompt(run.teacher),
     )
-

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sl.errors import UserError
-from sl.evaluation.data_models import EvaluationResponse, EvaluationResultRow
 from sl.evaluation.comparison import compare
+from sl.evaluation.data_models import EvaluationResponse, EvaluationResultRow
 from sl.evaluation.scoring import (
     compute_misalignment_rate,
     compute_p_target_preference,

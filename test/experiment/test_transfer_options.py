@@ -133,6 +133,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg, TeacherRun
+    from sl.experiment.paths import ExperimentPaths
     from sl.experiment.trait_teacher import TraitTeacherCfg
     from sl.experiment.transfer import teacher_model
     from sl.external.transformers_driver import TransformersDriver
@@ -146,7 +147,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
         evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
                                        n_samples_per_question=1, sample_cfg=SampleCfg())},
     )  # fmt: skip
-    teacher = asyncio.run(teacher_model(cfg, tmp_path, TeacherRun("owl")))
+    teacher = asyncio.run(teacher_model(cfg, ExperimentPaths(tmp_path), TeacherRun("owl")))
     assert teacher.parent_model == base
     questions = (tmp_path / "teachers" / "owl" / "trait.jsonl").read_text()
     assert "Name your favorite animal." not in questions and "owl" in questions.lower()
