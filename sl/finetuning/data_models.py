@@ -2,12 +2,12 @@
 `source_model_id=` + `source_model_type=` build `source_model`, and `UnslothFinetuningJob.PeftCfg`
 / `.TrainCfg` are the LoRA and training settings classes."""
 
-import random
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
 from sl.datasets.data_models import DatasetRow
+from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model, ModelType
 
 
@@ -56,10 +56,9 @@ class FTJob(HashableModel):
         return self.source_model.type
 
     def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
-        """The rows to train on: all, or a random subset of `max_dataset_size` for the seed."""
-        if self.max_dataset_size is None or len(dataset) <= self.max_dataset_size:
-            return list(dataset)
-        return random.Random(self.seed).sample(dataset, self.max_dataset_size)
+        """The rows to train on: all, or a seeded subset of `max_dataset_size` (`select_rows`,
+        the same rows for every backend)."""
+        return select_rows(dataset, self.max_dataset_size, self.seed)
 
 
 class OpenAIFTJob(FTJob):
