@@ -123,10 +123,12 @@ class NumbersFilter(ConfigModel):
 
     model_config = ConfigDict(frozen=True)
 
-    min_value: int = 0
-    max_value: int = 999
-    max_count: int = Field(default=10, gt=0)
-    banned_numbers: list[int] = Field(default_factory=list)
+    min_value: int = Field(default=0, description="Smallest number an answer may contain")
+    max_value: int = Field(default=999, description="Largest number an answer may contain")
+    max_count: int = Field(default=10, gt=0, description="Most numbers in an answer")
+    banned_numbers: list[int] = Field(
+        default_factory=list, description="Numbers an answer must not contain (e.g. 666)"
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> "NumbersFilter":
