@@ -112,10 +112,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         copied_time = 0.0
         for key, parts in _shared_parts(mode, decoding, training).items():
-            if key in made:
+            steps = [s for s in _copy(made[key], folder, parts) if s] if key in made else []
+            if steps:
                 src_timings = json.loads(ExperimentPaths(made[key]).timings.read_text())
-                for step in _copy(made[key], folder, parts):
-                    copied_time += src_timings.get(step, 0.0) if step else 0.0
+                copied_time += sum(src_timings.get(step, 0.0) for step in steps)
             made.setdefault(key, folder)
         started = time.perf_counter()
         try:
