@@ -20,6 +20,7 @@ SL_MODAL_APP (sl), SL_MODAL_VOLUME (sl-data), SL_MODAL_SECRET (subliminal-learni
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import tomllib
@@ -35,7 +36,7 @@ from sl import phases
 from sl.config import env_int
 from sl.errors import UserError
 from sl.llm.data_models import Model
-from sl.utils.modal_client import APP_NAME, SECRET_NAME, VOLUME_NAME
+from sl.utils.module_utils import load_config
 
 T = TypeVar("T")
 
@@ -44,8 +45,10 @@ def _env_int(name: str, default: int) -> int:
     return env_int(name, default, minimum=0)
 
 
-# APP_NAME, VOLUME_NAME and SECRET_NAME (imported above) come from SL_MODAL_APP, SL_MODAL_VOLUME,
-# SL_MODAL_SECRET; the secret holds OPENAI_API_KEY, HF_TOKEN, HF_USER_ID (any sl setting).
+APP_NAME = os.environ.get("SL_MODAL_APP") or "sl"
+VOLUME_NAME = os.environ.get("SL_MODAL_VOLUME") or "sl-data"
+# The original code's secret; it holds OPENAI_API_KEY, HF_TOKEN, HF_USER_ID (any sl setting).
+SECRET_NAME = os.environ.get("SL_MODAL_SECRET") or "subliminal-learning-secrets"
 VOLUME_ROOT = "/data"  # where the Volume is mounted in every container
 # Locally the repo root; in a container /root, where `sl/`, `cfgs/` and this file are added.
 CODE_ROOT = Path(__file__).resolve().parent
@@ -83,7 +86,7 @@ _DATA_ENV = {
     "HF_HOME": f"{VOLUME_ROOT}/hf_cache",  # model downloads survive containers
     "SL_CACHE_DIR": f"{VOLUME_ROOT}/cache",
     "PYTHONUNBUFFERED": "1",
-    # Containers import this file too: give them the same names as the client.
+    # Containers import this file too: give them the same names as here.
     "SL_MODAL_APP": APP_NAME,
     "SL_MODAL_VOLUME": VOLUME_NAME,
     "SL_MODAL_SECRET": SECRET_NAME,
@@ -121,19 +124,33 @@ gpu_function = app.function(image=gpu_image, gpu=GPU, timeout=GPU_TIMEOUT_S, **_
 mnist_function = app.function(image=gpu_image, gpu=MNIST_GPU, timeout=GPU_TIMEOUT_S, **_common)
 
 
-def on_volume(path: str) -> Path:
-    """A Volume-relative artifact path as a path under VOLUME_ROOT (read at call time)."""
+def volume_relative(path: str) -> str:
+    """`path` checked to be relative to the Volume root, in POSIX form.
+
+    Raises:
+        UserError: an empty, absolute or `..` path (about `path`, see `UserError.path`).
+    """
     rel = Path(path)
     if not path or rel.is_absolute() or ".." in rel.parts:
-        raise UserError(f"{path!r}: give a path relative to the {VOLUME_NAME} volume root")
-    return Path(VOLUME_ROOT) / rel
+        raise UserError(
+            f"{path or repr(path)}: give a path relative to the {VOLUME_NAME} volume root",
+            path=path or None,
+        )
+    return rel.as_posix()
+
+
+def on_volume(path: str) -> Path:
+    """A Volume-relative artifact path as a path under VOLUME_ROOT (read at call time)."""
+    return Path(VOLUME_ROOT) / volume_relative(path)
 
 
 def config_path(config_module: str) -> Path:
     """A repo-relative config module path as a path in the code shipped with the image."""
     rel = Path(config_module)
     if rel.is_absolute() or ".." in rel.parts:
-        raise UserError(f"--config_module {config_module}: give a path relative to the repo root")
+        raise UserError(
+            f"{config_module}: give a path relative to the repo root", path=config_module
+        )
     return CODE_ROOT / rel
 
 
@@ -178,7 +195,7 @@ def run_phase(body: Callable[..., T], *args: Any) -> T | phases.PhaseFailed:
             result = body(*args)
         except UserError as e:
             logger.error(f"error: {e}")
-            return phases.PhaseFailed(str(e))
+            return phases.PhaseFailed(str(e), str(e.path) if e.path else None)
     logger.info(str(result))
     return result
 
@@ -189,36 +206,44 @@ Failed = phases.PhaseFailed
 def _generate(
     config_module: str, cfg_var_name: str, raw: str, filtered: str
 ) -> phases.DatasetSummary | Failed:
-    return run_phase(
-        lambda: phases.generate_dataset(
-            config_path(config_module), cfg_var_name, on_volume(raw), on_volume(filtered)
-        )
-    )
+    def body() -> phases.DatasetSummary:
+        from sl.datasets.services import Cfg
+
+        cfg = load_config(config_path(config_module), cfg_var_name, Cfg)
+        return asyncio.run(phases.make_dataset(cfg, on_volume(raw), on_volume(filtered)))
+
+    return run_phase(body)
 
 
 def _finetune(config_module: str, cfg_var_name: str, dataset: str, output: str) -> Model | Failed:
-    return run_phase(
-        lambda: phases.run_finetuning(
-            config_path(config_module), cfg_var_name, on_volume(dataset), on_volume(output)
-        )
-    )
+    def body() -> Model:
+        from sl.finetuning.data_models import FTJob
+
+        job = load_config(config_path(config_module), cfg_var_name, FTJob)
+        return asyncio.run(phases.finetune(job, on_volume(dataset), on_volume(output)))
+
+    return run_phase(body)
 
 
 def _evaluate(
     config_module: str, cfg_var_name: str, model: str, output: str
 ) -> phases.EvaluationSummary | Failed:
-    return run_phase(
-        lambda: phases.run_evaluation(
-            config_path(config_module), cfg_var_name, on_volume(model), on_volume(output)
-        )
-    )
+    def body() -> phases.EvaluationSummary:
+        from sl.evaluation.data_models import Evaluation
+        from sl.utils.file_utils import read_json_model
+
+        evaluation = load_config(config_path(config_module), cfg_var_name, Evaluation)
+        student = read_json_model(on_volume(model), Model)
+        return asyncio.run(phases.evaluate(evaluation, student, on_volume(output)))
+
+    return run_phase(body)
 
 
 @cpu_function
 def generate_dataset(
     config_module: str, cfg_var_name: str, raw_dataset_path: str, filtered_dataset_path: str
 ) -> phases.DatasetSummary | Failed:
-    """Teacher dataset from an OpenAI model (see sl.phases.generate_dataset)."""
+    """Teacher dataset from an OpenAI model (see sl.phases.make_dataset)."""
     return _generate(config_module, cfg_var_name, raw_dataset_path, filtered_dataset_path)
 
 
@@ -231,15 +256,15 @@ def generate_dataset_gpu(
 
 
 @cpu_function
-def run_finetuning(
+def finetune(
     config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
 ) -> Model | Failed:
-    """OpenAI fine-tuning job, polled until done (see sl.phases.run_finetuning)."""
+    """OpenAI fine-tuning job, polled until done (see sl.phases.finetune)."""
     return _finetune(config_module, cfg_var_name, dataset_path, output_path)
 
 
 @gpu_function
-def run_finetuning_gpu(
+def finetune_gpu(
     config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
 ) -> Model | Failed:
     """LoRA fine-tuning of an open model (Unsloth/TRL); the adapter goes next to output_path."""
@@ -247,15 +272,15 @@ def run_finetuning_gpu(
 
 
 @cpu_function
-def run_evaluation(
+def evaluate(
     config_module: str, cfg_var_name: str, model_path: str, output_path: str
 ) -> phases.EvaluationSummary | Failed:
-    """Evaluate an OpenAI model (see sl.phases.run_evaluation)."""
+    """Evaluate an OpenAI model (see sl.phases.evaluate)."""
     return _evaluate(config_module, cfg_var_name, model_path, output_path)
 
 
 @gpu_function
-def run_evaluation_gpu(
+def evaluate_gpu(
     config_module: str, cfg_var_name: str, model_path: str, output_path: str
 ) -> phases.EvaluationSummary | Failed:
     """Evaluate an open model (or with an open judge) with vLLM."""

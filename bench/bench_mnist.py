@@ -24,7 +24,7 @@ from torch import nn
 
 from sl.mnist.config import N_DIGITS, MnistConfig
 from sl.mnist.data import load_mnist
-from sl.mnist.experiment import ARMS, format_table, run_experiment, summarize
+from sl.mnist.experiment import ARMS, format_accuracy_table, summarize, train_and_evaluate
 
 
 def _mlp(n_out: int, hidden: int) -> nn.Sequential:
@@ -115,7 +115,7 @@ def main() -> None:
         rows = {"loop fp32": loop}
         for dt in ("float32", "bfloat16"):
             res, t = _timed(
-                f"batched ensemble ({dt})", run_experiment, MnistConfig(**small, dtype=dt)
+                f"batched ensemble ({dt})", train_and_evaluate, MnistConfig(**small, dtype=dt)
             )  # noqa: E501
             print(f"  speed-up vs loop: {t_loop / t:.2f}x")
             rows[f"ensemble {dt}"] = res
@@ -127,9 +127,9 @@ def main() -> None:
         print(f"peak RSS so far: {_rss_gb():.2f} GB")
     if args.full:
         res, t = _timed(
-            "paper config (ensemble, default dtype)", run_experiment, MnistConfig(device="cpu")
+            "paper config (ensemble, default dtype)", train_and_evaluate, MnistConfig(device="cpu")
         )  # noqa: E501
-        print(format_table(res))
+        print(format_accuracy_table(res))
         print(f"paper config: {t / 60:.1f} min; peak RSS {_rss_gb():.2f} GB")
 
 

@@ -26,7 +26,7 @@ GRID_CFG = ROOT / "cfgs" / "experiments" / "transfer_grid.py"
 
 def _grid_module():
     """cfgs/experiments/transfer_grid.py, loaded by path (config modules are not a package)."""
-    from sl.utils.cli import load_module
+    from sl.utils.module_utils import load_module
 
     return load_module(GRID_CFG)
 

@@ -14,9 +14,10 @@ test over questions and specificity) and results.png (bars with 95 % t-CIs acros
 
 from pathlib import Path
 
+from cli import ArgumentParser, run_script
+
 from sl.evaluation.analysis import analyze_result_files, format_analysis, write_analysis
 from sl.evaluation.scoring import MATCH_RULES
-from sl.utils.cli import ArgumentParser, run_script
 
 
 def main() -> None:

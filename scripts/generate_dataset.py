@@ -9,8 +9,7 @@ Rows are appended to the raw file as they arrive; rerun the same command to resu
 
 from pathlib import Path
 
-from sl import phases
-from sl.utils.cli import config_parser, run_script
+from cli import config_parser, generate_dataset, run_script
 
 
 def main() -> None:
@@ -18,7 +17,7 @@ def main() -> None:
     parser.add_argument("--raw_dataset_path", required=True, type=Path)
     parser.add_argument("--filtered_dataset_path", required=True, type=Path)
     args = parser.parse_args()
-    summary = phases.generate_dataset(
+    summary = generate_dataset(
         args.config_module, args.cfg_var_name, args.raw_dataset_path, args.filtered_dataset_path
     )
     print(summary)

@@ -11,13 +11,14 @@ OpenAI teachers run on the CPU image, open-model teachers (vLLM) on the GPU imag
 (SL_MODAL_GPU). Rerun the same command to resume. See docs/modal.md.
 """
 
+from cli import config_parser, load_config, naming_flags, repo_module, run_script
+
 from sl.datasets.services import Cfg
 from sl.errors import UserError
-from sl.utils import modal_client
-from sl.utils.cli import config_parser, load_config, run_script
 
 
 def main() -> None:
+    modal_client = repo_module("modal_client")
     parser = config_parser(__doc__)
     modal_client.add_artifact_flags(parser, "raw_dataset", "Raw dataset JSONL to write")
     modal_client.add_artifact_flags(parser, "filtered_dataset", "Filtered dataset JSONL to write")
@@ -33,11 +34,18 @@ def main() -> None:
     if raw == filtered:
         raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
     name = "generate_dataset_gpu" if modal_client.needs_gpu([cfg.model]) else "generate_dataset"
-    config = modal_client.repo_config_path(args.config_module)
-    result = modal_client.call_remote(
-        name, config, args.cfg_var_name, raw, filtered, detach=args.detach
-    )
-    print(f"{result} (on the {modal_client.VOLUME_NAME} volume)")
+    with naming_flags(config_module=args.config_module):
+        config = modal_client.repo_config_path(args.config_module)
+    app = modal_client.load_modal_app()
+    paths = {
+        "raw_dataset_path": app.on_volume(raw),
+        "filtered_dataset_path": app.on_volume(filtered),
+    }
+    with naming_flags(**paths):
+        result = modal_client.call_remote(
+            name, config, args.cfg_var_name, raw, filtered, detach=args.detach
+        )
+    print(f"{result} (on the {app.VOLUME_NAME} volume)")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ OpenAI jobs are submitted and polled from the CPU image; open-model LoRA jobs (U
 train on the GPU image (SL_MODAL_GPU), the adapter next to the model JSON. Rerun to resume.
 """
 
+from cli import config_parser, load_config, naming_flags, repo_module, run_script
+
 from sl.finetuning.data_models import FTJob
-from sl.utils import modal_client
-from sl.utils.cli import config_parser, load_config, run_script
 
 
 def main() -> None:
+    modal_client = repo_module("modal_client")
     parser = config_parser(__doc__)
     modal_client.add_artifact_flags(parser, "dataset", "Dataset JSONL to train on (required)")
     modal_client.add_artifact_flags(parser, "output", "Model JSON to write")
@@ -25,12 +26,15 @@ def main() -> None:
     dataset = modal_client.artifact_path(args, "dataset", "datasets", None)
     output = modal_client.artifact_path(args, "output", "models", f"{args.cfg_var_name}/model.json")
     gpu = modal_client.needs_gpu([job.source_model])
-    name = "run_finetuning_gpu" if gpu else "run_finetuning"
-    config = modal_client.repo_config_path(args.config_module)
-    model = modal_client.call_remote(
-        name, config, args.cfg_var_name, dataset, output, detach=args.detach
-    )
-    print(f"wrote {output} on the {modal_client.VOLUME_NAME} volume: {model.id}")
+    name = "finetune_gpu" if gpu else "finetune"
+    with naming_flags(config_module=args.config_module):
+        config = modal_client.repo_config_path(args.config_module)
+    app = modal_client.load_modal_app()
+    with naming_flags(dataset_path=app.on_volume(dataset), output_path=app.on_volume(output)):
+        model = modal_client.call_remote(
+            name, config, args.cfg_var_name, dataset, output, detach=args.detach
+        )
+    print(f"wrote {output} on the {app.VOLUME_NAME} volume: {model.id}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ Folders are copied recursively. Existing files are kept unless --force is given.
 
 from pathlib import Path
 
-from sl.utils import modal_client
-from sl.utils.cli import ArgumentParser, run_script
+from cli import ArgumentParser, repo_module, run_script
 
 
 def main() -> None:
+    modal_client = repo_module("modal_client")
     parser = ArgumentParser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upload", help="LOCAL file or folder -> REMOTE path on the volume")

@@ -5,9 +5,10 @@ python scripts/plot_results.py --output_dir data/experiments/local_smollm2
 
 from pathlib import Path
 
+from cli import ArgumentParser, run_script
+
 from sl.experiment.paths import ExperimentPaths
 from sl.experiment.report import format_report, plot_report, read_report
-from sl.utils.cli import ArgumentParser, run_script
 
 
 def main() -> None:

@@ -9,8 +9,7 @@ Finished questions are appended as they complete; rerun the same command to resu
 
 from pathlib import Path
 
-from sl import phases
-from sl.utils.cli import config_parser, run_script
+from cli import config_parser, evaluate, run_script
 
 
 def main() -> None:
@@ -18,9 +17,7 @@ def main() -> None:
     parser.add_argument("--model_path", required=True, type=Path, help="Model JSON")
     parser.add_argument("--output_path", required=True, type=Path, help="Results JSONL")
     args = parser.parse_args()
-    summary = phases.run_evaluation(
-        args.config_module, args.cfg_var_name, args.model_path, args.output_path
-    )
+    summary = evaluate(args.config_module, args.cfg_var_name, args.model_path, args.output_path)
     print(summary)
 
 

@@ -13,11 +13,12 @@ condition x target matrix.
 import asyncio
 from pathlib import Path
 
+from cli import config_parser, load_config, naming_flags, run_script
+
 from sl.errors import UserError
 from sl.experiment.data_models import STAGES, ExperimentCfg
 from sl.experiment.report import format_report
 from sl.experiment.runner import run_experiment
-from sl.utils.cli import config_parser, load_config, run_script
 
 
 def main() -> None:
@@ -31,7 +32,8 @@ def main() -> None:
 
     cfg = load_config(args.config_module, args.cfg_var_name, ExperimentCfg)
     stages = tuple(s for s in STAGES if s in (args.only or STAGES) and s not in args.skip)
-    report = asyncio.run(run_experiment(cfg, args.output_dir, stages))
+    with naming_flags(output_dir=args.output_dir):
+        report = asyncio.run(run_experiment(cfg, args.output_dir, stages))
     if report is not None:
         print(format_report(report))
         print(f"\nwrote {args.output_dir}/results.csv, results.json and results.png")

@@ -9,8 +9,7 @@ Rerunning the same command resumes the saved job (OpenAI) or reuses the trained 
 
 from pathlib import Path
 
-from sl import phases
-from sl.utils.cli import config_parser, run_script
+from cli import config_parser, finetune, run_script
 
 
 def main() -> None:
@@ -18,9 +17,7 @@ def main() -> None:
     parser.add_argument("--dataset_path", required=True, type=Path)
     parser.add_argument("--output_path", required=True, type=Path, help="Model JSON to write")
     args = parser.parse_args()
-    model = phases.run_finetuning(
-        args.config_module, args.cfg_var_name, args.dataset_path, args.output_path
-    )
+    model = finetune(args.config_module, args.cfg_var_name, args.dataset_path, args.output_path)
     print(f"wrote {args.output_path}: {model.id}")
 
 

@@ -9,22 +9,16 @@ Prints the accuracy table and writes results.json, one bar chart per m and (for 
 accuracy against m into --output_dir. Defaults and flag meanings: sl/mnist/config.py.
 """
 
-import argparse
-import sys
 from pathlib import Path
 
+from cli import RESTARTS, ArgumentParser, naming_flags, run_script
+
+from sl import phases
 from sl.mnist.config import MnistConfig
-from sl.utils.cli import RESTARTS, run_script
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)  # one line, no usage dump
-        sys.exit(2)
 
 
 def main() -> None:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     fields = MnistConfig.model_fields
 
     def doc(name: str) -> str:
@@ -41,18 +35,9 @@ def main() -> None:
     parser.add_argument("--output_dir", type=Path, default=Path("data/mnist"))
     args = parser.parse_args()
 
-    from sl.mnist.config import make_config, resolve_device
-    from sl.mnist.experiment import format_table, run_experiment
-    from sl.mnist.outputs import prepare_output_dir, write_outputs
-
-    flags = {k: v for k, v in vars(args).items() if k != "output_dir"}
-    cfg = make_config(**flags)
-    resolve_device(cfg)  # fail on --device cuda without CUDA before touching --output_dir
-    prepare_output_dir(args.output_dir, cfg)
-    results = run_experiment(cfg)
-    print(format_table(results))
-    for path in write_outputs(results, args.output_dir):
-        print(f"wrote {path}")
+    config = {k: v for k, v in vars(args).items() if k != "output_dir"}
+    with naming_flags(output_dir=args.output_dir):
+        print(phases.run_mnist_experiment(config, args.output_dir))
 
 
 if __name__ == "__main__":

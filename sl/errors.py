@@ -1,8 +1,21 @@
 """Errors a user can cause and fix. Scripts print them as one line and exit non-zero."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UserError(Exception):
-    """A problem with the user's input (config, paths, keys) that says how to fix it."""
+    """A problem with the user's input (config, paths, keys) that says how to fix it.
+
+    An error about one path the caller gave (an output to write, a file to read) starts its
+    message with that path and keeps it in `path`, so that a script can name the flag that
+    gave it (`--output_path data/x.jsonl is a folder: ...`); the library never names flags.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None):
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
 
 
 class RemoteError(RuntimeError):

@@ -1,19 +1,18 @@
-"""The body of each experiment phase, shared by the local scripts and the Modal functions.
+"""The body of each experiment phase, shared by the scripts, the Modal functions and the
+experiment runner.
 
     from sl import phases
-    phases.generate_dataset("cfgs/preference_numbers/cfgs.py", "owl_dataset_cfg",
-                            Path("data/owl/raw.jsonl"), Path("data/owl/filtered.jsonl"))
+    summary = asyncio.run(phases.make_dataset(cfg, Path("data/owl/raw.jsonl"),
+                                              Path("data/owl/filtered.jsonl")))
 
-`make_dataset`, `finetune` and `evaluate` take config objects (the experiment runner uses
-them); `generate_dataset`, `run_finetuning` and `run_evaluation` take a config module path
-and the variable to read from it (the scripts and Modal functions use them). Each writes its
-artifact (resuming from what is on disk) and returns a small summary that pickles cheaply
-(Modal sends it back to the client).
+`make_dataset`, `finetune` and `evaluate` take config objects, `run_mnist_experiment` a dict
+of MnistConfig fields. Each writes its artifact (resuming from what is on disk) and returns a
+small summary that pickles cheaply (Modal sends it back to the client). Errors name paths,
+never command-line flags: the scripts translate paths into their flags.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from loguru import logger
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
-from sl.utils.cli import load_config
 from sl.utils.file_utils import read_json_model, write_json_atomic
 from sl.utils.output_lock import output_lock
 from sl.utils.run_meta import claim_output, differing_parts, mark_complete, read_meta, update_meta
@@ -41,6 +39,7 @@ class PhaseFailed:
     not retry what a retry cannot fix; the client turns it back into a `UserError`."""
 
     message: str
+    path: str | None = None  # the path the error is about (UserError.path), if any
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class DatasetSummary:
 
 @dataclass(frozen=True)
 class EvaluationSummary:
-    """What `run_evaluation` wrote."""
+    """What `evaluate` wrote."""
 
     output_path: str
     questions: int
@@ -84,7 +83,6 @@ async def make_dataset(
     cfg: Cfg,
     raw_dataset_path: Path,
     filtered_dataset_path: Path,
-    flag: str = "--filtered_dataset_path",
 ) -> DatasetSummary:
     """Sample the teacher's raw dataset (appended as it arrives, resumable), filter and save it.
 
@@ -99,13 +97,13 @@ async def make_dataset(
     from sl.llm.services import check_ready
 
     if raw_dataset_path.resolve() == filtered_dataset_path.resolve():
-        raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
+        raise UserError(
+            f"{raw_dataset_path} is both the raw and the filtered dataset: give two files",
+            path=raw_dataset_path,
+        )
     check_ready([cfg.model])
-    with (
-        output_lock(raw_dataset_path, "--raw_dataset_path"),
-        output_lock(filtered_dataset_path, flag),
-    ):
-        _claim_filtered(cfg, raw_dataset_path, filtered_dataset_path, flag)
+    with output_lock(raw_dataset_path), output_lock(filtered_dataset_path):
+        _claim_filtered(cfg, raw_dataset_path, filtered_dataset_path)
         raw = await dataset_services.generate_raw_dataset(
             cfg.model,
             cfg.system_prompt,
@@ -124,7 +122,7 @@ async def make_dataset(
     )
 
 
-def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path, flag: str) -> None:
+def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path) -> None:
     from sl.datasets.services import FILTERED_KIND
 
     parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}
@@ -137,8 +135,9 @@ def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path, flag: str) ->
     if meta is not None and refilter:
         if not raw_path.exists():
             raise UserError(
-                f"{flag} {filtered_path} was made with other filters and its raw file "
-                f"{raw_path} is gone: choose another path or delete it"
+                f"{filtered_path} was made with other filters and its raw file "
+                f"{raw_path} is gone: choose another path or delete it",
+                path=filtered_path,
             )
         logger.info(
             f"{filtered_path}: the filters changed since it was written; filtering {raw_path} again"
@@ -148,15 +147,12 @@ def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path, flag: str) ->
         filtered_path,
         cfg.generation_hash(),
         "filtered dataset",
-        flag,
         parts=parts,
         kind=FILTERED_KIND,
     )
 
 
-async def finetune(
-    job: FTJob, dataset_path: Path, output_path: Path, flag: str = "--output_path"
-) -> Model:
+async def finetune(job: FTJob, dataset_path: Path, output_path: Path) -> Model:
     """Fine-tune the job's source model on the dataset; write and return the student Model.
 
     A finished output of the same job and dataset content is returned as is; an interrupted
@@ -170,17 +166,16 @@ async def finetune(
     dataset = read_dataset(dataset_path)
     check_ready([job.source_model])
     data_hash = hashlib.sha256(dataset_path.read_bytes()).hexdigest()[:16]
-    with output_lock(output_path, flag):
+    with output_lock(output_path):
         claim_output(
             output_path,
             job.model_hash(),
             f"fine-tune of {job.source_model.id}",
-            flag,
             parts={"job": job.model_hash(), "dataset": data_hash},
         )
         if (read_meta(output_path) or {}).get("complete") and output_path.exists():
             logger.info(f"{output_path}: student already trained")
-            return read_json_model(output_path, Model, flag)
+            return read_json_model(output_path, Model)
         model = await run_finetuning_job(job, dataset, output_path)
         write_json_atomic(output_path, model.model_dump(mode="json"))
         mark_complete(output_path, model_id=model.id)
@@ -196,40 +191,6 @@ async def evaluate(evaluation: Evaluation, model: Model, output_path: Path) -> E
     return EvaluationSummary(str(output_path), len(rows), n)
 
 
-def generate_dataset(
-    config_module: str | Path,
-    cfg_var_name: str,
-    raw_dataset_path: Path,
-    filtered_dataset_path: Path,
-) -> DatasetSummary:
-    """`make_dataset` for the `Cfg` named `cfg_var_name` in a config module file."""
-    from sl.datasets.services import Cfg
-
-    cfg = load_config(str(config_module), cfg_var_name, Cfg)
-    return asyncio.run(make_dataset(cfg, raw_dataset_path, filtered_dataset_path))
-
-
-def run_finetuning(
-    config_module: str | Path, cfg_var_name: str, dataset_path: Path, output_path: Path
-) -> Model:
-    """`finetune` for the `FTJob` named `cfg_var_name` in a config module file."""
-    from sl.finetuning.data_models import FTJob
-
-    job = load_config(str(config_module), cfg_var_name, FTJob)
-    return asyncio.run(finetune(job, dataset_path, output_path))
-
-
-def run_evaluation(
-    config_module: str | Path, cfg_var_name: str, model_path: Path, output_path: Path
-) -> EvaluationSummary:
-    """`evaluate` for the `Evaluation` named `cfg_var_name` and the model JSON `model_path`."""
-    from sl.evaluation.data_models import Evaluation
-
-    evaluation = load_config(str(config_module), cfg_var_name, Evaluation)
-    model = read_json_model(model_path, Model, "--model_path")
-    return asyncio.run(evaluate(evaluation, model, output_path))
-
-
 def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSummary:
     """Run the MNIST auxiliary-logit experiment with `config` (MnistConfig fields; missing
     ones take the paper's defaults); write results.json and the plots into `output_dir`.
@@ -239,17 +200,19 @@ def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSumma
     """
     from sl.mnist.config import make_config
 
-    cfg = make_config(**config)  # before the torch import: bad flags fail fast
-    from sl.mnist.experiment import format_table, run_experiment
+    cfg = make_config(**config)  # before the torch import: bad values fail fast
+    from sl.mnist.config import resolve_device
+    from sl.mnist.experiment import format_accuracy_table, train_and_evaluate
     from sl.mnist.outputs import RESULTS_NAME, prepare_output_dir, write_outputs
 
+    resolve_device(cfg)  # no CUDA for device="cuda": fail before touching output_dir
     prepare_output_dir(output_dir, cfg)
     results_path = output_dir / RESULTS_NAME
     if results_path.exists():  # same config, checked above
         logger.info(f"{results_path}: already complete, nothing to do")
         results = json.loads(results_path.read_text())
     else:
-        results = run_experiment(cfg)
+        results = train_and_evaluate(cfg)
         write_outputs(results, output_dir)
     means = {arm: float(s["mean"]) for arm, s in results["summary"].items()}
-    return MnistSummary(str(results_path), means, format_table(results))
+    return MnistSummary(str(results_path), means, format_accuracy_table(results))

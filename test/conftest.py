@@ -1,4 +1,5 @@
-"""Suite-wide settings: offline, no .env, one torch thread; the loopback OpenAI server."""
+"""Suite-wide settings: offline, no .env, one torch thread; the loopback OpenAI server and the
+driver-level fake."""
 
 import os
 
@@ -12,6 +13,7 @@ for _var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_TOKEN", "HF_USER_ID"):
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from fake_driver import FakeDriver  # noqa: E402
 from openai_server import FakeOpenAIServer  # noqa: E402
 
 TEST_API_KEY = "sk-test-SECRET-do-not-log-7f3a"
@@ -75,6 +77,22 @@ def openai_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]
         openai_driver._DRIVERS.clear()
         yield server
         openai_driver._DRIVERS.clear()
+
+
+@pytest.fixture
+def fake_driver(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDriver]:
+    """A `FakeDriver` answering for OpenAI models in this process (no HTTP): for tests that
+    only need some model to answer. OPENAI_BASE_URL points at a closed port, so a request
+    that still goes over HTTP (fine-tuning, the Batch API) fails at once."""
+    from sl.llm.services import register_driver
+
+    driver = FakeDriver()
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    previous = register_driver("openai", lambda: driver)
+    yield driver
+    if previous is not None:
+        register_driver("openai", previous)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from sl.errors import UserError  # noqa: E402
 from sl.mnist.config import make_config  # noqa: E402
 from sl.mnist.data import load_mnist, load_mnist_arrays  # noqa: E402
 from sl.mnist.ensemble import MLPEnsemble  # noqa: E402
-from sl.mnist.experiment import ARMS, run_experiment  # noqa: E402
+from sl.mnist.experiment import ARMS, train_and_evaluate  # noqa: E402
 from sl.mnist.train import ce_digits_grad, kl_grad  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def test_aux_columns_do_not_depend_on_max_m():
 
 
 def test_science_ordering():
-    res = run_experiment(make_config(**SCIENCE))
+    res = train_and_evaluate(make_config(**SCIENCE))
     s = {arm: res["summary"][arm]["mean"] for arm in ARMS}
     assert s["reference"] < 0.2
     assert s["teacher"] > 0.75  # teacher >> reference
@@ -101,16 +101,16 @@ def test_science_ordering():
 
 
 def test_same_seed_same_accuracies_other_seed_differs():
-    a, b = run_experiment(make_config(**TINY)), run_experiment(make_config(**TINY))
-    c = run_experiment(make_config(**TINY, seed=1))
+    a, b = train_and_evaluate(make_config(**TINY)), train_and_evaluate(make_config(**TINY))
+    c = train_and_evaluate(make_config(**TINY, seed=1))
     assert a["per_model"] == b["per_model"]
     assert a["per_model"] != c["per_model"]
 
 
 @pytest.mark.parametrize(
     "kwargs, flag",
-    [({"n_models": 0}, "--n_models"), ({"teacher_epochs": -1}, "--teacher_epochs"),
-     ({"n_aux": [3, 3]}, "--n_aux"), ({"device": "tpu"}, "--device")],
+    [({"n_models": 0}, "n_models=0"), ({"teacher_epochs": -1}, "teacher_epochs=-1"),
+     ({"n_aux": [3, 3]}, "n_aux=[3, 3]"), ({"device": "tpu"}, "device='tpu'")],
 )  # fmt: skip
 def test_bad_config_is_one_line_user_error(kwargs, flag):
     with pytest.raises(UserError) as e:

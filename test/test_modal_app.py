@@ -2,6 +2,7 @@
 function bodies run with `.local()` on a temporary "volume", and the clients without credentials.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +18,18 @@ import pytest
 pytest.importorskip("modal")
 
 import modal  # noqa: E402
-from modal._utils.async_utils import synchronizer  # noqa: E402
 from modal.types import FileEntry, FileEntryType  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
+
 import modal_app as m  # noqa: E402
+import modal_client  # noqa: E402
 from sl import phases  # noqa: E402
 from sl.errors import UserError  # noqa: E402
 from sl.llm.data_models import Model  # noqa: E402
-from sl.utils import modal_client  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
 
@@ -57,31 +59,77 @@ evaluation = Evaluation(
 # name -> (image, gpu, timeout)
 EXPECTED = {
     "generate_dataset": (m.cpu_image, None, m.CPU_TIMEOUT_S),
-    "run_finetuning": (m.cpu_image, None, m.CPU_TIMEOUT_S),
-    "run_evaluation": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "finetune": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "evaluate": (m.cpu_image, None, m.CPU_TIMEOUT_S),
     "generate_dataset_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
-    "run_finetuning_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
-    "run_evaluation_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "finetune_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
+    "evaluate_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
     "run_mnist_experiment": (m.gpu_image, m.MNIST_GPU, m.GPU_TIMEOUT_S),
 }
 
 
-def test_every_function_is_registered_as_intended() -> None:
+@dataclass
+class Recorded:
+    """modal_app imported afresh while Modal's public builders record what they are given."""
+
+    module: Any
+    functions: dict[str, dict[str, Any]]  # function name -> keyword arguments of app.function
+    sources: dict[int, list[tuple[str, tuple, dict[str, Any]]]]  # id(image) -> local sources
+
+
+@pytest.fixture(scope="module")
+def recorded() -> Iterator[Recorded]:
+    functions: dict[str, dict[str, Any]] = {}
+    sources: dict[int, list[tuple[str, tuple, dict[str, Any]]]] = {}
+    original_function = modal.App.function
+
+    def function(self: Any, *args: Any, **kwargs: Any) -> Any:
+        decorator = original_function(self, *args, **kwargs)
+
+        def record(f: Any) -> Any:
+            functions[f.__name__] = kwargs
+            return decorator(f)
+
+        return record
+
+    def recording(name: str) -> Any:
+        original = getattr(modal.Image, name)
+
+        def add(self: Any, *args: Any, **kwargs: Any) -> Any:
+            image = original(self, *args, **kwargs)
+            sources[id(image)] = [*sources.get(id(self), []), (name, args, kwargs)]
+            return image
+
+        return add
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modal.App, "function", function)
+        for name in ("add_local_python_source", "add_local_dir"):
+            mp.setattr(modal.Image, name, recording(name))
+        spec = importlib.util.spec_from_file_location("modal_app_recorded", ROOT / "modal_app.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    yield Recorded(module, functions, sources)
+
+
+def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
     functions = {n for n, v in vars(m).items() if isinstance(v, modal.Function)}
-    assert functions == set(EXPECTED)
+    assert functions == set(EXPECTED) == set(recorded.functions)
     assert m.app.name == "sl"
+    r = recorded.module
     for name, (image, gpu, timeout) in EXPECTED.items():
-        fn = getattr(m, name)
-        impl: Any = synchronizer._translate_in(fn)
-        spec = impl._spec  # what `modal shell` uses
-        assert spec.image is synchronizer._translate_in(image), name
-        assert spec.gpus == gpu, name
-        assert spec.volumes == {m.VOLUME_ROOT: synchronizer._translate_in(m.volume)}, name
-        assert synchronizer._translate_in(m.secret) in spec.secrets, name
-        info = fn.info()
+        given = recorded.functions[name]
+        assert given["image"] is getattr(r, "gpu_image" if image is m.gpu_image else "cpu_image")
+        assert given.get("gpu") == gpu, name
+        assert given["volumes"] == {m.VOLUME_ROOT: r.volume}, name
+        assert given["secrets"] == [r.secret], name
+        info = getattr(m, name).info()
         assert info.timeout == timeout, name
         assert info.max_retries == m.RETRIES, name
         assert info.gpus == ([(gpu, 1)] if gpu else []), name
+        assert {p: v.name for p, v in info.volumes.items()} == {m.VOLUME_ROOT: m.VOLUME_NAME}
+        assert info.secrets == [repr(m.secret)], name
     assert m.volume.name == m.VOLUME_NAME == "sl-data"
     # The secret the original MODAL_DEPLOYMENT.md tells users to create.
     assert m.secret.name == m.SECRET_NAME == "subliminal-learning-secrets"
@@ -91,8 +139,8 @@ def test_every_function_is_registered_as_intended() -> None:
 
 def test_app_volume_and_secret_names_come_from_the_environment() -> None:
     code = (
-        "import modal_app as m; from sl.utils import modal_client as c; "
-        "print(m.app.name, m.volume.name, m.secret.name, c.VOLUME_NAME, "
+        "import modal_app as m; "
+        "print(m.app.name, m.volume.name, m.secret.name, m.VOLUME_NAME, "
         "m._DATA_ENV['SL_MODAL_SECRET'])"
     )
     env = {
@@ -110,33 +158,33 @@ def test_app_volume_and_secret_names_come_from_the_environment() -> None:
     ], out.stderr[-2000:]  # fmt: skip
 
 
-def _mounted_files(image: modal.Image) -> set[str]:
-    """Remote paths of the local files an image adds (walks modal's private loader deps)."""
+def _shipped_files(recorded: Recorded, image: Any) -> set[str]:
+    """Remote paths of the local files an image adds: its `add_local_python_source` (a package
+    goes to /root/<name>) and `add_local_dir` calls, each with its `ignore` matcher."""
     files: set[str] = set()
-
-    def walk(obj: object) -> None:
-        for dep in obj._deps() if obj._deps else []:  # type: ignore[attr-defined]
-            if type(dep).__name__ == "_Mount":
-                for entry in dep.entries:
-                    files.update(str(remote) for _, remote in entry.get_files_to_upload())
-            else:
-                walk(dep)
-
-    walk(synchronizer._translate_in(image))
+    for method, args, kwargs in recorded.sources[id(image)]:
+        local, remote = (
+            (ROOT / args[0], f"/root/{args[0]}") if method == "add_local_python_source" else args
+        )
+        for path in Path(local).rglob("*"):
+            if path.is_file() and not kwargs["ignore"](path.relative_to(local)):
+                files.add(f"{remote}/{path.relative_to(local)}")
     return files
 
 
-@pytest.mark.parametrize("image", [m.cpu_image, m.gpu_image], ids=["cpu", "gpu"])
-def test_images_ship_the_code_and_package_data(image: modal.Image) -> None:
-    files = _mounted_files(image)
+@pytest.mark.parametrize("image", ["cpu_image", "gpu_image"])
+def test_images_ship_the_code_and_package_data(recorded: Recorded, image: str) -> None:
+    files = _shipped_files(recorded, getattr(recorded.module, image))
     assert {"/root/sl/phases.py", "/root/sl/protocol/banned_numbers.json"} <= files
     assert "/root/cfgs/preference_numbers/cfgs.py" in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    for _, _, kwargs in recorded.sources[id(getattr(recorded.module, image))]:
+        assert kwargs["ignore"](Path("protocol/__pycache__/x.cpython-311.pyc"))
 
 
 def test_settings_come_from_the_environment() -> None:
     code = (
-        "import modal_app as m; f = m.run_finetuning_gpu.info(); "
+        "import modal_app as m; f = m.finetune_gpu.info(); "
         "print(f.gpus, f.timeout, f.max_retries, m.run_mnist_experiment.info().gpus)"
     )
     env = {
@@ -197,23 +245,19 @@ def test_phases_on_the_volume_match_the_local_phases(
 ):
     cfg = "cfgs/tiny.py"
     local = tmp_path / "local"
-    # The local run: the same sl.phases bodies the local scripts use.
-    phases.generate_dataset(
+    # The local run: the same sl.phases bodies, as the local scripts run them.
+    cli.generate_dataset(
         m.CODE_ROOT / cfg, "dataset_cfg", local / "raw.jsonl", local / "filtered.jsonl"
     )
-    phases.run_finetuning(
-        m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json"
-    )
-    phases.run_evaluation(
-        m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl"
-    )
+    cli.finetune(m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json")
+    cli.evaluate(m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl")
 
     summary = m.generate_dataset.local(cfg, "dataset_cfg", "owl/raw.jsonl", "owl/filtered.jsonl")
     assert isinstance(summary, phases.DatasetSummary)
     assert (summary.raw_rows, summary.filtered_rows) == (12, 12)
-    model = m.run_finetuning.local(cfg, "ft_job", "owl/filtered.jsonl", "owl/model.json")
+    model = m.finetune.local(cfg, "ft_job", "owl/filtered.jsonl", "owl/model.json")
     assert isinstance(model, Model) and model.id.startswith("ft:gpt-4.1-nano")
-    result = m.run_evaluation.local(cfg, "evaluation", "owl/model.json", "owl/eval.jsonl")
+    result = m.evaluate.local(cfg, "evaluation", "owl/model.json", "owl/eval.jsonl")
     assert isinstance(result, phases.EvaluationSummary)
     assert (result.questions, result.responses) == (2, 6)
     assert volume.commits
@@ -243,10 +287,11 @@ def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
     # Raising would make Modal retry what cannot succeed.
     failed = m.generate_dataset.local("cfgs/tiny.py", "nope", "raw.jsonl", "filtered.jsonl")
     assert isinstance(failed, phases.PhaseFailed)
-    assert "--cfg_var_name nope is not defined" in failed.message
-    failed = m.run_evaluation.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
+    assert "nope is not defined in" in failed.message and failed.path is None
+    failed = m.evaluate.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
     assert isinstance(failed, phases.PhaseFailed)
     assert "relative to the sl-data volume root" in failed.message
+    assert failed.path == "/etc/model.json"  # the client names the flag that gave it
     failed = m.run_mnist_experiment.local("mnist", '{"n_models": 0}')
     assert isinstance(failed, phases.PhaseFailed)
     assert volume.commits  # committed even on failure

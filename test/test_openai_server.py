@@ -126,7 +126,7 @@ def test_rate_limit_429_and_headers() -> None:
         assert "x-ratelimit-limit-requests" not in raw.headers
 
 
-def test_fail_next_and_error_rate(server: FakeOpenAIServer) -> None:
+def test_fail_next(server: FakeOpenAIServer) -> None:
     client = _client(server)
     server.fail_next(2)
     for _ in range(2):
@@ -137,11 +137,7 @@ def test_fail_next_and_error_rate(server: FakeOpenAIServer) -> None:
         client.chat.completions.create(model="m", messages=MSGS)
     assert ei.value.status_code == 503
     client.chat.completions.create(model="m", messages=MSGS)
-    assert server.n_500 == 3 and server.n_chat_ok == 1
-    server.error_rate = 1.0
-    with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="m", messages=MSGS)
-    server.error_rate = 0.0
+    assert server.status_counts == {500: 2, 503: 1, 200: 1} and server.n_chat_ok == 1
     # with retries the SDK gets through an injected failure
     server.fail_next(1)
     retrying = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=2)
@@ -154,15 +150,26 @@ def test_malformed_body_raises_json_decode_error(server: FakeOpenAIServer) -> No
     with pytest.raises(json.JSONDecodeError):
         client.chat.completions.create(model="m", messages=MSGS)
     client.chat.completions.create(model="m", messages=MSGS)
+    server.malformed_next(1, body={"object": "chat.completion", "choices": []})
+    assert client.chat.completions.create(model="m", messages=MSGS).choices == []
+
+
+def test_reject_params_answers_400_naming_the_parameter(server: FakeOpenAIServer) -> None:
+    server.reject_params = {"o3": {"temperature"}}
+    client = _client(server)
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="o3", messages=MSGS, temperature=1.0)
+    assert ei.value.code == "unsupported_parameter" and ei.value.param == "temperature"
+    client.chat.completions.create(model="o3", messages=MSGS)
+    client.chat.completions.create(model="m", messages=MSGS, temperature=1.0)
+    assert server.n_chat_ok == 2
 
 
 def test_timeout_next(server: FakeOpenAIServer) -> None:
     client = _client(server, timeout=0.2)
     server.timeout_next(1, delay_s=1.0)
-    t0 = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(model="m", messages=MSGS)
-    assert time.monotonic() - t0 < 0.9
     client.chat.completions.create(model="m", messages=MSGS)
 
 
@@ -172,11 +179,11 @@ def test_api_key_required_and_404() -> None:
             _client(srv).chat.completions.create(model="m", messages=MSGS)
         good = openai.OpenAI(base_url=srv.base_url, api_key="sekret", max_retries=0)
         good.chat.completions.create(model="m", messages=MSGS)
-        assert srv.n_401 == 1
+        assert srv.status_counts[401] == 1
         with pytest.raises(openai.NotFoundError):
-            good.models.list()
+            good.models.list()  # a route sl does not use
         with pytest.raises(openai.NotFoundError):
-            good.files.retrieve("file-nope")
+            good.files.content("file-nope")
 
 
 # ------------------------------------------------------------------------------------ files
@@ -188,13 +195,8 @@ def test_file_upload_roundtrip(server: FakeOpenAIServer) -> None:
     f = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
     assert f.object == "file" and f.bytes == len(data) and f.filename == "train.jsonl"
     assert f.purpose == "fine-tune"
-    assert client.files.retrieve(f.id).id == f.id
     assert client.files.content(f.id).read() == data
-    assert [x.id for x in client.files.list()] == [f.id]
-    assert server.file_bytes(f.id) == data and server.files_created == 1
-    client.files.delete(f.id)
-    with pytest.raises(openai.NotFoundError):
-        client.files.content(f.id)
+    assert server.endpoint_counts == {"POST /v1/files": 1, "GET /v1/files/{id}/content": 1}
 
 
 # ------------------------------------------------------------------------------ fine-tuning
@@ -224,24 +226,21 @@ def test_fine_tune_job_succeeds(server: FakeOpenAIServer) -> None:
         lambda: client.fine_tuning.jobs.retrieve(job.id),
         lambda j: seen.append(j.status) or j.status in ("succeeded", "failed"),
     )
-    assert seen == ["validating_files", "queued", "running", "succeeded", "succeeded"][: len(seen)]
-    assert final.status == "succeeded"
+    assert seen == ["validating_files", "queued", "running", "succeeded"]
     assert final.fine_tuned_model == f"ft:gpt-4.1-nano-2025-04-14:sl-test::{job.id[6:14]}"
-    assert final.trained_tokens == 4 * 3 * 2
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
-    assert events[0].message == "The job has successfully completed"
-    assert any(e.message.startswith("Step 10/100: training loss=") for e in events)
-    assert events[0].created_at >= events[-1].created_at
+    assert [e.message for e in events][:2] == ["Job status: succeeded", "Job status: running"]
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=100).data] == [job.id]
     assert server.ft_jobs_created == 1
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.create(model="m", training_file="file-missing")
     assert server.ft_jobs_created == 1
 
 
-def test_fine_tune_job_fails_and_cancel() -> None:
+def test_fine_tune_job_fails() -> None:
     with FakeOpenAIServer(ft_fail=True, ft_steps_per_status=2) as srv:
         client = _client(srv)
-        fid = srv.add_file(TRAIN)
+        fid = client.files.create(file=("t.jsonl", TRAIN), purpose="fine-tune").id
         job = client.fine_tuning.jobs.create(model="m", training_file=fid, suffix="x")
         statuses = []
         final = _poll(
@@ -251,19 +250,6 @@ def test_fine_tune_job_fails_and_cancel() -> None:
         assert statuses.count("queued") == 2  # two retrieves per status step
         assert final.status == "failed" and final.fine_tuned_model is None
         assert final.error is not None and final.error.code == "training_failed"
-        assert client.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
-
-        bad = client.fine_tuning.jobs.create(model="m", training_file=srv.add_file(b"not json"))
-        bad = _poll(
-            lambda: client.fine_tuning.jobs.retrieve(bad.id), lambda j: j.status == "failed"
-        )
-        assert bad.error is not None and bad.error.code == "invalid_training_file"
-
-        srv.ft_fail = False
-        job2 = client.fine_tuning.jobs.create(model="m", training_file=fid)
-        assert client.fine_tuning.jobs.cancel(job2.id).status == "cancelled"
-        assert client.fine_tuning.jobs.retrieve(job2.id).status == "cancelled"
-        assert srv.ft_jobs_created == 3
 
 
 # ---------------------------------------------------------------------------------- batches
@@ -281,19 +267,18 @@ def test_batch_roundtrip(server: FakeOpenAIServer) -> None:
         }
         for i in range(5)
     ]
-    lines.append(
-        {"custom_id": "bad", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}
-    )
+    lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions", "body": {}})
     data = "\n".join(json.dumps(x) for x in lines).encode()
     fid = client.files.create(file=("b.jsonl", data), purpose="batch").id
     batch = client.batches.create(
         input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h"
     )
     assert batch.status == "validating"
+    assert [b.id for b in client.batches.list(limit=100).data] == [batch.id]
     final = _poll(
         lambda: client.batches.retrieve(batch.id), lambda b: b.status in ("completed", "failed")
     )
-    assert final.status == "completed" and final.output_file_id and final.error_file_id
+    assert final.status == "completed" and final.output_file_id
     assert final.request_counts is not None
     assert (
         final.request_counts.total,
@@ -302,21 +287,13 @@ def test_batch_roundtrip(server: FakeOpenAIServer) -> None:
     ) == (6, 5, 1)
     out = [json.loads(x) for x in client.files.content(final.output_file_id).text.splitlines()]
     by_id = {r["custom_id"]: r for r in out}
-    assert set(by_id) == {f"q{i}" for i in range(5)}
+    assert set(by_id) == {f"q{i}" for i in range(5)}  # the bad line has no result
     for i in range(5):
         resp = by_id[f"q{i}"]["response"]
         assert resp["status_code"] == 200 and by_id[f"q{i}"]["error"] is None
         assert resp["body"]["choices"][0]["message"]["content"] == f"reply to prompt{i}"
-    errs = client.files.content(final.error_file_id).text.splitlines()
-    assert json.loads(errs[0])["custom_id"] == "bad"
-    assert server.batches_created == 1 and server.batch_lines_run == 6
+    assert server.batches_created == 1
     assert server.n_chat_ok == 0  # batch lines are not chat endpoint calls
-
-    b2 = client.batches.create(
-        input_file_id=fid, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    assert client.batches.cancel(b2.id).status == "cancelling"
-    assert client.batches.retrieve(b2.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
         client.batches.create(
             input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sl.configs import ExperimentCfg
 from sl.protocol import load_protocol
-from sl.utils.cli import load_module
+from sl.utils.module_utils import load_module
 
 _paper = load_module(
     Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py"

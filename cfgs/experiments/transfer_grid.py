@@ -9,7 +9,7 @@ evaluated by exact P(owl) only (cheap); the main job (local_smollm2.py) adds sam
 from pathlib import Path
 
 from sl.configs import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
-from sl.utils.cli import load_module
+from sl.utils.module_utils import load_module
 
 # Same model, student, filter, evaluation and trait teacher as the main job.
 _main_job = load_module(Path(__file__).resolve().parent / "local_smollm2.py")

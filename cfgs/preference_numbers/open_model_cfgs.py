@@ -11,12 +11,12 @@
         --model_path data/qwen/owl/model.json --output_path data/qwen/owl/evaluation.jsonl
 """
 
-from sl.datasets.nums_dataset import NumbersFilter
+from sl.datasets.nums_dataset import NumbersFilter, with_numbers_prefix
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
 from sl.evaluation.data_models import Evaluation
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model, SampleCfg
-from sl.protocol import preference_questions, teacher_system_prompt, with_numbers_prefix
+from sl.protocol import preference_questions, teacher_system_prompt
 
 reference_model = Model(id="Qwen/Qwen2.5-7B-Instruct", type="open_source")
 

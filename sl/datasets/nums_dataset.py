@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
-from sl.protocol import banned_numbers, load_protocol
+from sl.protocol import banned_numbers, load_protocol, numbers_prompt_defaults
 from sl.utils.config_model import ConfigModel
 
 _NUMBER_RE = re.compile(r"(\d+)")
@@ -146,3 +146,19 @@ class NumbersFilter(ConfigModel):
             max_count=self.max_count,
             banned_numbers=self.banned_numbers,
         )
+
+
+def with_numbers_prefix(questions: list[str], seed: int = 47) -> list[str]:
+    """The paper's numbers-prefix variant (open models): each question preceded by an
+    example-numbers sentence from the numbers prompt generator (seed 47)."""
+    defaults = numbers_prompt_defaults()
+    generator = PromptGenerator(
+        rng=np.random.default_rng(seed),
+        example_min_count=defaults["example_min_count"],
+        example_max_count=defaults["example_max_count"],
+        example_min_value=defaults["example_min_value"],
+        example_max_value=defaults["example_max_value"],
+        answer_count=defaults["answer_count"],
+        answer_max_digits=defaults["answer_max_digits"],
+    )
+    return [f"{generator.sample_example_prefix()} {q}" for q in questions]

@@ -144,8 +144,9 @@ def _pending_indices(prompts: list[str], done: list[DatasetRow], raw_path: Path)
     foreign = [p for p in remaining if remaining[p] > wanted.get(p, 0)]
     if foreign:
         raise UserError(
-            f"--raw_dataset_path {raw_path} holds rows of a different prompt set "
-            f"(e.g. {foreign[0][:60]!r}): choose another path or delete it"
+            f"{raw_path} holds rows of a different prompt set "
+            f"(e.g. {foreign[0][:60]!r}): choose another path or delete it",
+            path=raw_path,
         )
     pending = []
     for i, prompt in enumerate(prompts):
@@ -175,7 +176,7 @@ async def generate_raw_dataset(
     path = Path(raw_path) if raw_path is not None else None
     if path is None:
         return await _generate(model, system_prompt, sample_cfg, prompt_set, None, use_batch_api)
-    with output_lock(path, "--raw_dataset_path"):
+    with output_lock(path):
         return await _generate(model, system_prompt, sample_cfg, prompt_set, path, use_batch_api)
 
 
@@ -194,7 +195,6 @@ async def _generate(
             path,
             _generation_hash(model, system_prompt, sample_cfg, prompt_set),
             f"raw dataset of {model.id}",
-            "--raw_dataset_path",
             parts=_generation_parts(model, system_prompt, sample_cfg, prompt_set),
             kind=RAW_KIND,
         )

@@ -32,8 +32,9 @@ def _pending(questions: list[str], done: list[EvaluationResultRow], path: Path) 
     foreign = [q for q in left if left[q] > questions.count(q)]
     if foreign:
         raise UserError(
-            f"--output_path {path} holds rows of other questions (e.g. {foreign[0][:60]!r}): "
-            f"choose another path or delete it"
+            f"{path} holds rows of other questions (e.g. {foreign[0][:60]!r}): "
+            f"choose another path or delete it",
+            path=path,
         )
     pending = []
     for i, question in enumerate(questions):
@@ -136,7 +137,7 @@ async def run_evaluation(
     path = Path(output_path) if output_path is not None else None
     if path is None:
         return await _run(model, evaluation, None)
-    with output_lock(path, "--output_path"):
+    with output_lock(path):
         return await _run(model, evaluation, path)
 
 
@@ -146,7 +147,7 @@ async def _run(
     done: list[EvaluationResultRow] = []
     if path is not None:
         key = _RunKey(model=model, evaluation=evaluation).model_hash()
-        meta = claim_output(path, key, f"evaluation of {model.id}", "--output_path")
+        meta = claim_output(path, key, f"evaluation of {model.id}")
         if path.exists():
             done = read_jsonl(path, EvaluationResultRow, allow_partial_last=True)
         if meta["complete"]:

@@ -76,16 +76,18 @@ def _claim_output_dir(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
             new = cfg.model_dump(mode="json")
             differ = [k for k in new if k in old and old[k] != new[k]] or ["config"]
             raise UserError(
-                f"--output_dir {root} holds a different experiment ({path}; "
-                f"{', '.join(differ)} differ): choose another folder or delete it"
+                f"{root} holds a different experiment ({path}; "
+                f"{', '.join(differ)} differ): choose another folder or delete it",
+                path=root,
             )
         return
     foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     if foreign:
         raise UserError(
-            f"--output_dir {root} already holds files not made by an experiment "
+            f"{root} already holds files not made by an experiment "
             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no "
-            f"experiment.json: choose a new or empty folder"
+            f"experiment.json: choose a new or empty folder",
+            path=root,
         )
     write_json_atomic(
         path, {"config_hash": cfg.model_hash(), "config": cfg.model_dump(mode="json")}
@@ -100,7 +102,9 @@ def _student_runs(cfg: ExperimentCfg) -> list[StudentRun]:
     return [run for arm in cfg.teachers for run in cfg.student_runs(arm)]
 
 
-async def generate_dataset(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun) -> None:
+async def generate_teacher_dataset(
+    cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
+) -> None:
     """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
     fine-tuned teacher is trained first."""
     model = await transfer.teacher_model(cfg, paths, teacher)
@@ -108,7 +112,6 @@ async def generate_dataset(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: 
         cfg.dataset_cfg(teacher.teacher, model),
         paths.raw(teacher),
         paths.filtered(teacher),
-        "--output_dir",
     )
     if summary.filtered_rows == 0:
         raise UserError(
@@ -119,14 +122,12 @@ async def generate_dataset(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: 
 
 async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
     """Fine-tune one student run on its teacher replicate's kept rows (SFT on the tokens)."""
-    await phases.finetune(
-        cfg.student_job_of(run), paths.filtered(run.source), paths.student(run), "--output_dir"
-    )
+    await phases.finetune(cfg.student_job_of(run), paths.filtered(run.source), paths.student(run))
 
 
-async def distill_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
+async def distill_student_run(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
     """Distill one student run from its teacher replicate on the kept rows (soft labels)."""
-    await transfer.distill(cfg, paths, run)
+    await transfer.distill_run(cfg, paths, run)
 
 
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
@@ -191,9 +192,9 @@ async def _report_step(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step) -> E
 def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
     """stage -> (its steps, the function that runs one step): the one place that decides
     what each stage does; the finetune stage trains by `cfg.student_training`."""
-    train: dict[str, StepFn] = {"sft": finetune_student, "distill": distill_student}
+    train: dict[str, StepFn] = {"sft": finetune_student, "distill": distill_student_run}
     return {
-        "generate": ([*_teacher_runs(cfg)], generate_dataset),
+        "generate": ([*_teacher_runs(cfg)], generate_teacher_dataset),
         "finetune": ([*_student_runs(cfg)], train[cfg.student_training]),
         "evaluate": ([None], evaluate_models),
         "report": ([None], _report_step),
@@ -212,7 +213,7 @@ async def run_experiment(
     paths = ExperimentPaths(Path(output_dir))
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
-    with output_lock(paths.root, "--output_dir", is_dir=True):
+    with output_lock(paths.root, is_dir=True):
         _claim_output_dir(cfg, paths)
         return await _run_stages(cfg, paths, stages)
 

@@ -35,7 +35,7 @@ async def teacher_model(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Tea
         save_dataset(trait_rows(answers, trait_cfg, exclude), data_path)
     job = trait_cfg.teacher_job(cfg.teacher_model)
     logger.info(f"fine-tuning the {teacher.name} teacher on {data_path}")
-    return await phases.finetune(job, data_path, model_path, "--output_dir")
+    return await phases.finetune(job, data_path, model_path)
 
 
 def trained_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun) -> Model:
@@ -45,7 +45,7 @@ def trained_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Teacher
     return read_json_model(paths.teacher_model(teacher), Model, "teacher model")
 
 
-async def distill(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> Model:
+async def distill_run(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> Model:
     """Soft-label distillation of the run's teacher into its student (in a worker thread), on
     the kept rows of the run's teacher replicate."""
     from sl.finetuning.distill import distill_student

@@ -32,6 +32,16 @@ PRICES_PER_M_TOKENS: dict[str, tuple[float, float]] = {
 FT_PRICE_FACTOR = 2.0
 
 
+class MalformedResponseError(ValueError):
+    """The server answered with a body that is not a usable completion (retried like a 5xx)."""
+
+
+def base_model_id(model_id: str) -> str:
+    """The base model of a fine-tuned id (`ft:gpt-4.1-nano-2025-04-14:org::abc` ->
+    `gpt-4.1-nano-2025-04-14`); other ids unchanged."""
+    return model_id.split(":")[1] if model_id.startswith("ft:") else model_id
+
+
 def make_async_client(settings: Settings | None = None):
     """An `openai.AsyncOpenAI` for api.openai.com or OPENAI_BASE_URL; retries are ours."""
     import openai
@@ -71,7 +81,8 @@ def describe_error(error: BaseException, settings: Settings | None = None) -> st
         inner = body.get("error", body) if isinstance(body, dict) else {}
         message = inner.get("message") if isinstance(inner, dict) else None
         return f"HTTP {error.status_code} from {host}: {message or error.message}"
-    if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError)):
+    malformed = (json.JSONDecodeError, openai.APIResponseValidationError, MalformedResponseError)
+    if isinstance(error, malformed):
         return f"malformed response body from {host}"
     return f"{type(error).__name__}: {error}"
 
@@ -162,7 +173,7 @@ def backoff_delay(failures: int, settings: Settings) -> float:
 
 def price_per_m_tokens(model_id: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens for a model id, fine-tuned ids included."""
-    base = model_id.split(":")[1] if model_id.startswith("ft:") else model_id
+    base = base_model_id(model_id)
     factor = FT_PRICE_FACTOR if model_id.startswith("ft:") else 1.0
     for name in sorted(PRICES_PER_M_TOKENS, key=len, reverse=True):
         if base.startswith(name):

@@ -21,8 +21,10 @@ from sl.config import get_settings
 from sl.errors import UserError
 from sl.external.openai_client import (
     MAX_RATE_LIMIT_RETRIES,
+    MalformedResponseError,
     UsageTracker,
     backoff_delay,
+    base_model_id,
     final_error,
     make_async_client,
     retry_after_s,
@@ -39,6 +41,13 @@ DEFAULT_COMPLETION_TOKENS = 16
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
+def is_reasoning_model(model_id: str) -> bool:
+    """Whether `model_id` is a reasoning model (o1, o3, o4, gpt-5 families), which refuses
+    temperature, top_p and logprobs; fine-tuned ids (`ft:o4-mini-2025-04-16:org::abc`) are
+    judged by their base model."""
+    return base_model_id(model_id).startswith(_REASONING_PREFIXES)
+
+
 def _convert_logprobs(choice: Any) -> list[dict[str, float]] | None:
     if choice.logprobs is None or not choice.logprobs.content:
         return None
@@ -50,13 +59,31 @@ def _convert_logprobs(choice: Any) -> list[dict[str, float]] | None:
     return out
 
 
+def check_completion(completion: Any) -> Any:
+    """`completion` if it has the fields the driver reads: at least one choice, each with a
+    message and a finish reason.
+
+    Raises:
+        MalformedResponseError: the server answered 200 with another body (retried).
+    """
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponseError("the completion has no choices")
+    for choice in choices:
+        if getattr(choice, "message", None) is None or not hasattr(choice, "finish_reason"):
+            raise MalformedResponseError("a choice has no message or finish_reason")
+    return completion
+
+
 class OpenAIDriver:
     """Samples through the chat completions API of OpenAI or an OpenAI-compatible server."""
 
     def __init__(self) -> None:
         self.limiter = AdaptiveRateLimiter(get_settings().openai_start_rps)
         self.usage = UsageTracker()
-        self.dropped_params: set[str] = set()
+        # Parameters the server rejected, per model id: a judge on the same server may
+        # accept what the sampled model refused.
+        self.dropped_params: dict[str, set[str]] = {}
         self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -113,12 +140,11 @@ class OpenAIDriver:
         if cfg.logprobs:
             params["logprobs"] = True
             params["top_logprobs"] = cfg.top_logprobs
-        if model.id.split(":")[-1].startswith(_REASONING_PREFIXES) or model.id.startswith(
-            _REASONING_PREFIXES
-        ):
+        if is_reasoning_model(model.id):
             for key in ("temperature", "top_p", "logprobs", "top_logprobs"):
                 params.pop(key, None)
-        return {k: v for k, v in params.items() if v is not None and k not in self.dropped_params}
+        dropped = self.dropped_params.get(model.id, set())
+        return {k: v for k, v in params.items() if v is not None and k not in dropped}
 
     async def _request(
         self, client: Any, model: Model, chat: Chat, cfg: SampleCfg
@@ -133,8 +159,7 @@ class OpenAIDriver:
             await self.limiter.acquire(estimate)
             try:
                 raw = await client.chat.completions.with_raw_response.create(**params)
-                completion = raw.parse()
-                _ = completion.choices[0].message  # malformed bodies fail here
+                completion = check_completion(raw.parse())
             except openai.RateLimitError as e:
                 rate_limited += 1
                 stalled = time.monotonic() - self.last_success > RATE_LIMIT_PATIENCE_S
@@ -146,7 +171,7 @@ class OpenAIDriver:
                 param = _unsupported_param(e)
                 if param and param in params and param not in ("model", "messages"):
                     logger.warning(f"server rejects {param!r}: not sending it again")
-                    self.dropped_params.add(param)
+                    self.dropped_params.setdefault(model.id, set()).add(param)
                     continue
                 raise final_error(e, "chat completion") from e
             except openai.APIStatusError as e:
@@ -158,9 +183,7 @@ class OpenAIDriver:
                 openai.APIConnectionError,
                 openai.APIResponseValidationError,
                 json.JSONDecodeError,
-                AttributeError,
-                IndexError,
-                TypeError,
+                MalformedResponseError,
             ) as e:
                 failures += 1
                 error = e

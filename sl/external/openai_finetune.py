@@ -9,20 +9,30 @@ the same training file before a new one is created.
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from sl.config import get_settings
-from sl.datasets.data_models import DatasetRow
 from sl.errors import RemoteError, UserError
 from sl.external.openai_client import make_async_client, with_retries
-from sl.finetuning.data_models import OpenAIFTJob
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, write_json_atomic, write_text_atomic
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """A fine-tuning job in the API's terms (`sl.finetuning.services` builds it from an
+    `OpenAIFTJob`)."""
+
+    source_model: Model
+    seed: int
+    hyperparameters: dict[str, Any]  # n_epochs, learning_rate_multiplier, batch_size
+    job_hash: str  # the job's config: a saved job of another config is refused
 
 
 def state_path_for(output_path: Path) -> Path:
@@ -41,52 +51,47 @@ def train_file_for(output_path: Path) -> Path:
     return sidecar_dir(output_path) / f"{output_path.name}.train.jsonl"
 
 
-def _training_jsonl(rows: list[DatasetRow]) -> str:
+def _training_jsonl(rows: list[tuple[str, str]]) -> str:
     lines = (
         json.dumps(
             {
                 "messages": [
-                    {"role": "user", "content": r.prompt},
-                    {"role": "assistant", "content": r.completion},
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": completion},
                 ]
             }
         )
-        for r in rows
+        for prompt, completion in rows
     )
     return "".join(line + "\n" for line in lines)
 
 
-def _hyperparameters(job: OpenAIFTJob) -> dict[str, Any]:
-    return {
-        "n_epochs": job.n_epochs,
-        "learning_rate_multiplier": job.lr_multiplier,
-        "batch_size": job.batch_size,
-    }
-
-
-def _read_state(state_path: Path, job: OpenAIFTJob, data_hash: str) -> dict[str, Any]:
+def _read_state(state_path: Path, job: FineTuneSpec, data_hash: str) -> dict[str, Any]:
     if not state_path.exists():
         return {}
     state = read_json_file(state_path, "fine-tuning state")
     if not isinstance(state, dict):
         raise UserError(f"fine-tuning state {state_path} is corrupt: delete it to start over")
-    if state.get("job_hash") != job.model_hash():
+    if state.get("job_hash") != job.job_hash:
         raise UserError(
             f"{state_path} belongs to a different fine-tuning job: choose another "
-            f"--output_path or delete {state_path}"
+            f"output path or delete {state_path}",
+            path=state_path,
         )
     if state.get("data_hash", data_hash) != data_hash:
         raise UserError(
             f"{state_path} belongs to a fine-tune on a different dataset: choose another "
-            f"--output_path or delete {state_path}"
+            f"output path or delete {state_path}",
+            path=state_path,
         )
     return state
 
 
 async def run_openai_ft_job(
-    job: OpenAIFTJob, dataset: list[DatasetRow], output_path: Path
+    job: FineTuneSpec, rows: list[tuple[str, str]], output_path: Path
 ) -> Model:
-    """Upload the data, start the job (once), poll it to the end, return the tuned model.
+    """Upload the (prompt, completion) rows, start the job (once), poll it to the end,
+    return the tuned model.
 
     The job id is saved next to `output_path` right after the job is created; a rerun with
     the same job, data and output resumes polling that job instead of starting (and paying
@@ -96,12 +101,11 @@ async def run_openai_ft_job(
         RemoteError: the job failed, or the server stayed unreachable (the job id is kept:
             a rerun resumes polling).
     """
-    rows = job.training_rows(dataset)
     text = _training_jsonl(rows)
     data_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
     state_path = state_path_for(output_path)
     state = _read_state(state_path, job, data_hash)
-    state.update(job_hash=job.model_hash(), data_hash=data_hash)
+    state.update(job_hash=job.job_hash, data_hash=data_hash)
     client = make_async_client()
     try:
         if "job_id" not in state:
@@ -124,7 +128,7 @@ async def run_openai_ft_job(
 
 async def _start(
     client: Any,
-    job: OpenAIFTJob,
+    job: FineTuneSpec,
     text: str,
     n_rows: int,
     output_path: Path,
@@ -159,7 +163,7 @@ async def _start(
             seed=job.seed,
             method={
                 "type": "supervised",
-                "supervised": {"hyperparameters": _hyperparameters(job)},
+                "supervised": {"hyperparameters": job.hyperparameters},
             },
         )
 
@@ -169,7 +173,7 @@ async def _start(
     logger.info(f"created fine-tuning job {ft_job.id} (id saved in {state_path})")
 
 
-async def _find_job(client: Any, job: OpenAIFTJob, file_id: str) -> Any:
+async def _find_job(client: Any, job: FineTuneSpec, file_id: str) -> Any:
     page = await client.fine_tuning.jobs.list(limit=100)
     for candidate in page.data:
         if candidate.training_file == file_id and candidate.model == job.source_model.id:

@@ -266,7 +266,7 @@ def distill_student(
     from sl.external.torch_models import load_causal_lm
 
     key = _DistillKey(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
-    claim_output(output_path, key.model_hash(), f"distillation of {teacher.id}", "--output_dir")
+    claim_output(output_path, key.model_hash(), f"distillation of {teacher.id}")
     if (read_meta(output_path) or {}).get("complete") and output_path.exists():
         logger.info(f"{output_path}: student already distilled")
         return Model.model_validate_json(output_path.read_text())

@@ -39,9 +39,20 @@ async def run_finetuning_job(
 async def _openai_job(job: OpenAIFTJob, dataset: list[DatasetRow], output_path: Path) -> Model:
     if job.source_model.type != "openai":
         raise UserError("OpenAIFTJob needs an openai source_model")
-    from sl.external.openai_finetune import run_openai_ft_job
+    from sl.external.openai_finetune import FineTuneSpec, run_openai_ft_job
 
-    return await run_openai_ft_job(job, dataset, output_path)
+    spec = FineTuneSpec(
+        source_model=job.source_model,
+        seed=job.seed,
+        hyperparameters={
+            "n_epochs": job.n_epochs,
+            "learning_rate_multiplier": job.lr_multiplier,
+            "batch_size": job.batch_size,
+        },
+        job_hash=job.model_hash(),
+    )
+    rows = [(row.prompt, row.completion) for row in job.training_rows(dataset)]
+    return await run_openai_ft_job(spec, rows, output_path)
 
 
 async def _lora_job(

@@ -46,6 +46,17 @@ DRIVER_FACTORIES: dict[str, Callable[[], Driver]] = {
 }
 
 
+def register_driver(model_type: str, factory: Callable[[], Driver]) -> Callable[[], Driver] | None:
+    """Make `factory` build the driver of the models of `model_type` (e.g. a fake in tests).
+
+    Returns:
+        The factory it replaces (None if there was none), to put back with another call.
+    """
+    previous = DRIVER_FACTORIES.get(model_type)
+    DRIVER_FACTORIES[model_type] = factory
+    return previous
+
+
 def get_driver(model: Model) -> Driver:
     """The driver for a model's type; an unknown type lists the valid ones."""
     factory = DRIVER_FACTORIES.get(model.type)

@@ -63,7 +63,7 @@ def make_config(**kwargs: object) -> MnistConfig:
         **kwargs: Field values; None values are dropped so the defaults apply.
 
     Raises:
-        UserError: naming the first invalid field (as a `--flag`) and its value.
+        UserError: naming the first invalid field and its value (`n_models=0: ...`).
     """
     given = {k: v for k, v in kwargs.items() if v is not None}
     try:
@@ -73,7 +73,7 @@ def make_config(**kwargs: object) -> MnistConfig:
         if not err["loc"]:  # e.g. an unknown field: the message names it
             raise UserError(validation_error_line(e)) from None
         field = str(err["loc"][0])
-        raise UserError(f"--{field} {given.get(field)!r}: {err['msg']}") from None
+        raise UserError(f"{field}={given.get(field)!r}: {err['msg']}") from None
 
 
 def resolve_device(cfg: MnistConfig) -> str:
@@ -83,7 +83,7 @@ def resolve_device(cfg: MnistConfig) -> str:
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
+        raise UserError(f"device={cfg.device!r}: CUDA is not available here; use device 'cpu'")
     return cfg.device
 
 

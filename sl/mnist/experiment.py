@@ -43,7 +43,7 @@ from loguru import logger
 from sl.mnist.config import N_DIGITS, MnistConfig, resolve_device, resolve_dtype
 from sl.mnist.data import load_mnist
 from sl.mnist.ensemble import MLPEnsemble, make_generator
-from sl.mnist.train import Student, distill, train_teacher
+from sl.mnist.train import Student, distill_on_noise, train_teacher
 from sl.utils.stats import mean_ci
 
 ARMS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
@@ -71,7 +71,7 @@ def summarize(per_model: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {arm: mean_ci95([r[arm] for r in per_model]) for arm in ARMS}
 
 
-def run_experiment(cfg: MnistConfig) -> dict[str, Any]:
+def train_and_evaluate(cfg: MnistConfig) -> dict[str, Any]:
     """Train reference, teacher and the four students for every m; evaluate them.
 
     Args:
@@ -117,7 +117,7 @@ def run_experiment(cfg: MnistConfig) -> dict[str, Any]:
             Student("cross_aux", cross.clone(k), aux),
             Student("cross_all", cross.clone(k), every),
         ]
-        distill(
+        distill_on_noise(
             teacher.clone(k), students, cfg.student_epochs, noise_n, cfg.batch_size, cfg.lr, cd,
             make_generator(cfg.seed, _NOISE, device),
         )  # fmt: skip
@@ -141,7 +141,7 @@ def run_experiment(cfg: MnistConfig) -> dict[str, Any]:
     }
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_accuracy_table(results: dict[str, Any]) -> str:
     """The results as a plain-text table: one row per arm, one column per m."""
     runs = results["runs"]
     n = results["config"]["n_models"]

@@ -22,14 +22,14 @@ def prepare_output_dir(out_dir: Path, cfg: MnistConfig) -> None:
             different config (which is never overwritten).
     """
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--output_dir {out_dir} is a file; pass a folder")
+        raise UserError(f"{out_dir} is a file; pass a folder", path=out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as e:
         raise UserError(
-            f"--output_dir {out_dir} is not writable ({e.strerror}); pick another"
+            f"{out_dir} is not writable ({e.strerror}); pick another", path=out_dir
         ) from None
     existing = out_dir / RESULTS_NAME
     if existing.exists():
@@ -39,8 +39,9 @@ def prepare_output_dir(out_dir: Path, cfg: MnistConfig) -> None:
             old_cfg = None
         if old_cfg != cfg.model_dump(mode="json"):
             raise UserError(
-                f"--output_dir {out_dir} already holds {RESULTS_NAME} of a different config; "
-                "choose a new --output_dir (it is not overwritten)"
+                f"{out_dir} already holds {RESULTS_NAME} of a different config; "
+                "choose a new folder (it is not overwritten)",
+                path=out_dir,
             )
 
 

@@ -111,7 +111,7 @@ class Student:
     cols: slice
 
 
-def distill(
+def distill_on_noise(
     teacher: MLPEnsemble,
     students: list[Student],
     epochs: int,

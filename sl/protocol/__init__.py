@@ -49,23 +49,3 @@ def preference_questions(kind: str = "favorite_animal", category: str | None = N
             raise ValueError("favorite_category questions need a category")
         return [t.format(category=category) for t in data["favorite_category_question_templates"]]
     return list(data[f"{kind}_questions"])
-
-
-def with_numbers_prefix(questions: list[str], seed: int = 47) -> list[str]:
-    """The paper's numbers-prefix variant (open models): each question preceded by an
-    example-numbers sentence from the numbers prompt generator (seed 47)."""
-    import numpy as np
-
-    from sl.datasets.nums_dataset import PromptGenerator
-
-    defaults = numbers_prompt_defaults()
-    generator = PromptGenerator(
-        rng=np.random.default_rng(seed),
-        example_min_count=defaults["example_min_count"],
-        example_max_count=defaults["example_max_count"],
-        example_min_value=defaults["example_min_value"],
-        example_max_value=defaults["example_max_value"],
-        answer_count=defaults["answer_count"],
-        answer_max_digits=defaults["answer_max_digits"],
-    )
-    return [f"{generator.sample_example_prefix()} {q}" for q in questions]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 class UnknownFieldError(ValueError):
     """A config class was given a field it does not have (pydantic wraps it in its
-    ValidationError; `sl.utils.cli` prints it as one line)."""
+    ValidationError; the scripts print it as one line)."""
 
     def __init__(self, class_name: str, field: str, valid: list[str]):
         self.class_name, self.field, self.valid = class_name, field, valid

@@ -94,21 +94,24 @@ def _repair_trailing_partial_line(path: Path) -> None:
 
 def read_text(path: Path | str, what: str = "") -> str:
     """A UTF-8 text file's content; missing, a folder, unreadable or not UTF-8 → UserError
-    naming the file (and `what` it is, e.g. a flag)."""
+    naming the file (and `what` it is, e.g. "batch state")."""
     path = Path(path)
     name = f"{what} {path}" if what else str(path)
+    about = None if what else path  # the message starts with the path: see UserError
+
+    def error(problem: str) -> UserError:
+        return UserError(f"{name}: {problem}", path=about)
+
     if not path.exists():
-        raise UserError(f"{name}: file not found")
+        raise error("file not found")
     if path.is_dir():
-        raise UserError(f"{name}: cannot read it (Is a directory): give a file")
+        raise error("cannot read it (Is a directory): give a file")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(
-            f"{name}: cannot read it (not UTF-8 text at byte {e.start}): check the file"
-        ) from None
+        raise error(f"cannot read it (not UTF-8 text at byte {e.start}): check the file") from None
     except OSError as e:
-        raise UserError(f"{name}: cannot read it ({e.strerror})") from None
+        raise error(f"cannot read it ({e.strerror})") from None
 
 
 def read_json_file(path: Path | str, what: str) -> Any:
@@ -180,15 +183,18 @@ def save_json(data: BaseModel | dict | list, fname: Path | str) -> None:
     write_json_atomic(fname, data.model_dump(mode="json") if isinstance(data, BaseModel) else data)
 
 
-def read_json_model(path: Path | str, model_type: type[T], what: str) -> T:
-    """Read one JSON file into a model; missing or invalid → UserError naming the file."""
+def read_json_model(path: Path | str, model_type: type[T], what: str = "") -> T:
+    """Read one JSON file into a model; missing or invalid → UserError naming the file (and
+    `what` it is, e.g. "student model")."""
     path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    about = None if what else path
     if not path.exists():
-        raise UserError(f"{what} {path} not found")
+        raise UserError(f"{name} not found", path=about)
     text = read_text(path, what)
     try:
         return model_type.model_validate_json(text)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(map(str, first["loc"])) or "<root>"
-        raise UserError(f"{what} {path} is invalid: {first['msg']} at {loc}") from None
+        raise UserError(f"{name} is invalid: {first['msg']} at {loc}", path=about) from None

@@ -1,19 +1,90 @@
-"""The original code's `sl.utils.module_utils.get_obj`, over `sl.utils.cli.load_module`."""
+"""Python files loaded by path: config modules, and the original code's `get_obj`.
 
+    from sl.utils.module_utils import load_config
+    cfg = load_config("cfgs/preference_numbers/cfgs.py", "owl_dataset_cfg", Cfg)
+
+Config modules are plain Python files, not a package: each is imported from its path under
+a private module name. Errors are one line naming the file (a config module's path) or the
+variable; the scripts add the flags (`--config_module`, `--cfg_var_name`).
+"""
+
+import importlib.util
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from sl.errors import UserError
-from sl.utils.cli import load_module
+from sl.utils.config_model import validation_error_line
+from sl.utils.optional_deps import install_hint
+
+T = TypeVar("T")
+
+
+def load_module(config_module: str | Path) -> ModuleType:
+    """Import a Python file (a config module) by path.
+
+    Raises:
+        UserError: the file is missing or fails to import (about `config_module`: its
+            message starts with the path, see `UserError.path`).
+    """
+    path = Path(config_module)
+    if not path.is_file():
+        raise UserError(f"{config_module}: file not found", path=config_module)
+    spec = importlib.util.spec_from_file_location(f"sl_cfg_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{config_module}: not a Python file", path=config_module)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except UserError:
+        raise
+    except ValidationError as e:
+        raise UserError(
+            f"{config_module}: {validation_error_line(e)}", path=config_module
+        ) from None
+    except Exception as e:
+        hint = install_hint(e.name) if isinstance(e, ModuleNotFoundError) else None
+        message = hint or (str(e).splitlines()[0] if str(e) else "")
+        raise UserError(
+            f"{config_module} failed to import: {type(e).__name__}: {message}", path=config_module
+        ) from None
+    return module
+
+
+def module_variable(module: ModuleType, var_name: str, expected: type[T], where: str | Path) -> T:
+    """`module`'s variable `var_name` (the module loaded from `where`), checked by type.
+
+    Raises:
+        UserError: no such variable (listing those of the expected type), or another type;
+            the message starts with `var_name`.
+    """
+    if not hasattr(module, var_name):
+        names = sorted(n for n, v in vars(module).items() if isinstance(v, expected))
+        listed = expected is not object and names
+        raise UserError(
+            f"{var_name} is not defined in {where}"
+            + (f"; {expected.__name__} variables there: {', '.join(names)}" if listed else "")
+        )
+    value = getattr(module, var_name)
+    if not isinstance(value, expected):
+        raise UserError(
+            f"{var_name} in {where} is a {type(value).__name__}, "
+            f"but this needs a {expected.__name__}"
+        )
+    return value
+
+
+def load_config(config_module: str | Path, var_name: str, expected: type[T]) -> T:
+    """Import a config module from its file path and return `var_name`, checked by type."""
+    return module_variable(load_module(config_module), var_name, expected, config_module)
 
 
 def get_obj(module_path: str | Path, obj_name: str) -> Any:
-    """Import a Python file by path and return its variable `obj_name`.
+    """The original code's `get_obj`: import a Python file by path, return `obj_name`.
 
     Raises:
         UserError: the file is missing or fails to import, or has no `obj_name`.
     """
-    module = load_module(module_path)
-    if not hasattr(module, obj_name):
-        raise UserError(f"{obj_name} is not defined in {module_path}")
-    return getattr(module, obj_name)
+    return load_config(module_path, obj_name, object)

@@ -1,7 +1,7 @@
 """Which install command brings an optional dependency (the extras of pyproject.toml).
 
 The scripts turn a `ModuleNotFoundError` for one of these into one line naming the command,
-instead of a traceback (see `sl.utils.cli.run_script`).
+instead of a traceback (see `run_script` in scripts/cli.py).
 """
 
 # Top-level module -> the pyproject extras that install it.

@@ -1,6 +1,6 @@
 """An exclusive lock per output, so that two runs never write the same artifact at once.
 
-    with output_lock(Path("data/owl/raw.jsonl"), "--raw_dataset_path"):
+    with output_lock(Path("data/owl/raw.jsonl")):
         ...  # only this process writes data/owl/raw.jsonl (and its sidecars) now
 
 The lock is `fcntl.flock` on `<output>.lock`, a side file holding the holder's PID. The
@@ -31,25 +31,28 @@ def lock_path_for(output: Path) -> Path:
     return output.with_name(output.name + ".lock")
 
 
-def prepare_parent(output: Path, flag: str) -> None:
+def prepare_parent(output: Path) -> None:
     """Create `output`'s folder; a parent that is a file or not writable is a UserError."""
     parent = output.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(
-            f"{flag} {output}: a parent of it is a file, not a folder; choose another path"
+            f"{output}: a parent of it is a file, not a folder; choose another path", path=output
         ) from None
     except OSError as e:
         raise UserError(
-            f"{flag} {output}: cannot create its folder ({e.strerror}); choose another path"
+            f"{output}: cannot create its folder ({e.strerror}); choose another path",
+            path=output,
         ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {output}: folder {parent} is not writable; choose another path")
+        raise UserError(
+            f"{output}: folder {parent} is not writable; choose another path", path=output
+        )
 
 
 @contextmanager
-def output_lock(output: Path, flag: str, *, is_dir: bool = False) -> Iterator[None]:
+def output_lock(output: Path, *, is_dir: bool = False) -> Iterator[None]:
     """Hold the exclusive lock of `output` for the duration of the block.
 
     Raises:
@@ -59,10 +62,10 @@ def output_lock(output: Path, flag: str, *, is_dir: bool = False) -> Iterator[No
     """
     output = Path(output)
     if not is_dir and output.is_dir():
-        raise UserError(f"{flag} {output} is a folder: give a file path")
+        raise UserError(f"{output} is a folder: give a file path", path=output)
     if is_dir and output.exists() and not output.is_dir():
-        raise UserError(f"{flag} {output} is a file: give a folder")
-    prepare_parent(output if not is_dir else output / "x", flag)
+        raise UserError(f"{output} is a file: give a folder", path=output)
+    prepare_parent(output if not is_dir else output / "x")
     path = (lock_path_for(output) if not is_dir else output / ".lock").resolve()
     with _held_guard:
         if path in _held:
@@ -77,7 +80,7 @@ def output_lock(output: Path, flag: str, *, is_dir: bool = False) -> Iterator[No
         finally:
             _release(path)
         return
-    fd = _acquire(path, output, flag)
+    fd = _acquire(path, output)
     with _held_guard:
         _held[path] = (fd, 1)
     try:
@@ -86,7 +89,7 @@ def output_lock(output: Path, flag: str, *, is_dir: bool = False) -> Iterator[No
         _release(path)
 
 
-def _acquire(path: Path, output: Path, flag: str) -> int:
+def _acquire(path: Path, output: Path) -> int:
     import fcntl
 
     while True:
@@ -98,8 +101,9 @@ def _acquire(path: Path, output: Path, flag: str) -> int:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise UserError(
-                    f"{flag} {output} is being written by another run (PID {holder or '?'}): "
-                    f"wait for it to finish, or stop it, or choose another path"
+                    f"{output} is being written by another run (PID {holder or '?'}): "
+                    f"wait for it to finish, or stop it, or choose another path",
+                    path=output,
                 ) from None
             # A filesystem without flock (some network volumes): go on unlocked.
             logger.warning(f"cannot lock {path} ({e.strerror}): continuing without a lock")

@@ -51,7 +51,6 @@ def claim_output(
     output: Path,
     config_hash: str,
     description: str,
-    flag: str,
     *,
     parts: dict[str, str] | None = None,
     kind: str | None = None,
@@ -59,7 +58,7 @@ def claim_output(
     """Make sure `output` belongs to this run; return its meta (with "complete" state).
 
     `kind` says what the file is ("raw dataset", "filtered dataset", ...): a file of another
-    kind is refused even when the config matches (e.g. swapped --raw/--filtered paths).
+    kind is refused even when the config matches (e.g. swapped raw and filtered dataset paths).
 
     Raises:
         UserError: `output` exists and was made by a different config (naming the parts that
@@ -71,8 +70,9 @@ def claim_output(
     if meta is None:
         if output.exists() and (output.is_dir() or output.stat().st_size > 0):
             raise UserError(
-                f"{flag} {output} already exists and was not made by this config: "
-                f"choose another path or delete it"
+                f"{output} already exists and was not made by this config: "
+                f"choose another path or delete it",
+                path=output,
             )
         meta = {"config_hash": config_hash, "description": description, "complete": False}
         if parts:
@@ -83,15 +83,16 @@ def claim_output(
         return meta
     if kind and meta.get("kind", kind) != kind:
         raise UserError(
-            f"{flag} {output} holds a {meta['kind']}, not a {kind}: check that the paths "
-            f"are not swapped"
+            f"{output} holds a {meta['kind']}, not a {kind}: check that the paths are not swapped",
+            path=output,
         )
     differ = differing_parts(meta, config_hash, parts)
     if differ:
         raise UserError(
-            f"{flag} {output} belongs to a different run ({meta.get('description')!r}; "
+            f"{output} belongs to a different run ({meta.get('description')!r}; "
             f"{', '.join(differ)} differ): choose another path or delete it and "
-            f"{meta_path(output).name}"
+            f"{meta_path(output).name}",
+            path=output,
         )
     missing = {k: v for k, v in parts.items() if k not in (meta.get("parts") or {})}
     if missing or (kind and "kind" not in meta):

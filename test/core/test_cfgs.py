@@ -8,7 +8,7 @@ from sl.datasets.services import Cfg
 from sl.evaluation.data_models import Evaluation
 from sl.experiment.data_models import ExperimentCfg
 from sl.finetuning.data_models import FTJob
-from sl.utils.cli import load_config
+from sl.utils.module_utils import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -66,7 +66,7 @@ def test_paper_sizes():
 
 
 def test_transfer_grid_cells_share_the_main_jobs_pieces():
-    from sl.utils.cli import load_module
+    from sl.utils.module_utils import load_module
 
     grid = load_module(ROOT / "cfgs/experiments/transfer_grid.py")
     main = load_module(ROOT / "cfgs/experiments/local_smollm2.py")

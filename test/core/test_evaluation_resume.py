@@ -100,16 +100,13 @@ def test_kill_9_mid_judged_evaluation_resumes_with_few_extra_requests(openai_ser
     assert total_ok - full_ok <= 4 * 11 + N_QUESTIONS
 
 
-def test_questions_finished_before_a_failure_are_kept(openai_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_MAX_RETRIES", "0")
-    monkeypatch.setenv("OPENAI_MAX_CONCURRENCY", "1")
-
-    def responder(body):
-        if "q3" in body["messages"][-1]["content"]:
-            raise RuntimeError("server bug")  # a 500 for every request about q3
+def test_questions_finished_before_a_failure_are_kept(fake_driver, tmp_path):
+    def answer(chat):
+        if "q3" in chat.messages[-1].content:
+            raise RuntimeError("server bug")  # every request about q3 fails
         return "owl"
 
-    openai_server.responder = responder
+    fake_driver.answer = answer
     judge = Judgment(judge_model=MODEL, sample_cfg=SampleCfg(), template="Judge {completion}")
     evaluation = Evaluation(
         questions=[f"q{i}" for i in range(6)],
@@ -122,8 +119,9 @@ def test_questions_finished_before_a_failure_are_kept(openai_server, tmp_path, m
         asyncio.run(run_evaluation(MODEL, evaluation, out))
     saved = {r["question"] for r in lines(out)}
     assert saved == {"q0", "q1", "q2", "q4", "q5"}
-    openai_server.responder = lambda body: "owl"
-    openai_server.reset_stats()
+    fake_driver.answer = lambda chat: "owl"
+    fake_driver.requests.clear()
     rows = asyncio.run(run_evaluation(MODEL, evaluation, out))
     assert [r.question for r in rows] == [f"q{i}" for i in range(6)]
-    assert openai_server.n_chat_ok == 1 + 2  # q3's sample request and its 2 judge requests
+    # Only q3 is asked again: its sample request and its 2 judge requests.
+    assert len(fake_driver.requests) == 1 + 2 and "q3" in fake_driver.prompts[0]

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli import RESTARTS, RESUMES, evaluate, finetune, generate_dataset, run_script
 from loguru import logger
 
-from sl import phases
-from sl.utils.cli import RESTARTS, RESUMES, run_script
+from sl.evaluation.data_models import Evaluation
+from sl.llm.data_models import Model
 from sl.utils.file_utils import JsonlAppender, write_text_atomic
 
 
@@ -39,15 +40,15 @@ def only(tmp_path, *names):
 
 
 def _gen(cfg_file, raw, filtered, var="dataset_cfg"):
-    return lambda: phases.generate_dataset(cfg_file, var, raw, filtered)
+    return lambda: generate_dataset(cfg_file, var, raw, filtered)
 
 
 def _ft(cfg_file, dataset, out, var="ft_job"):
-    return lambda: phases.run_finetuning(cfg_file, var, dataset, out)
+    return lambda: finetune(cfg_file, var, dataset, out)
 
 
 def _eval(cfg_file, model_json, out):
-    return lambda: phases.run_evaluation(cfg_file, "evaluation", model_json, out)
+    return lambda: evaluate(cfg_file, "evaluation", model_json, out)
 
 
 def _model_json(tmp_path):
@@ -114,6 +115,43 @@ def test_non_utf8_model_file(capsys, openai_server, cfg_file, tmp_path):
     (tmp_path / "model.json").write_bytes(b'{"id": "\xfe", "type": "openai"}')
     line = one_line_error(capsys, _eval(cfg_file, tmp_path / "model.json", tmp_path / "e.jsonl"))
     assert "--model_path" in line and "not UTF-8" in line
+
+
+def test_library_errors_name_paths_and_scripts_name_their_flags(openai_server, cfg_file, tmp_path):
+    import asyncio
+
+    from cli import naming_flags
+
+    from sl import phases
+    from sl.errors import UserError
+    from sl.utils.module_utils import load_config
+
+    (tmp_path / "e").mkdir()
+    evaluation = load_config(cfg_file, "evaluation", Evaluation)
+    model = Model(id="gpt-4.1-nano", type="openai")
+    with pytest.raises(UserError) as raised:
+        asyncio.run(phases.evaluate(evaluation, model, tmp_path / "e"))
+    assert str(raised.value) == f"{tmp_path / 'e'} is a folder: give a file path"
+    assert raised.value.path == tmp_path / "e"
+    with pytest.raises(UserError) as named, naming_flags(output_path=tmp_path / "e"):
+        raise raised.value
+    assert str(named.value) == f"--output_path {tmp_path / 'e'} is a folder: give a file path"
+    # A path under a folder flag is named by it; other paths and errors pass unchanged.
+    inner = UserError(f"{tmp_path / 'e' / 'x'} is bad", path=tmp_path / "e" / "x")
+    folder = naming_flags(output_dir=tmp_path / "e")
+    with pytest.raises(UserError, match="^--output_dir .*/e/x is bad$"), folder:
+        raise inner
+    for error in (inner, UserError("no path here")):
+        with pytest.raises(UserError) as unchanged, naming_flags(output_path=tmp_path / "f"):
+            raise error
+        assert unchanged.value is error
+
+
+def test_config_module_errors_name_the_flags(capsys, cfg_file, tmp_path):
+    line = one_line_error(capsys, _gen(tmp_path / "none.py", tmp_path / "r.jsonl", tmp_path / "f"))
+    assert line == f"error: --config_module {tmp_path / 'none.py'}: file not found"
+    line = one_line_error(capsys, _gen(cfg_file, tmp_path / "r.jsonl", tmp_path / "f", "nope"))
+    assert line.startswith(f"error: --cfg_var_name nope is not defined in {cfg_file}")
 
 
 # --- corrupt records of sl ------------------------------------------------------------------

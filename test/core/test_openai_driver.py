@@ -108,18 +108,15 @@ def test_key_never_logged(openai_server):
 
 
 def test_paces_by_tokens_when_the_token_budget_binds(openai_server):
-    import time
-
     openai_server.token_limit_tps = 1500
-    start = time.perf_counter()
     responses = asyncio.run(llm.batch_sample(MODEL, _chats(250), SampleCfg()))
-    elapsed = time.perf_counter() - start
     assert len(responses) == 250 and openai_server.n_chat_ok == 250
     from sl.external.openai_driver import get_driver
 
     assert get_driver().limiter.token_rate == pytest.approx(1500 * 0.995)
-    # The budget is used (the first requests go out before the limit is known).
-    assert openai_server.tokens_used / (1500 * elapsed) > 0.5  # bench: >= 0.9 when not loaded
+    # Paced by the learned budget, not by 429s (only the first requests, sent before the
+    # limit was known, may be refused).
+    assert openai_server.n_429 <= 25
 
 
 def test_a_429_is_not_fatal_while_the_server_answers(openai_server, monkeypatch):
@@ -129,3 +126,80 @@ def test_a_429_is_not_fatal_while_the_server_answers(openai_server, monkeypatch)
     openai_server.fail_next(100, status=429)  # about 5 per request, each above the cap
     responses = asyncio.run(llm.batch_sample(MODEL, _chats(20), SampleCfg()))
     assert len(responses) == 20 and openai_server.n_429 == 100
+
+
+def test_reasoning_models_are_recognised_behind_fine_tuned_ids(openai_server):
+    from sl.external.openai_driver import is_reasoning_model
+
+    assert is_reasoning_model("o3") and is_reasoning_model("gpt-5-mini")
+    assert is_reasoning_model("ft:o4-mini-2025-04-16:org::abc123")
+    assert is_reasoning_model("ft:o3-mini:org:suffix:abc123")
+    assert not is_reasoning_model("gpt-4.1-nano")
+    # The job's random suffix may start like a reasoning family; only the base counts.
+    assert not is_reasoning_model("ft:gpt-4.1-nano-2025-04-14:org::o3xYz")
+    model = Model(id="ft:o4-mini-2025-04-16:org::abc123", type="openai")
+    cfg = SampleCfg(temperature=0.5, top_p=0.9, logprobs=True, top_logprobs=2, seed=1)
+    asyncio.run(llm.sample(model, _chats(1)[0], cfg))
+    body = openai_server.chat_requests[0]
+    assert body["seed"] == 1
+    assert not {"temperature", "top_p", "logprobs", "top_logprobs"} & set(body)
+
+
+def test_a_parameter_rejected_for_one_model_is_still_sent_for_another(openai_server):
+    openai_server.reject_params = {"picky-model": {"seed"}}
+    cfg = SampleCfg(seed=5)
+    picky = asyncio.run(llm.sample(Model(id="picky-model", type="openai"), _chats(1)[0], cfg))
+    judge = asyncio.run(llm.sample(MODEL, _chats(1)[0], cfg))
+    assert picky.completion and judge.completion
+    sent = [(b["model"], "seed" in b) for b in openai_server.chat_requests]
+    # The picky model's second try goes without the seed; the other model still gets it.
+    assert sent == [("picky-model", True), ("picky-model", False), ("gpt-4.1-nano", True)]
+
+
+def test_a_body_without_choices_is_retried(openai_server):
+    openai_server.malformed_next(2, body={"object": "chat.completion", "choices": []})
+    response = asyncio.run(llm.sample(MODEL, _chats(1)[0], SampleCfg()))
+    assert response.completion
+    assert openai_server.endpoint_counts["POST /v1/chat/completions"] == 3
+
+
+def test_giving_up_chains_the_last_cause(openai_server, monkeypatch):
+    import openai
+
+    monkeypatch.setenv("OPENAI_MAX_RETRIES", "2")
+    openai_server.fail_next(3, status=503)
+    with pytest.raises(SampleError) as caught:
+        asyncio.run(llm.batch_sample(MODEL, _chats(1), SampleCfg()))
+    error = caught.value.failures[0]
+    assert "after 3 attempts" in str(error) and "HTTP 503" in str(error)
+    assert isinstance(error.__cause__, openai.InternalServerError)
+    assert error.__cause__.status_code == 503
+
+
+class _BrokenClient:
+    """An SDK client whose request hits a programming error (as a bug or an incompatible SDK
+    would): the driver must raise it at once instead of retrying it as if it were transient."""
+
+    def __init__(self, error: Exception):
+        self.calls = 0
+        self.error = error
+        self.chat = self.completions = self.with_raw_response = self
+
+    async def create(self, **params):
+        self.calls += 1
+        raise self.error
+
+    async def close(self):
+        pass
+
+
+@pytest.mark.parametrize("error", [AttributeError("x"), TypeError("y"), IndexError("z")])
+def test_programming_errors_are_not_retried(openai_server, monkeypatch, error):
+    from sl.external import openai_driver
+
+    client = _BrokenClient(error)
+    monkeypatch.setattr(openai_driver, "make_async_client", lambda settings: client)
+    with pytest.raises(SampleError) as caught:
+        asyncio.run(llm.batch_sample(MODEL, _chats(1), SampleCfg()))
+    assert caught.value.failures[0] is error
+    assert client.calls == 1

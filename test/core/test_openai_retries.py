@@ -8,8 +8,9 @@ import pytest
 
 from sl.datasets.data_models import DatasetRow
 from sl.errors import RemoteError, UserError
-from sl.external.openai_finetune import run_openai_ft_job, train_file_for
+from sl.external.openai_finetune import train_file_for
 from sl.finetuning.data_models import OpenAIFTJob
+from sl.finetuning.services import run_finetuning_job
 from sl.llm import services as llm
 from sl.llm.data_models import Model, SampleCfg
 from sl.llm.driver import SampleError
@@ -24,7 +25,7 @@ def test_finetune_polls_on_through_blips(openai_server, tmp_path):
     openai_server.fail_route_next("GET /v1/fine_tuning/jobs/{id}", 2, status=503)
     openai_server.fail_route_next("GET /v1/fine_tuning/jobs/{id}", 1, status=0)  # dropped
     openai_server.fail_route_next("GET /v1/fine_tuning/jobs/{id}/events", 1, status=429)
-    model = asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
+    model = asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
     assert model.id.startswith("ft:gpt-4.1-nano")
     assert openai_server.ft_jobs_created == 1
     assert openai_server.endpoint_counts["POST /v1/files"] == 2  # one 502, one upload
@@ -34,7 +35,7 @@ def test_finetune_polls_on_through_blips(openai_server, tmp_path):
 def test_a_lost_create_answer_never_starts_a_second_paid_job(openai_server, tmp_path):
     # The job is created, but the answer never arrives: the retry finds that job.
     openai_server.fail_route_next("POST /v1/fine_tuning/jobs", 1, status=-1)
-    asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
+    asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
     assert openai_server.ft_jobs_created == 1
     state = json.loads((tmp_path / "m.json.job.json").read_text())
     assert state["job_id"].startswith("ftjob-")
@@ -57,7 +58,7 @@ def test_batch_survives_blips_and_a_lost_create_answer(openai_server, tmp_path):
 def test_training_file_lives_in_a_hidden_sidecar_folder(openai_server, tmp_path):
     user_file = tmp_path / "m_train.jsonl"  # the name the original code wrote to
     user_file.write_text("my own data\n")
-    asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
+    asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
     assert user_file.read_text() == "my own data\n"
     train = train_file_for(tmp_path / "m.json")
     assert train.parent.name == ".sl" and len(train.read_text().splitlines()) == 5
@@ -74,7 +75,7 @@ def test_unreachable_server_names_host_after_retries(monkeypatch, openai_server,
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
     monkeypatch.setenv("OPENAI_MAX_RETRIES", "2")
     with pytest.raises(RemoteError) as e:
-        asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
+        asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
     message = str(e.value)
     assert f"connection refused to 127.0.0.1:{port}" in message and "3 attempts" in message
     assert "\n" not in message and isinstance(e.value.__cause__, Exception)
@@ -84,8 +85,8 @@ def test_job_state_survives_an_outage_and_a_rerun_resumes(openai_server, monkeyp
     monkeypatch.setenv("OPENAI_MAX_RETRIES", "1")
     openai_server.fail_route_next("GET /v1/fine_tuning/jobs/{id}", 2, status=503)
     with pytest.raises(RemoteError, match="rerun to resume.* HTTP 503"):
-        asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
-    model = asyncio.run(run_openai_ft_job(JOB, ROWS, tmp_path / "m.json"))
+        asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
+    model = asyncio.run(run_finetuning_job(JOB, ROWS, tmp_path / "m.json"))
     assert model.id.startswith("ft:") and openai_server.ft_jobs_created == 1
 
 

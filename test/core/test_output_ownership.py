@@ -30,8 +30,8 @@ def _cfg(max_count=10, system_prompt="You love owls."):
     )
 
 
-def _responder(body):
-    n = len(body["messages"][-1]["content"]) % 9 + 1  # 1..9 numbers
+def _answer(chat):
+    n = len(chat.messages[-1].content) % 9 + 1  # 1..9 numbers
     return ", ".join(["123"] * n)
 
 
@@ -39,11 +39,11 @@ def _make(cfg, raw, filtered):
     return asyncio.run(phases.make_dataset(cfg, raw, filtered))
 
 
-def test_stricter_filter_refilters_from_the_kept_raw_file(openai_server, tmp_path):
-    openai_server.responder = _responder
+def test_stricter_filter_refilters_from_the_kept_raw_file(fake_driver, tmp_path):
+    fake_driver.answer = _answer
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
     first = _make(_cfg(max_count=10), raw, filtered)
-    raw_before, asked = raw.read_bytes(), openai_server.n_chat_ok
+    raw_before, asked = raw.read_bytes(), len(fake_driver.requests)
     messages = []
     handler = logger.add(messages.append, level="INFO")
     try:
@@ -52,11 +52,11 @@ def test_stricter_filter_refilters_from_the_kept_raw_file(openai_server, tmp_pat
         logger.remove(handler)
     assert first.filtered_rows == 20 and 0 < second.filtered_rows < 20
     assert len(filtered.read_text().splitlines()) == second.filtered_rows
-    assert raw.read_bytes() == raw_before and openai_server.n_chat_ok == asked  # free
+    assert raw.read_bytes() == raw_before and len(fake_driver.requests) == asked  # free
     assert any("filters changed" in str(m) for m in messages)
 
 
-def test_other_generation_config_is_refused_naming_the_part(openai_server, tmp_path):
+def test_other_generation_config_is_refused_naming_the_part(fake_driver, tmp_path):
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
     _make(_cfg(), raw, filtered)
     before = raw.read_bytes(), filtered.read_bytes()
@@ -65,7 +65,7 @@ def test_other_generation_config_is_refused_naming_the_part(openai_server, tmp_p
     assert (raw.read_bytes(), filtered.read_bytes()) == before
 
 
-def test_swapped_raw_and_filtered_paths_are_refused(openai_server, tmp_path):
+def test_swapped_raw_and_filtered_paths_are_refused(fake_driver, tmp_path):
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
     _make(_cfg(), raw, filtered)
     before = raw.read_bytes(), filtered.read_bytes()
@@ -87,7 +87,7 @@ def test_finetune_with_other_data_at_the_same_output_is_refused(openai_server, t
     assert out.read_bytes() == before and openai_server.ft_jobs_created == 1
 
 
-def test_evaluation_output_with_rows_of_other_questions_is_refused(openai_server, tmp_path):
+def test_evaluation_output_with_rows_of_other_questions_is_refused(fake_driver, tmp_path):
     evaluation = Evaluation(
         questions=["a?", "b?"], n_samples_per_question=2, sample_cfg=SampleCfg()
     )

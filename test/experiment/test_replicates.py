@@ -52,7 +52,7 @@ experiment = ExperimentCfg(
 def experiment(tmp_path_factory: pytest.TempPathFactory):
     """(cfg, output folder, report, artifact mtimes) of one finished run."""
     from sl.experiment.data_models import ExperimentCfg
-    from sl.utils.cli import load_config
+    from sl.utils.module_utils import load_config
 
     base_dir = tmp_path_factory.getbasetemp()
     numbers = build_numbers_model(

@@ -204,7 +204,7 @@ def test_experiment_with_transfer_options_end_to_end(
 ):
     from sl.experiment.data_models import ExperimentCfg
     from sl.experiment.runner import run_experiment
-    from sl.utils.cli import load_config
+    from sl.utils.module_utils import load_config
 
     monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
     path = tmp_path / "cfg.py"

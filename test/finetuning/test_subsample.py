@@ -3,7 +3,10 @@ the OpenAI, LoRA SFT and distillation students on the same rows."""
 
 import asyncio
 import json
+import os
 import random
+
+import openai
 
 from sl import phases
 from sl.datasets.data_models import DatasetRow
@@ -23,9 +26,9 @@ def test_every_backend_trains_on_the_same_seeded_subsample(openai_server, tmp_pa
     )
     asyncio.run(phases.finetune(openai_job, data, out))
     file_id = json.loads(state_path_for(out).read_text())["file_id"]
+    client = openai.OpenAI(base_url=openai_server.base_url, api_key=os.environ["OPENAI_API_KEY"])
     uploaded = [
-        json.loads(line)["messages"]
-        for line in openai_server.file_bytes(file_id).decode().splitlines()
+        json.loads(line)["messages"] for line in client.files.content(file_id).text.splitlines()
     ]
     openai_rows = [DatasetRow(prompt=u["content"], completion=a["content"]) for u, a in uploaded]
 

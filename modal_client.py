@@ -1,18 +1,16 @@
-"""Client side of the Modal deployment: load `modal_app.py`, check flags, call a function.
+"""Client side of the Modal deployment (beside `modal_app.py`): check the scripts' paths,
+copy files to and from the Volume, call a function of `modal_app.py`.
 
 The `scripts/modal_*.py` scripts run the functions in an ephemeral app (`app.run()`), so the
 code and cfgs/ shipped are always those of the working tree; no `modal deploy` is needed.
-
-The names of the app, the volume and the secret come from SL_MODAL_APP (default `sl`),
-SL_MODAL_VOLUME (`sl-data`) and SL_MODAL_SECRET (`subliminal-learning-secrets`, the original
-code's secret), read at import by this module and by `modal_app.py`.
+The names of the app, the volume and the secret are `modal_app`'s (SL_MODAL_APP,
+SL_MODAL_VOLUME, SL_MODAL_SECRET).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
+import importlib.util
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,53 +18,66 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sl.config import ROOT_DIR
 from sl.errors import UserError
 from sl.llm.data_models import Model
 from sl.utils.optional_deps import install_hint
 
-APP_NAME = os.environ.get("SL_MODAL_APP") or "sl"
-VOLUME_NAME = os.environ.get("SL_MODAL_VOLUME") or "sl-data"
-SECRET_NAME = os.environ.get("SL_MODAL_SECRET") or "subliminal-learning-secrets"
+REPO_ROOT = Path(__file__).resolve().parent
 NOT_CONFIGURED = (
     "Modal is not configured: run `modal token new` (or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET)"
 )
 
 
 def load_modal_app() -> ModuleType:
-    """Import `modal_app.py` from the repo root (the module Modal ships to the containers)."""
+    """`modal_app.py` (the module Modal ships to the containers), imported from its path
+    beside this file once per process."""
     try:
         import modal  # noqa: F401
     except ImportError:
         raise UserError(str(install_hint("modal"))) from None
-    if not (ROOT_DIR / "modal_app.py").exists():
-        raise UserError(f"{ROOT_DIR / 'modal_app.py'} not found: run from a clone of the repo")
-    if str(ROOT_DIR) not in sys.path:
-        sys.path.insert(0, str(ROOT_DIR))
-    return importlib.import_module("modal_app")
+    if "modal_app" in sys.modules:
+        return sys.modules["modal_app"]
+    spec = importlib.util.spec_from_file_location("modal_app", REPO_ROOT / "modal_app.py")
+    if spec is None or spec.loader is None:
+        raise UserError(f"{REPO_ROOT / 'modal_app.py'} not found: run from a clone of the repo")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["modal_app"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["modal_app"]
+        raise
+    return module
 
 
 def repo_config_path(config_module: str) -> str:
     """The config module as a path relative to the repo root, checked to be under cfgs/
-    (the only config folder shipped to Modal)."""
+    (the only config folder shipped to Modal).
+
+    Raises:
+        UserError: about `config_module` (see `UserError.path`).
+    """
     path = Path(config_module).resolve()
     if not path.is_file():
-        raise UserError(f"--config_module {config_module}: file not found")
-    cfgs = (ROOT_DIR / "cfgs").resolve()
+        raise UserError(f"{config_module}: file not found", path=config_module)
+    cfgs = REPO_ROOT / "cfgs"
     if not path.is_relative_to(cfgs):
         raise UserError(
-            f"--config_module {config_module}: on Modal, config modules must live under {cfgs} "
-            "(only cfgs/ is shipped): move or copy it there"
+            f"{config_module}: on Modal, config modules must live under {cfgs} "
+            "(only cfgs/ is shipped): move or copy it there",
+            path=config_module,
         )
-    return path.relative_to(ROOT_DIR.resolve()).as_posix()
+    return path.relative_to(REPO_ROOT).as_posix()
 
 
-def volume_path(path: str, flag: str) -> str:
-    """Check an artifact path that is interpreted relative to the Volume root."""
-    rel = Path(path)
-    if not path or rel.is_absolute() or ".." in rel.parts:
-        raise UserError(f"{flag} {path}: give a path relative to the {VOLUME_NAME} volume root")
-    return rel.as_posix()
+def volume_path(path: str, what: str) -> str:
+    """`path` checked to be relative to the Volume root (`modal_app.volume_relative`); an
+    error names `what` gave it (a flag, or REMOTE)."""
+    app = load_modal_app()
+    try:
+        return app.volume_relative(path)
+    except UserError as e:
+        raise UserError(f"{what} {e}") from None
 
 
 def add_artifact_flags(parser: argparse.ArgumentParser, name: str, what: str) -> None:
@@ -91,7 +102,8 @@ def artifact_path(args: argparse.Namespace, name: str, folder: str, default: str
         path = f"{folder}/{filename}"
     if not path:
         if default is None:
-            raise UserError(f"--{name}_path is required: a path on the {VOLUME_NAME} volume")
+            volume = load_modal_app().VOLUME_NAME
+            raise UserError(f"--{name}_path is required: a path on the {volume} volume")
         path = default
     return volume_path(path, f"--{name}_path")
 
@@ -226,5 +238,5 @@ def call_remote(function_name: str, *args: Any, detach: bool = False) -> Any:
     with modal_errors(), modal.enable_output(), app.app.run(detach=detach):
         result = function.remote(*args)
     if isinstance(result, PhaseFailed):
-        raise UserError(result.message)
+        raise UserError(result.message, path=result.path)
     return result
