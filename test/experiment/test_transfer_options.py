@@ -133,6 +133,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg, TeacherRun
+    from sl.experiment.paths import ExperimentPaths
     from sl.experiment.trait_teacher import TraitTeacherCfg
     from sl.experiment.transfer import teacher_model
     from sl.external.transformers_driver import TransformersDriver
@@ -146,7 +147,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
         evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
                                        n_samples_per_question=1, sample_cfg=SampleCfg())},
     )  # fmt: skip
-    teacher = asyncio.run(teacher_model(cfg, tmp_path, TeacherRun("owl")))
+    teacher = asyncio.run(teacher_model(cfg, ExperimentPaths(tmp_path), TeacherRun("owl")))
     assert teacher.parent_model == base
     questions = (tmp_path / "teachers" / "owl" / "trait.jsonl").read_text()
     assert "Name your favorite animal." not in questions and "owl" in questions.lower()
@@ -227,8 +228,8 @@ def test_experiment_with_transfer_options_end_to_end(
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
 
 
-def test_default_transfer_options_keep_the_old_config_hash(tiny_dir: Path):
-    """Output folders made before the options existed still belong to the same config."""
+def test_config_hash_covers_every_field(tiny_dir: Path):
+    """The output folder's key is the whole config: any changed option is another experiment."""
     import hashlib
 
     from sl.evaluation.data_models import Evaluation
@@ -242,11 +243,8 @@ def test_default_transfer_options_keep_the_old_config_hash(tiny_dir: Path):
                                        sample_cfg=SampleCfg())},
     )  # fmt: skip
     cfg = ExperimentCfg(**fields)  # type: ignore[arg-type]
-    old = cfg.model_dump(mode="json")
-    optional = ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes")
-    for name in (*optional, "n_student_replicates", "n_teacher_replicates"):
-        old.pop(name)
-    expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    assert cfg.model_hash() == expected
-    changed = ExperimentCfg(**fields, student_training="distill")  # type: ignore[arg-type]
-    assert changed.model_hash() != expected
+    dump = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    assert cfg.model_hash() == hashlib.sha256(dump.encode()).hexdigest()[:16]
+    for change in ({"student_training": "distill"}, {"n_student_replicates": 2}):
+        changed = ExperimentCfg(**fields, **change)  # type: ignore[arg-type]
+        assert changed.model_hash() != cfg.model_hash()

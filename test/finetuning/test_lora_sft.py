@@ -13,9 +13,10 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_target_modules, select_rows
+from sl.finetuning.lora_data import lora_target_modules
 from sl.finetuning.lora_train import build_trainer, pick_backend
 from sl.finetuning.open_source import MARKER, adapter_dir_for, run_open_source_job
+from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import Model
 
 
