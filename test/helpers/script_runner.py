@@ -1,4 +1,5 @@
-"""Running the scripts in real processes for tests: a config module, run/start helpers."""
+"""Running the scripts in real processes for tests: the test API key and the environment that
+points sl at the loopback server, a config module, a small experiment config, run/start helpers."""
 
 import json
 import os
