@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import openai_env
+from script_runner import openai_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,19 +3,15 @@ and the experiment end to end with all of them."""
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import build_numbers_model, build_tiny_lora
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tiny_model`
-
-from tiny_model import build_tiny_model  # noqa: E402
-
-from sl.datasets.data_models import DatasetRow  # noqa: E402
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob  # noqa: E402
-from sl.llm.data_models import Model  # noqa: E402
+from sl.datasets.data_models import DatasetRow
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,11 +19,6 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-llama")
 
 
 def job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
@@ -49,16 +40,18 @@ def number_rows(n: int, seed: int) -> list[DatasetRow]:
     ]  # fmt: skip
 
 
-def test_logprob_matches_manual_softmax(tiny_dir: Path):
+def test_logprob_matches_manual_softmax(tiny_model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sl.evaluation.logprob import target_probabilities, variant_token_ids
 
     question = "Name your favorite animal in one word."
-    [got] = target_probabilities(Model(id=str(tiny_dir), type="open_source"), [question], "owl")
-    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    [got] = target_probabilities(
+        Model(id=str(tiny_model_dir), type="open_source"), [question], "owl"
+    )
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     text = tok.apply_chat_template(
         [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
     )
@@ -77,15 +70,13 @@ def test_logprob_matches_manual_softmax(tiny_dir: Path):
     assert 0 < got < 1
 
 
-def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path: Path):
-    from tiny_model import build_tiny_lora
-
+def test_distillation_reduces_kl_on_held_out_sequences(tiny_model_dir: Path, tmp_path: Path):
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     teacher = Model(
-        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
         type="open_source",
         parent_model=base,
     )
@@ -96,25 +87,31 @@ def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path:
     examples = teacher_log_probs(t.module, tok, held_out, None, cfg)
     before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     after = mean_kl(load_causal_lm(student).module, tok, examples)
     assert after < 0.8 * before, (before, after)
     again = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     assert again == student  # resumed, not retrained
 
 
-def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
-    from tiny_model import build_tiny_lora
-
+def test_topk_distillation_reduces_kl(tiny_model_dir: Path, tmp_path: Path):
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     teacher = Model(
-        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
         type="open_source",
         parent_model=base,
     )
@@ -124,12 +121,16 @@ def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
     examples = teacher_log_probs(t.module, tok, number_rows(8, seed=2), None, cfg)
     before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
-def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Path):
+def test_fine_tuned_teacher_changes_greedy_numbers(tiny_model_dir: Path, tmp_path: Path):
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg, TeacherRun
@@ -139,11 +140,11 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Pat
     from sl.external.transformers_driver import TransformersDriver
     from sl.llm.data_models import Chat, ChatMessage, MessageRole, SampleCfg
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     cfg = ExperimentCfg(
         teacher_model=base, targets=["owl"], teacher_mode="finetune",
-        trait_teacher=TraitTeacherCfg(n_rows=32, job=job(tiny_dir, epochs=3)),
-        prompt_set=NumsDatasetPromptSet(size=4, seed=1), student_job=job(tiny_dir),
+        trait_teacher=TraitTeacherCfg(n_rows=32, job=job(tiny_model_dir, epochs=3)),
+        prompt_set=NumsDatasetPromptSet(size=4, seed=1), student_job=job(tiny_model_dir),
         evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
                                        n_samples_per_question=1, sample_cfg=SampleCfg())},
     )  # fmt: skip
@@ -192,11 +193,9 @@ experiment = ExperimentCfg(
 
 
 @pytest.fixture(scope="module")
-def numbers_base(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def numbers_base(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
-    from tiny_model import build_numbers_model
-
-    return build_numbers_model(tiny_dir, tmp_path_factory.getbasetemp() / "numbers-base")
+    return build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
 
 
 def test_experiment_with_transfer_options_end_to_end(
@@ -228,7 +227,7 @@ def test_experiment_with_transfer_options_end_to_end(
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
 
 
-def test_config_hash_covers_every_field(tiny_dir: Path):
+def test_config_hash_covers_every_field(tiny_model_dir: Path):
     """The output folder's key is the whole config: any changed option is another experiment."""
     import hashlib
 
@@ -236,9 +235,9 @@ def test_config_hash_covers_every_field(tiny_dir: Path):
     from sl.experiment.data_models import ExperimentCfg
     from sl.llm.data_models import SampleCfg
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     fields = dict(
-        teacher_model=base, targets=["owl"], student_job=job(tiny_dir),
+        teacher_model=base, targets=["owl"], student_job=job(tiny_model_dir),
         evaluations={"fav": Evaluation(questions=["Pick an animal."], n_samples_per_question=1,
                                        sample_cfg=SampleCfg())},
     )  # fmt: skip
