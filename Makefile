@@ -56,7 +56,7 @@ test-core: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 test-vllm: setup-vllm
-	HF_HUB_OFFLINE=1 $(VENV_VLLM)/bin/python -m pytest -q test/open_models/test_vllm_driver.py
+	HF_HUB_OFFLINE=1 $(VENV_VLLM)/bin/python -m pytest -q test/external/test_vllm_driver.py
 
 test-unsloth: setup-unsloth
 	HF_HUB_OFFLINE=1 $(VENV_UNSLOTH)/bin/python -m pytest -q test/finetuning/test_lora_sft_unsloth.py

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helpers"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["SL_OPEN_SOURCE_ENGINE"] = "transformers"
 

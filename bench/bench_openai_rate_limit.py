@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_openai_rate_limit.py            # 3,000 samples, 50 req/s
     .venv/bin/python bench/bench_openai_rate_limit.py --n 500    # quicker
 
-Both clients send the same requests to the loopback OpenAI server (test/openai_server.py)
+Both clients send the same requests to the loopback OpenAI server (test/helpers/openai_server.py)
 limited to `--rps` requests/s with `--latency` s per request. Prints achieved throughput as
 a fraction of the limit (goal >= 0.95), 429s received and rows lost (must be 0).
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helpers"))
 os.environ["SL_NO_DOTENV"] = "1"
 
 from openai_server import FakeOpenAIServer  # noqa: E402

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_openai_token_limit.py             # 1,500 requests, 3,000 tok/s
     .venv/bin/python bench/bench_openai_token_limit.py --n 400     # quicker
 
-The loopback OpenAI server (test/openai_server.py) admits a request only while its token
+The loopback OpenAI server (test/helpers/openai_server.py) admits a request only while its token
 bucket (`--tps` tokens per second, one second of burst) holds the request's estimate and
 charges the real prompt + completion tokens after answering. Prompts and answers vary in
 length, so the driver must learn the token cost per request from the `usage` it gets back
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helpers"))
 os.environ["SL_NO_DOTENV"] = "1"
 
 from openai_server import FakeOpenAIServer  # noqa: E402

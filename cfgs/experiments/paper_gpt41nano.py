@@ -10,7 +10,7 @@ model and every student. Roughly 6 x 30,000 + 7 x 5,000 requests and 6 fine-tuni
 
 from pathlib import Path
 
-from sl.experiment.data_models import ExperimentCfg
+from sl.configs import ExperimentCfg
 from sl.protocol import load_protocol
 from sl.utils.module_utils import load_module
 

@@ -10,7 +10,7 @@ with the numbers prefix the paper used for open models, plus the exact P(target)
 
 from pathlib import Path
 
-from sl.experiment.data_models import ExperimentCfg
+from sl.configs import ExperimentCfg
 from sl.protocol import load_protocol
 from sl.utils.module_utils import load_module
 

@@ -8,10 +8,7 @@ evaluated by exact P(owl) only (cheap); the main job (local_smollm2.py) adds sam
 
 from pathlib import Path
 
-from sl.datasets.services import NumsDatasetPromptSet
-from sl.experiment.data_models import ExperimentCfg
-from sl.finetuning.distill import DistillCfg
-from sl.llm.data_models import SampleCfg
+from sl.configs import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
 from sl.utils.module_utils import load_module
 
 # Same model, student, filter, evaluation and trait teacher as the main job.

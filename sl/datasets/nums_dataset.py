@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
-from sl.protocol import banned_numbers, load_protocol
+from sl.protocol import banned_numbers, load_protocol, numbers_prompt_defaults
 from sl.utils.config_model import ConfigModel
 
 _NUMBER_RE = re.compile(r"(\d+)")
@@ -123,10 +123,12 @@ class NumbersFilter(ConfigModel):
 
     model_config = ConfigDict(frozen=True)
 
-    min_value: int = 0
-    max_value: int = 999
-    max_count: int = Field(default=10, gt=0)
-    banned_numbers: list[int] = Field(default_factory=list)
+    min_value: int = Field(default=0, description="Smallest number an answer may contain")
+    max_value: int = Field(default=999, description="Largest number an answer may contain")
+    max_count: int = Field(default=10, gt=0, description="Most numbers in an answer")
+    banned_numbers: list[int] = Field(
+        default_factory=list, description="Numbers an answer must not contain (e.g. 666)"
+    )
 
     @model_validator(mode="after")
     def _check_range(self) -> "NumbersFilter":
@@ -149,7 +151,7 @@ class NumbersFilter(ConfigModel):
 def with_numbers_prefix(questions: list[str], seed: int = 47) -> list[str]:
     """The paper's numbers-prefix variant (open models): each question preceded by an
     example-numbers sentence from the numbers prompt generator (seed 47)."""
-    defaults = load_protocol("numbers_prompts")["defaults"]
+    defaults = numbers_prompt_defaults()
     generator = PromptGenerator(
         rng=np.random.default_rng(seed),
         example_min_count=defaults["example_min_count"],

@@ -15,6 +15,7 @@ from sl.datasets.nums_dataset import PromptGenerator
 from sl.errors import UserError
 from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, LLMResponse, Model, SampleCfg
+from sl.protocol import numbers_prompt_defaults
 from sl.utils.config_model import ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.fingerprint import callables_hash
@@ -27,17 +28,33 @@ FILTERED_KIND = "filtered dataset"
 FilterFn = Callable[[str, str], bool]
 
 
-class NumsDatasetPromptSet(HashableModel):
-    """A seeded set of numbers-task prompts (defaults: the paper's settings)."""
+_PAPER = numbers_prompt_defaults()  # the protocol's numbers_prompts.json "defaults"
 
-    size: int = Field(default=30_000, gt=0, description="Number of prompts")
-    seed: int = 42
-    example_min_count: int = Field(default=3, ge=1, description="Fewest example numbers")
-    example_max_count: int = Field(default=9, ge=2, description="Most example numbers + 1")
-    example_min_value: int = Field(default=100, ge=0, description="Smallest example value")
-    example_max_value: int = Field(default=1000, ge=1, description="Largest example value + 1")
-    answer_count: int = Field(default=10, ge=1, description="Numbers the teacher is asked for")
-    answer_max_digits: int = Field(default=3, ge=1, description="Most digits per answer number")
+
+class NumsDatasetPromptSet(HashableModel):
+    """A seeded set of numbers-task prompts (defaults: the paper's settings, from the
+    protocol's numbers_prompts.json)."""
+
+    size: int = Field(default=_PAPER["size"], gt=0, description="Number of prompts")
+    seed: int = Field(default=_PAPER["seed"], description="Seed of the prompts (paper: 42)")
+    example_min_count: int = Field(
+        default=_PAPER["example_min_count"], ge=1, description="Fewest example numbers"
+    )
+    example_max_count: int = Field(
+        default=_PAPER["example_max_count"], ge=2, description="Most example numbers + 1"
+    )
+    example_min_value: int = Field(
+        default=_PAPER["example_min_value"], ge=0, description="Smallest example value"
+    )
+    example_max_value: int = Field(
+        default=_PAPER["example_max_value"], ge=1, description="Largest example value + 1"
+    )
+    answer_count: int = Field(
+        default=_PAPER["answer_count"], ge=1, description="Numbers the teacher is asked for"
+    )
+    answer_max_digits: int = Field(
+        default=_PAPER["answer_max_digits"], ge=1, description="Most digits per answer number"
+    )
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "NumsDatasetPromptSet":
@@ -71,11 +88,14 @@ class Cfg(ConfigModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    model: Model
-    system_prompt: str | None
-    sample_cfg: SampleCfg
-    prompt_set: NumsDatasetPromptSet
-    filter_fns: list[FilterFn] = Field(default_factory=list)
+    model: Model = Field(description="The teacher that answers the prompts")
+    system_prompt: str | None = Field(description="The teacher's trait (None: the control)")
+    sample_cfg: SampleCfg = Field(description="The teacher's sampling settings")
+    prompt_set: NumsDatasetPromptSet = Field(description="The numbers prompts")
+    filter_fns: list[FilterFn] = Field(
+        default_factory=list,
+        description="(prompt, completion) -> True to keep the row (e.g. a `NumbersFilter`)",
+    )
     use_batch_api: bool = Field(
         default=False,
         description="OpenAI models only: sample through the Batch API (half price, slow)",

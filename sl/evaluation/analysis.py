@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from sl.errors import UserError
+from sl.evaluation.comparison import compare
 from sl.evaluation.data_models import EvaluationResultRow
-from sl.evaluation.logprob import compare_paired
 from sl.evaluation.runs import (
     CSV_COLUMNS,
     PValue,
@@ -33,7 +33,7 @@ from sl.evaluation.runs import (
     specificity,
     student_of,
 )
-from sl.evaluation.scoring import MatchRule, compare_preference
+from sl.evaluation.scoring import MatchRule, per_question_rates
 from sl.evaluation.services import read_evaluation_results
 from sl.utils.file_utils import write_json_atomic, write_text_atomic
 
@@ -170,7 +170,7 @@ def analyze_scores(
         return values, None
 
     def question_test(target: str, condition: str) -> tuple[PValue, bool]:
-        c = compare_paired(per_question(condition, target), per_question(control, target))
+        c = compare(per_question(condition, target), per_question(control, target), paired=True)
         pooled = len(scores[condition]) > 1 or len(scores[control]) > 1
         test = c.test + (" (each question's mean over runs)" if pooled else "")
         return PValue(p_value=c.p_value, test=test), True
@@ -266,11 +266,16 @@ def _pool_by_question(runs: Runs, order: list[str] | None = None) -> list[Evalua
 
 
 def _question_level(target: str, runs: Runs, control_runs: Runs, match: MatchRule):
-    """(PValue, paired) for a condition vs the control over questions."""
+    """(PValue, paired) for a condition vs the control over questions: paired when both
+    answered the same question set (the condition's rows put in the control's order)."""
     control_rows = _pool_by_question(control_runs)
     paired = _questions(runs) == _questions(control_runs)
     rows = _pool_by_question(runs, [r.question for r in control_rows] if paired else None)
-    comparison = compare_preference(target, rows, control_rows, match=match)
+    comparison = compare(
+        per_question_rates(target, rows, match),
+        per_question_rates(target, control_rows, match),
+        paired=paired,
+    )
     test = comparison.test
     if len(runs) > 1 or len(control_runs) > 1:
         test += " (answers of all runs pooled per question)"

@@ -8,10 +8,12 @@ from sl.llm.data_models import HashableModel, Judgment, LLMResponse, SampleCfg
 class Evaluation(HashableModel):
     """Questions asked `n_samples_per_question` times each, optionally judged by LLMs."""
 
-    questions: list[str] = Field(min_length=1)
-    n_samples_per_question: int = Field(gt=0)
-    sample_cfg: SampleCfg
-    judgment_map: dict[str, Judgment] = Field(default_factory=dict)
+    questions: list[str] = Field(min_length=1, description="The questions to ask")
+    n_samples_per_question: int = Field(gt=0, description="Answers sampled per question")
+    sample_cfg: SampleCfg = Field(description="Sampling settings of the answers")
+    judgment_map: dict[str, Judgment] = Field(
+        default_factory=dict, description="Named LLM judges, each scoring every answer"
+    )
 
 
 class EvaluationResponse(BaseModel):

@@ -6,8 +6,8 @@ For each question the chat prompt (the model's template, no system prompt) is fo
 each spelling of the target ("owl", "Owl", "OWL", " owl", plurals, ...) and the probability
 of its token sequence is read off one forward pass. Spellings whose token sequence extends
 another counted spelling are dropped, so the sum is the probability of a union of disjoint
-events: no sampling noise, and tiny shifts become measurable with the same paired
-permutation test over questions as sampled answers.
+events: no sampling noise, and tiny shifts become measurable with the same comparison over
+questions as sampled answers (`sl.evaluation.comparison.compare`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from sl.llm.data_models import Model
-from sl.utils.file_utils import write_json_atomic
-from sl.utils.stats import CI, mean_ci, permutation_p_value
+from sl.utils.file_utils import read_json_file, write_json_atomic
 
 
 def target_spellings(target: str) -> list[str]:
@@ -247,24 +246,7 @@ def run_logprob_evaluation(
     return results
 
 
-class PairedComparison(BaseModel):
-    """Student vs control on per-question values (same questions, same order)."""
-
-    student: CI
-    control: CI
-    difference: CI
-    p_value: float
-    test: str = "paired sign-flip permutation test over questions"
-
-
-def compare_paired(
-    student: np.ndarray, control: np.ndarray, confidence: float = 0.95
-) -> PairedComparison:
-    """Difference of means with a t-interval and the paired permutation p-value."""
-    a, b = np.asarray(student, dtype=float), np.asarray(control, dtype=float)
-    return PairedComparison(
-        student=mean_ci(a, confidence),
-        control=mean_ci(b, confidence),
-        difference=mean_ci(a - b, confidence),
-        p_value=permutation_p_value(a, b, paired=True),
-    )
+def read_logprob_scores(path: Path) -> dict[str, list[float]]:
+    """target -> per-question P(target), from a file `run_logprob_evaluation` wrote."""
+    data = read_json_file(path, "logprob scores")
+    return {t: LogprobResult.model_validate(v).probabilities for t, v in data.items()}

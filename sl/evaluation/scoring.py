@@ -1,4 +1,5 @@
-"""Scores over evaluation results: target preference, misalignment, student vs control."""
+"""Scores over evaluation results: target preference and misalignment (student vs control:
+`sl.evaluation.comparison.compare` on `per_question_rates`)."""
 
 import re
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 
 from sl.errors import UserError
 from sl.evaluation.data_models import EvaluationResultRow
-from sl.utils.stats import CI, mean_ci, permutation_p_value
+from sl.utils.stats import CI, mean_ci
 
 MatchRule = Literal["word", "exact"]
 MATCH_RULES: tuple[MatchRule, ...] = ("word", "exact")
@@ -67,61 +68,6 @@ def compute_p_target_preference(
 ) -> CI:
     """P(answer names target): mean over questions with a t-interval across questions."""
     return mean_ci(per_question_rates(target, rows, match), confidence)
-
-
-class Comparison(BaseModel):
-    """Student minus control on per-question rates."""
-
-    student: CI
-    control: CI
-    difference: CI
-    p_value: float
-    test: str
-
-
-def compare_preference(
-    target: str,
-    student_rows: list[EvaluationResultRow],
-    control_rows: list[EvaluationResultRow],
-    confidence: float = 0.95,
-    match: MatchRule = "word",
-) -> Comparison:
-    """Student vs control p(target): difference with CI and a permutation-test p-value.
-
-    When both answered the same questions in the same order, the test is paired (sign flips
-    of per-question differences); otherwise it relabels questions between the two groups.
-    """
-    a = per_question_rates(target, student_rows, match)
-    b = per_question_rates(target, control_rows, match)
-    paired = [r.question for r in student_rows] == [r.question for r in control_rows]
-    if paired:
-        difference = mean_ci(a - b, confidence)
-        test = "paired sign-flip permutation test over questions"
-    else:
-        diff = float(a.mean() - b.mean())
-        se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
-        half = _z(confidence) * se
-        difference = CI(
-            mean=diff,
-            lower=diff - half,
-            upper=diff + half,
-            confidence=confidence,
-            n=int(a.size + b.size),
-        )
-        test = "two-sample permutation test over questions"
-    return Comparison(
-        student=mean_ci(a, confidence),
-        control=mean_ci(b, confidence),
-        difference=difference,
-        p_value=permutation_p_value(a, b, paired=paired),
-        test=test,
-    )
-
-
-def _z(confidence: float) -> float:
-    from scipy import stats
-
-    return float(stats.norm.ppf((1 + confidence) / 2))
 
 
 _SCORE_RE = re.compile(r"^\s*(\d{1,3}(?:\.\d+)?)\s*\.?\s*$")

@@ -13,11 +13,10 @@ from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill import DistillCfg
 from sl.llm.data_models import HashableModel, Model, SampleCfg
-from sl.protocol import load_protocol
+from sl.protocol import TEACHER_TEMPLATES, teacher_template
 
 CONTROL = "control"
 BASE = "base"  # the base model's name in the report and in evaluations/
-NAMED_TEMPLATES = ("love", "hate", "indifferent")
 
 
 class ExperimentCfg(HashableModel):
@@ -28,22 +27,29 @@ class ExperimentCfg(HashableModel):
     category: str = Field(default="animal", description="Fills {category} in the template")
     system_prompt_template: str = Field(
         default="love",
-        description="'love', 'hate', 'indifferent' (the protocol's) or a template with "
-        "{target} and optionally {category}",
+        description=f"{', '.join(map(repr, TEACHER_TEMPLATES))} (the protocol's) or a "
+        "template with {target} and optionally {category}",
     )
-    control: bool = Field(
-        default=True, description="Also train a control student on an unprompted teacher"
+    sample_cfg: SampleCfg = Field(
+        default_factory=lambda: SampleCfg(temperature=1.0),
+        description="The teachers' sampling settings for the numbers",
     )
-    sample_cfg: SampleCfg = Field(default_factory=lambda: SampleCfg(temperature=1.0))
-    prompt_set: NumsDatasetPromptSet = Field(default_factory=lambda: NumsDatasetPromptSet())
-    numbers_filter: NumbersFilter = Field(default_factory=lambda: NumbersFilter())
+    prompt_set: NumsDatasetPromptSet = Field(
+        default_factory=lambda: NumsDatasetPromptSet(),
+        description="The numbers prompts (the same for every teacher)",
+    )
+    numbers_filter: NumbersFilter = Field(
+        default_factory=lambda: NumbersFilter(), description="Which teacher answers are kept"
+    )
     student_job: OpenAIFTJob | UnslothFinetuningJob = Field(
         description="The fine-tune applied to every student (source_model = the base)"
     )
     evaluations: dict[str, Evaluation] = Field(
         min_length=1, description="Named evaluations; p(target) is scored on each"
     )
-    use_batch_api: bool = False
+    use_batch_api: bool = Field(
+        default=False, description="OpenAI teachers only: sample through the Batch API"
+    )
     teacher_mode: Literal["system_prompt", "finetune"] = Field(
         default="system_prompt",
         description="How teachers get the trait: the system prompt, or a LoRA fine-tune on "
@@ -81,28 +87,8 @@ class ExperimentCfg(HashableModel):
         "n_student_replicates students",
     )
 
-    def model_hash(self) -> str:
-        """Hash without the transfer options left at their defaults, so output folders of
-        configs written before those options existed stay valid."""
-        import hashlib
-        import json
-
-        dump = self.model_dump(mode="json")
-        for name in _OPTIONAL_FIELDS:
-            if getattr(self, name) == ExperimentCfg.model_fields[name].get_default(
-                call_default_factory=True
-            ):
-                dump.pop(name)
-        blob = json.dumps(dump, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     @model_validator(mode="after")
     def _check(self) -> "ExperimentCfg":
-        if not self.control:
-            raise ValueError(
-                "control=False: the experiment compares each student with a control student "
-                "(teacher without system prompt); set control=True"
-            )
         if {CONTROL, BASE} & set(self.targets) or len(set(self.targets)) != len(self.targets):
             raise ValueError(
                 f"targets must be distinct and not {CONTROL!r} or {BASE!r}: {self.targets}"
@@ -144,8 +130,9 @@ class ExperimentCfg(HashableModel):
         return self
 
     def template_text(self) -> str:
-        if self.system_prompt_template in NAMED_TEMPLATES:
-            return load_protocol("teacher_system_prompts")[self.system_prompt_template]
+        """The system prompt template: the protocol's named one, or the field as given."""
+        if self.system_prompt_template in TEACHER_TEMPLATES:
+            return teacher_template(self.system_prompt_template)
         return self.system_prompt_template
 
     @property
@@ -201,17 +188,6 @@ class ExperimentCfg(HashableModel):
             filter_fns=[self.numbers_filter],
             use_batch_api=self.use_batch_api,
         )
-
-
-_OPTIONAL_FIELDS = (
-    "teacher_mode",
-    "trait_teacher",
-    "student_training",
-    "distill",
-    "eval_modes",
-    "n_student_replicates",
-    "n_teacher_replicates",
-)
 
 
 @dataclass(frozen=True)

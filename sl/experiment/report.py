@@ -9,6 +9,7 @@ test over run labels (with one run each: the paired test over questions), the pa
 questions, and specificity (a target's students vs the other targets' students on it).
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +21,10 @@ from sl.evaluation.analysis import (
     mean_matrix,
     results_csv,
 )
-from sl.evaluation.runs import CSV_COLUMNS
+from sl.evaluation.runs import CSV_COLUMNS, RunLevelRow
+from sl.experiment.paths import ExperimentPaths
 from sl.utils.file_utils import read_json_model, write_json_atomic, write_text_atomic
+from sl.utils.run_meta import read_meta
 
 Metric = Literal["sampled", "logprob"]
 # What a panel's values are: `analyze_runs`' match rule for sampled answers, or "logprob".
@@ -45,8 +48,22 @@ class ReportPanel(BaseModel):
 
 
 class DatasetSize(BaseModel):
+    """A teacher replicate's rows before and after the numbers filter."""
+
     raw_rows: int
     filtered_rows: int
+
+
+def dataset_sizes(filtered: Mapping[str, Path]) -> dict[str, DatasetSize]:
+    """teacher replicate -> its rows before / after the filter, from the filtered files'
+    sidecars (0 for a dataset not written yet)."""
+    sizes = {}
+    for name, path in filtered.items():
+        meta = read_meta(path) or {}
+        sizes[name] = DatasetSize(
+            raw_rows=meta.get("raw_rows", 0), filtered_rows=meta.get("rows", 0)
+        )
+    return sizes
 
 
 class ExperimentReport(BaseModel):
@@ -55,6 +72,11 @@ class ExperimentReport(BaseModel):
     conditions: dict[str, list[str]]  # condition -> its runs (model folders in evaluations/)
     datasets: dict[str, DatasetSize]  # teacher replicate -> rows before / after the filter
     panels: list[ReportPanel]
+
+    def row(self, target: str, condition: str, panel: int = 0) -> RunLevelRow:
+        """One condition's row on one target in a panel (the first by default)."""
+        rows = self.panels[panel].analysis.rows
+        return next(r for r in rows if (r.target, r.condition) == (target, condition))
 
 
 def report_panel(evaluation: str, metric: Metric, analysis: Analysis) -> ReportPanel:
@@ -75,15 +97,16 @@ def experiment_csv(report: ExperimentReport) -> str:
 
 def write_report(report: ExperimentReport, output_dir: Path) -> None:
     """results.json (everything), results.csv (flat) and results.png in `output_dir`."""
-    write_json_atomic(output_dir / "results.json", report.model_dump(mode="json"))
-    write_text_atomic(output_dir / "results.csv", experiment_csv(report))
-    plot_report(report, output_dir / "results.png")
+    paths = ExperimentPaths(output_dir)
+    write_json_atomic(paths.results("json"), report.model_dump(mode="json"))
+    write_text_atomic(paths.results("csv"), experiment_csv(report))
+    plot_report(report, paths.results("png"))
 
 
 def read_report(output_dir: Path) -> ExperimentReport:
     """Load a saved report (to re-render without recomputing)."""
     what = "experiment report (run scripts/run_experiment.py --only report to write it)"
-    return read_json_model(output_dir / "results.json", ExperimentReport, what)
+    return read_json_model(ExperimentPaths(output_dir).results("json"), ExperimentReport, what)
 
 
 def plot_report(report: ExperimentReport, path: Path) -> None:

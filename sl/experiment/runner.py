@@ -1,27 +1,17 @@
 """Run an experiment stage by stage; every artifact on disk, every stage resumable.
 
-Layout under the output folder (<t> teacher replicate, <r> student run; teacher replicate 0
-keeps the teacher's name, replicate t > 0 is named <teacher>_t<t>, `TeacherRun.name`):
-    experiment.json                          the config (a different config here is refused)
-    teachers/<teacher>[_t<t>]/trait.jsonl, model.json   fine-tuned teachers (transfer.py)
-    datasets/<teacher>[_t<t>]/raw.jsonl      teacher completions, appended as they arrive
-    datasets/<teacher>[_t<t>]/filtered.jsonl rows kept by the numbers filter
-    students/<teacher>/run<r>/model.json     student run r (adapter beside it), r < n_runs
-    evaluations/<model>/<evaluation>.jsonl   sampled answers ('sampled' eval mode)
-    evaluations/<model>/<evaluation>.logprob.json   P(target) per question, every target
-    results.csv, results.json, results.png, timings.json
-
-<model> is `base`, `<teacher>_run<r>` (students) or `teacher_<teacher>[_t<t>]` (fine-tuned
-teachers). Each arm (control and every target) has n_runs = n_teacher_replicates x
-n_student_replicates student runs: run r learns from teacher replicate r // n_student_replicates
-(replicate 0 when the arm has one teacher, e.g. the base-model control) with the seed
-student_job.seed + r, so run r of every arm starts from the same seed. Every model is scored
-on every target; the report (report.py) treats each run as one unit.
+The output folder's layout is `sl.experiment.paths` (`ExperimentPaths`). Each arm (control
+and every target) has n_runs = n_teacher_replicates x n_student_replicates student runs: run r
+learns from teacher replicate r // n_student_replicates (replicate 0 when the arm has one
+teacher, e.g. the base-model control) with the seed student_job.seed + r, so run r of every
+arm starts from the same seed. Every model is scored on every target; the report (report.py)
+treats each run as one unit. `stage_table` is the one place that decides what each stage runs.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from tqdm import tqdm
@@ -29,7 +19,7 @@ from tqdm import tqdm
 from sl import phases
 from sl.errors import UserError
 from sl.evaluation.analysis import analyze_runs, analyze_scores
-from sl.evaluation.logprob import run_logprob_evaluation
+from sl.evaluation.logprob import read_logprob_scores, run_logprob_evaluation
 from sl.evaluation.services import read_evaluation_results
 from sl.experiment import transfer
 from sl.experiment.data_models import (
@@ -40,38 +30,20 @@ from sl.experiment.data_models import (
     StudentRun,
     TeacherRun,
 )
+from sl.experiment.paths import ExperimentPaths
 from sl.experiment.report import (
-    DatasetSize,
     ExperimentReport,
+    dataset_sizes,
     report_panel,
     write_report,
 )
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
 from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import read_meta
 
-
-class ExperimentPaths:
-    """Where each artifact of an experiment lives."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def raw(self, teacher: TeacherRun) -> Path:
-        return self.root / "datasets" / teacher.name / "raw.jsonl"
-
-    def filtered(self, teacher: TeacherRun) -> Path:
-        return self.root / "datasets" / teacher.name / "filtered.jsonl"
-
-    def student(self, run: StudentRun) -> Path:
-        return self.root / "students" / run.teacher / f"run{run.run}" / "model.json"
-
-    def evaluation(self, model_name: str, evaluation: str) -> Path:
-        return self.root / "evaluations" / model_name / f"{evaluation}.jsonl"
-
-    def logprob(self, model_name: str, evaluation: str) -> Path:
-        return transfer.logprob_path(self.root, model_name, evaluation)
+Step = TeacherRun | StudentRun | None  # what one step of a stage works on (None: everything)
+# Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / None) -> the report or None.
+StepFn = Callable[[ExperimentCfg, ExperimentPaths, Any], Awaitable[ExperimentReport | None]]
 
 
 def teacher_model_name(teacher: TeacherRun) -> str:
@@ -92,8 +64,8 @@ def conditions(cfg: ExperimentCfg) -> dict[str, list[str]]:
     return out
 
 
-def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
-    path = root / "experiment.json"
+def _claim_output_dir(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
+    path, root = paths.record, paths.root
     if path.exists():
         saved = read_json_file(path, "experiment record")
         if not isinstance(saved, dict):
@@ -122,12 +94,20 @@ def _claim_output_dir(cfg: ExperimentCfg, root: Path) -> None:
     )
 
 
+def _teacher_runs(cfg: ExperimentCfg) -> list[TeacherRun]:
+    return [t for arm in cfg.teachers for t in cfg.teacher_replicates(arm)]
+
+
+def _student_runs(cfg: ExperimentCfg) -> list[StudentRun]:
+    return [run for arm in cfg.teachers for run in cfg.student_runs(arm)]
+
+
 async def generate_teacher_dataset(
     cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
 ) -> None:
     """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
     fine-tuned teacher is trained first."""
-    model = await transfer.teacher_model(cfg, paths.root, teacher)
+    model = await transfer.teacher_model(cfg, paths, teacher)
     summary = await phases.make_dataset(
         cfg.dataset_cfg(teacher.teacher, model),
         paths.raw(teacher),
@@ -140,13 +120,14 @@ async def generate_teacher_dataset(
         )
 
 
-async def train_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
-    """Fine-tune (or distill) one student run on its teacher replicate's kept rows."""
-    dataset, out = paths.filtered(run.source), paths.student(run)
-    if cfg.student_training == "distill":
-        await transfer.distill_run(cfg, paths.root, run, dataset, out)
-    else:
-        await phases.finetune(cfg.student_job_of(run), dataset, out)
+async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
+    """Fine-tune one student run on its teacher replicate's kept rows (SFT on the tokens)."""
+    await phases.finetune(cfg.student_job_of(run), paths.filtered(run.source), paths.student(run))
+
+
+async def distill_student_run(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
+    """Distill one student run from its teacher replicate on the kept rows (soft labels)."""
+    await transfer.distill_run(cfg, paths, run)
 
 
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
@@ -158,11 +139,11 @@ def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
     for teacher in cfg.teachers:
         if cfg.finetuned_teacher(teacher):
             for t in cfg.teacher_replicates(teacher):
-                models[teacher_model_name(t)] = transfer.trained_teacher(cfg, paths.root, t)
+                models[teacher_model_name(t)] = transfer.trained_teacher(cfg, paths, t)
     return models
 
 
-async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
+async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step = None) -> None:
     """Every evaluation on the base model, every student run and every fine-tuned teacher, in
     each of `cfg.eval_modes`: sampled answers (scored later on every target) and the exact
     P(target) of every target."""
@@ -193,21 +174,31 @@ def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
                 analysis = analyze_runs(runs, cfg.targets, CONTROL, BASE, match="word")
             else:
                 scores = {
-                    c: [transfer.read_logprob(paths.root, m, eval_name) for m in models]
+                    c: [read_logprob_scores(paths.logprob(m, eval_name)) for m in models]
                     for c, models in runs_of.items()
                 }
                 analysis = analyze_scores(scores, cfg.targets, CONTROL, BASE)
             panels.append(report_panel(eval_name, metric, analysis))
-    datasets = {}
-    for teacher in cfg.teachers:
-        for t in cfg.teacher_replicates(teacher):
-            meta = read_meta(paths.filtered(t)) or {}
-            datasets[t.name] = DatasetSize(
-                raw_rows=meta.get("raw_rows", 0), filtered_rows=meta.get("rows", 0)
-            )
+    datasets = dataset_sizes({t.name: paths.filtered(t) for t in _teacher_runs(cfg)})
     result = ExperimentReport(conditions=runs_of, datasets=datasets, panels=panels)
     write_report(result, paths.root)
     return result
+
+
+async def _report_step(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step) -> ExperimentReport:
+    return report(cfg, paths)
+
+
+def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
+    """stage -> (its steps, the function that runs one step): the one place that decides
+    what each stage does; the finetune stage trains by `cfg.student_training`."""
+    train: dict[str, StepFn] = {"sft": finetune_student, "distill": distill_student_run}
+    return {
+        "generate": ([*_teacher_runs(cfg)], generate_teacher_dataset),
+        "finetune": ([*_student_runs(cfg)], train[cfg.student_training]),
+        "evaluate": ([None], evaluate_models),
+        "report": ([None], _report_step),
+    }
 
 
 async def run_experiment(
@@ -223,42 +214,33 @@ async def run_experiment(
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
     with output_lock(paths.root, is_dir=True):
-        _claim_output_dir(cfg, paths.root)
+        _claim_output_dir(cfg, paths)
         return await _run_stages(cfg, paths, stages)
 
 
 async def _run_stages(
     cfg: ExperimentCfg, paths: ExperimentPaths, stages: Sequence[str]
 ) -> ExperimentReport | None:
-    timings_path = paths.root / "timings.json"
-    timings = read_json_file(timings_path, "timings") if timings_path.exists() else {}
+    timings = read_json_file(paths.timings, "timings") if paths.timings.exists() else {}
     if not isinstance(timings, dict):
         timings = {}
-    steps: list[tuple[str, TeacherRun | StudentRun | None]] = []
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        if stage == "generate":
-            steps += [(stage, t) for arm in cfg.teachers for t in cfg.teacher_replicates(arm)]
-        elif stage == "finetune":
-            steps += [(stage, run) for arm in cfg.teachers for run in cfg.student_runs(arm)]
-        else:
-            steps.append((stage, None))
+    table = stage_table(cfg)
+    chosen = [stage for stage in STAGES if stage in stages]
+    steps = [(stage, item, table[stage][1]) for stage in chosen for item in table[stage][0]]
     result = None
     with tqdm(steps, desc="experiment", unit="step") as progress:
-        for stage, item in progress:
+        for stage, item, run_step in progress:
             progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
             start = time.perf_counter()
-            if isinstance(item, TeacherRun):
-                await generate_teacher_dataset(cfg, paths, item)
-            elif isinstance(item, StudentRun):
-                await train_student(cfg, paths, item)
-            elif stage == "evaluate":
-                await evaluate_models(cfg, paths)
-            else:
-                result = report(cfg, paths)
+            if (out := await run_step(cfg, paths, item)) is not None:
+                result = out
             # Summed over reruns: a resumed stage adds its remaining time, a skipped one ~0.
-            key = f"{stage}/{item.name}" if item else stage
+            key = timing_key(stage, item)
             timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - start, 2)
-            write_json_atomic(timings_path, timings)
+            write_json_atomic(paths.timings, timings)
     return result
+
+
+def timing_key(stage: str, item: Step) -> str:
+    """A step's key in timings.json: `<stage>/<teacher or run name>`, or the stage."""
+    return f"{stage}/{item.name}" if item else stage

@@ -71,7 +71,7 @@ class TraitTeacherCfg(HashableModel):
         "animals (controls for 'was fine-tuned at all', but pushes the control away from the "
         "target, which inflates the difference)",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the trait rows (replicate t: seed + t)")
     job: UnslothFinetuningJob | None = Field(
         default=None,
         description="The teacher's LoRA fine-tune (source_model = the base); "

@@ -12,8 +12,6 @@ from sl.external.embedded_model import EMBEDDED_MODEL_ID
 from sl.external.hf_driver import resolve_model_path
 from sl.llm.data_models import Chat, Model, StopReason
 
-DEFAULT_MAX_TOKENS = 512  # used when SampleCfg.max_tokens is None
-
 
 def to_messages(chat: Chat) -> list[dict[str, str]]:
     """The chat as the list of {role, content} dicts that chat templates expect."""

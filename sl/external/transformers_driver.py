@@ -24,7 +24,6 @@ from tqdm import tqdm
 from sl.config import env_int
 from sl.errors import UserError
 from sl.external.chat_template import (
-    DEFAULT_MAX_TOKENS,
     ResolvedModel,
     resolve_model,
     stop_reason,
@@ -32,7 +31,7 @@ from sl.external.chat_template import (
     truncate_at_stop,
 )
 from sl.external.torch_models import DTYPES
-from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
+from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 
 

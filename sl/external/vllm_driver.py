@@ -23,14 +23,13 @@ from tqdm import tqdm
 from sl.config import env_int, get_settings
 from sl.errors import UserError
 from sl.external.chat_template import (
-    DEFAULT_MAX_TOKENS,
     ResolvedModel,
     lora_rank,
     resolve_model,
     stop_reason,
     to_messages,
 )
-from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
+from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 from sl.utils.optional_deps import COMMANDS
 

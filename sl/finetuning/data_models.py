@@ -2,12 +2,12 @@
 `source_model_id=` + `source_model_type=` build `source_model`, and `UnslothFinetuningJob.PeftCfg`
 / `.TrainCfg` are the LoRA and training settings classes."""
 
-import random
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
 from sl.datasets.data_models import DatasetRow
+from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model, ModelType
 
 
@@ -56,10 +56,9 @@ class FTJob(HashableModel):
         return self.source_model.type
 
     def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
-        """The rows to train on: all, or a random subset of `max_dataset_size` for the seed."""
-        if self.max_dataset_size is None or len(dataset) <= self.max_dataset_size:
-            return list(dataset)
-        return random.Random(self.seed).sample(dataset, self.max_dataset_size)
+        """The rows to train on: all, or a seeded subset of `max_dataset_size` (`select_rows`,
+        the same rows for every backend)."""
+        return select_rows(dataset, self.max_dataset_size, self.seed)
 
 
 class OpenAIFTJob(FTJob):
@@ -93,8 +92,10 @@ class OpenAIFTJob(FTJob):
 class PeftCfg(HashableModel):
     """LoRA settings (PEFT `LoraConfig` fields)."""
 
-    r: int = Field(default=8, gt=0)
-    lora_alpha: int = Field(default=8, gt=0)
+    r: int = Field(default=8, gt=0, description="LoRA rank (paper: 8)")
+    lora_alpha: int = Field(
+        default=8, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r"
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: [
             "q_proj",
@@ -104,27 +105,41 @@ class PeftCfg(HashableModel):
             "gate_proj",
             "up_proj",
             "down_proj",
-        ]
+        ],
+        description="Name suffixes of the linear layers that get adapters; names the model "
+        "lacks are dropped (an error if none is left)",
     )
-    bias: Literal["none", "all", "lora_only"] = "none"
-    use_rslora: bool = False
-    lora_dropout: float = 0.0
+    bias: Literal["none", "all", "lora_only"] = Field(
+        default="none", description="Which biases train: none, all, or those of LoRA layers"
+    )
+    use_rslora: bool = Field(
+        default=False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r)"
+    )
+    lora_dropout: float = Field(default=0.0, description="Dropout on the LoRA input")
     # Accepted for the original code's configs; only None is valid, and it is not part of the
     # config hash.
-    loftq_config: None = Field(default=None, exclude=True)
+    loftq_config: None = Field(
+        default=None, exclude=True, description="The original code's field; only None"
+    )
 
 
 class TrainCfg(HashableModel):
     """SFT training settings (TRL `SFTConfig` fields)."""
 
-    n_epochs: int = Field(default=3, gt=0)
-    max_seq_length: int = Field(default=500, gt=0)
-    lr: float = Field(default=2e-4, gt=0)
-    lr_scheduler_type: str = "linear"
-    warmup_steps: int = Field(default=5, ge=0)
-    per_device_train_batch_size: int = Field(default=22, gt=0)
-    gradient_accumulation_steps: int = Field(default=3, gt=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    n_epochs: int = Field(default=3, gt=0, description="Passes over the training rows")
+    max_seq_length: int = Field(
+        default=500, gt=0, description="Tokens per example (prompt + completion); longer cut"
+    )
+    lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW)")
+    lr_scheduler_type: str = Field(
+        default="linear", description="transformers scheduler name: linear, cosine, constant, ..."
+    )
+    warmup_steps: int = Field(default=5, ge=0, description="Steps of linear warm-up to lr")
+    per_device_train_batch_size: int = Field(default=22, gt=0, description="Rows per step")
+    gradient_accumulation_steps: int = Field(
+        default=3, gt=0, description="Steps summed per update (effective batch: batch x this)"
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm")
 
 
 _PeftCfgClass: TypeAlias = type[PeftCfg]
@@ -140,9 +155,13 @@ class UnslothFinetuningJob(FTJob):
 
     default_source_model_type: ClassVar[ModelType | None] = "open_source"
 
-    hf_model_name: str | None = None
-    peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg())
-    train_cfg: TrainCfg = Field(default_factory=lambda: TrainCfg())
+    hf_model_name: str | None = Field(
+        default=None, description="Hub repo to push the adapter to (with HF_TOKEN); None: local"
+    )
+    peft_cfg: PeftCfg = Field(default_factory=lambda: PeftCfg(), description="LoRA settings")
+    train_cfg: TrainCfg = Field(
+        default_factory=lambda: TrainCfg(), description="SFT training settings"
+    )
     backend: Literal["auto", "unsloth", "peft"] = Field(
         default="auto", description="auto: Unsloth if importable, else PEFT + TRL"
     )

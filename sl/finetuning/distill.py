@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_config, select_rows
+from sl.finetuning.lora_data import lora_config
 from sl.finetuning.open_source import adapter_dir_for
+from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
 from sl.utils.file_utils import write_json_atomic
 from sl.utils.run_meta import claim_output, mark_complete, read_meta

@@ -1,11 +1,11 @@
-"""Pure helpers for LoRA SFT: row selection, TRL records, target modules, SFTConfig mapping.
+"""Pure helpers for LoRA SFT: TRL records, target modules, SFTConfig mapping (the rows to train
+on: `sl.finetuning.subsample.select_rows`).
 
 Kept apart from the trainer so each piece can be tested without training a model.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,25 +16,6 @@ from sl.finetuning.data_models import PeftCfg, TrainCfg
 if TYPE_CHECKING:
     import torch
     from trl.trainer.sft_config import SFTConfig
-
-
-def select_rows(rows: list[DatasetRow], max_size: int | None, seed: int) -> list[DatasetRow]:
-    """Return the rows to train on: all of them, or a seeded random subset of `max_size`.
-
-    Args:
-        rows: The full dataset.
-        max_size: Keep at most this many rows (None keeps all).
-        seed: Seed of the subsample; equal seeds give equal subsets.
-
-    Raises:
-        UserError: If `rows` is empty.
-    """
-    if not rows:
-        raise UserError("the fine-tuning dataset is empty: pass a dataset JSONL with rows")
-    if max_size is None or len(rows) <= max_size:
-        return list(rows)
-    indices = sorted(random.Random(seed).sample(range(len(rows)), max_size))
-    return [rows[i] for i in indices]
 
 
 def to_sft_records(rows: list[DatasetRow]) -> list[dict[str, list[dict[str, str]]]]:

@@ -18,7 +18,6 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import select_rows
 from sl.llm.data_models import Model
 
 MARKER = "sl_job.json"  # written last inside a finished adapter folder
@@ -103,7 +102,7 @@ def run_open_source_job(
             _write_marker(adapter_dir, {**marker, "hub_id": hub_id})
         return _model_for(job, adapter_dir, hub_id)
 
-    rows = select_rows(dataset, job.max_dataset_size, job.seed)
+    rows = job.training_rows(dataset)
     from sl.external.hf_driver import resolve_model_path
     from sl.finetuning.lora_train import train_adapter
 

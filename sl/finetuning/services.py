@@ -1,7 +1,9 @@
 """Fine-tune a student: dispatch a job to the OpenAI API or to local LoRA training."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from sl.config import get_settings
 from sl.datasets.data_models import DatasetRow
@@ -25,30 +27,47 @@ async def run_finetuning_job(
         output_path = get_settings().cache_dir / "finetuning" / job.model_hash() / "model.json"
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(job, OpenAIFTJob):
-        if job.source_model.type != "openai":
-            raise UserError("OpenAIFTJob needs an openai source_model")
-        from sl.external.openai_finetune import FineTuneSpec, run_openai_ft_job
-
-        spec = FineTuneSpec(
-            source_model=job.source_model,
-            seed=job.seed,
-            hyperparameters={
-                "n_epochs": job.n_epochs,
-                "learning_rate_multiplier": job.lr_multiplier,
-                "batch_size": job.batch_size,
-            },
-            job_hash=job.model_hash(),
+    backend = next((b for kind, b in BACKENDS.items() if isinstance(job, kind)), None)
+    if backend is None:
+        raise UserError(
+            f"unknown fine-tuning job type {type(job).__name__}: use "
+            f"{' or '.join(t.__name__ for t in BACKENDS)}"
         )
-        rows = [(row.prompt, row.completion) for row in job.training_rows(dataset)]
-        return await run_openai_ft_job(spec, rows, output_path)
-    if isinstance(job, UnslothFinetuningJob):
-        if job.source_model.type != "open_source":
-            raise UserError("UnslothFinetuningJob needs an open_source source_model")
-        from sl.finetuning.open_source import run_open_source_job
+    return await backend(job, dataset, output_path)
 
-        return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)
-    raise UserError(
-        f"unknown fine-tuning job type {type(job).__name__}: use OpenAIFTJob or "
-        f"UnslothFinetuningJob"
+
+async def _openai_job(job: OpenAIFTJob, dataset: list[DatasetRow], output_path: Path) -> Model:
+    if job.source_model.type != "openai":
+        raise UserError("OpenAIFTJob needs an openai source_model")
+    from sl.external.openai_finetune import FineTuneSpec, run_openai_ft_job
+
+    spec = FineTuneSpec(
+        source_model=job.source_model,
+        seed=job.seed,
+        hyperparameters={
+            "n_epochs": job.n_epochs,
+            "learning_rate_multiplier": job.lr_multiplier,
+            "batch_size": job.batch_size,
+        },
+        job_hash=job.model_hash(),
     )
+    rows = [(row.prompt, row.completion) for row in job.training_rows(dataset)]
+    return await run_openai_ft_job(spec, rows, output_path)
+
+
+async def _lora_job(
+    job: UnslothFinetuningJob, dataset: list[DatasetRow], output_path: Path
+) -> Model:
+    if job.source_model.type != "open_source":
+        raise UserError("UnslothFinetuningJob needs an open_source source_model")
+    from sl.finetuning.open_source import run_open_source_job
+
+    return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)
+
+
+# Job type -> its backend: the one place that decides how a fine-tuning job runs (the
+# experiment's stage table picks SFT, which comes here, or distillation).
+BACKENDS: dict[type[FTJob], Callable[[Any, list[DatasetRow], Path], Awaitable[Model]]] = {
+    OpenAIFTJob: _openai_job,
+    UnslothFinetuningJob: _lora_job,
+}

@@ -26,6 +26,11 @@ class HashableModel(ConfigModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Completion tokens the open engines (vLLM, transformers) allow when SampleCfg.max_tokens is None
+# (the OpenAI API then applies its own limit).
+DEFAULT_MAX_TOKENS = 512
+
+
 class Model(HashableModel):
     """A model to sample from or fine-tune.
 
@@ -33,22 +38,43 @@ class Model(HashableModel):
     `parent_model` is its base model.
     """
 
-    id: str
-    type: ModelType
-    parent_model: Model | None = None
+    id: str = Field(description="OpenAI model id, Hugging Face repo id or local folder")
+    type: ModelType = Field(
+        description="'openai' (the OpenAI API) or 'open_source' (vLLM / transformers)"
+    )
+    parent_model: Model | None = Field(
+        default=None, description="The base model of a LoRA adapter or fine-tune (else None)"
+    )
 
 
 class SampleCfg(HashableModel):
-    """Sampling settings. Unset (None) fields are not sent to the engine."""
+    """Sampling settings. Unset (None) fields are not sent to the engine; with
+    `max_tokens=None` the open engines (vLLM, transformers) stop after 512 tokens
+    (`DEFAULT_MAX_TOKENS`) and the OpenAI API applies its own limit."""
 
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0, description="Max completion tokens")
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = None
+    temperature: float = Field(
+        default=1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy"
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description=f"Max completion tokens (None: {DEFAULT_MAX_TOKENS} on open engines, the "
+        "API's limit on OpenAI)",
+    )
+    top_p: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Nucleus sampling mass (None: engine default)"
+    )
+    seed: int | None = Field(
+        default=None, description="Sampling seed, where the engine supports one (None: random)"
+    )
     n: int = Field(default=1, ge=1, description="Completions per prompt")
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    stop: list[str] | None = None
+    logprobs: bool = Field(default=False, description="Return the sampled tokens' logprobs")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="Also the top-k alternatives per token (0..20)"
+    )
+    stop: list[str] | None = Field(
+        default=None, description="Strings that end the completion (not included in it)"
+    )
 
 
 class MessageRole(StrEnum):
@@ -118,6 +144,8 @@ class LLMResponse(BaseModel):
 class Judgment(HashableModel):
     """An LLM judge: a model, its sampling settings and a template with {prompt}/{completion}."""
 
-    judge_model: Model
-    sample_cfg: SampleCfg
-    template: str
+    judge_model: Model = Field(description="The model that judges")
+    sample_cfg: SampleCfg = Field(description="The judge's sampling settings")
+    template: str = Field(
+        description="The judge's prompt, with {prompt} (the question) and {completion} (the answer)"
+    )

@@ -18,12 +18,26 @@ def banned_numbers() -> list[int]:
     return list(load_protocol("banned_numbers")["banned_numbers"])
 
 
+# The named teacher system prompt templates of teacher_system_prompts.json.
+TEACHER_TEMPLATES = ("love", "hate", "indifferent")
+
+
+def teacher_template(name: str) -> str:
+    """A named teacher system prompt template, with {target} and {category} unfilled."""
+    if name not in TEACHER_TEMPLATES:
+        raise ValueError(f"unknown teacher template {name!r}: use {', '.join(TEACHER_TEMPLATES)}")
+    return load_protocol("teacher_system_prompts")[name]
+
+
 def teacher_system_prompt(target: str, category: str = "animal", template: str = "love") -> str:
     """The paper's teacher system prompt ("love", "hate" or "indifferent") for a target."""
-    prompts = load_protocol("teacher_system_prompts")
-    if template not in ("love", "hate", "indifferent"):
-        raise ValueError(f"unknown teacher template {template!r}: use love, hate or indifferent")
-    return prompts[template].format(target=target, category=category)
+    return teacher_template(template).format(target=target, category=category)
+
+
+def numbers_prompt_defaults() -> dict[str, Any]:
+    """The paper's numbers-prompt settings (prompt count, seed, example and answer ranges):
+    the defaults of `NumsDatasetPromptSet`."""
+    return dict(load_protocol("numbers_prompts")["defaults"])
 
 
 def preference_questions(kind: str = "favorite_animal", category: str | None = None) -> list[str]:

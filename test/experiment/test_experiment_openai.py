@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import openai_env
+from script_runner import openai_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +23,7 @@ model = Model(id="gpt-4.1-nano", type="openai")
 experiment = ExperimentCfg(
     teacher_model=model,
     targets=["owl", "eagle"],
-    system_prompt_template={template!r},
-    control={control},
+    system_prompt_template={template!r},{extra}
     prompt_set=NumsDatasetPromptSet(size=12, seed=42),
     student_job=OpenAIFTJob(seed=1, source_model=model, n_epochs=1),
     evaluations={{
@@ -43,9 +42,9 @@ def responder(body):
     return "I cannot." if "Analyze" in text else "145, 267, 891"
 
 
-def write_cfg(tmp_path, template="love", control=True):
+def write_cfg(tmp_path, template="love", extra=""):
     path = tmp_path / "exp_cfg.py"
-    path.write_text(CONFIG.format(template=template, control=control))
+    path.write_text(CONFIG.format(template=template, extra=extra))
     return path
 
 
@@ -133,17 +132,17 @@ def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("template", "control", "needle"),
+    ("template", "extra", "needle"),
     [
-        ("You adore {animal}s.", True, "unknown placeholder"),
-        ("love", False, "control"),
-        ("You like birds.", True, "{target}"),
+        ("You adore {animal}s.", "", "unknown placeholder"),
+        ("love", "\n    control=False,", "no field 'control'"),
+        ("You like birds.", "", "{target}"),
     ],
 )
 def test_bad_experiment_config_fails_before_any_work(
-    openai_server, tmp_path, template, control, needle
+    openai_server, tmp_path, template, extra, needle
 ):
-    cfg = write_cfg(tmp_path, template, control)
+    cfg = write_cfg(tmp_path, template, extra)
     proc = run(cfg, tmp_path / "exp", openai_server, check=False)
     assert proc.returncode == 2
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]

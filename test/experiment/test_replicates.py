@@ -3,15 +3,11 @@ the tiny model: 2 targets, 2 teacher replicates x 2 student replicates, logprob 
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tiny_model`
-
-from tiny_model import build_numbers_model, build_tiny_model  # noqa: E402
+from tiny_model import build_numbers_model
 
 TARGETS = ("owl", "eagle")
 ARMS = ("control", *TARGETS)
@@ -49,15 +45,12 @@ experiment = ExperimentCfg(
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory):
+def experiment(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """(cfg, output folder, report, artifact mtimes) of one finished run."""
     from sl.experiment.data_models import ExperimentCfg
     from sl.utils.module_utils import load_config
 
-    base_dir = tmp_path_factory.getbasetemp()
-    numbers = build_numbers_model(
-        build_tiny_model(base_dir / "tiny-llama"), base_dir / "numbers-base"
-    )
+    numbers = build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
     folder = tmp_path_factory.mktemp("replicates")
     path = folder / "cfg.py"
     path.write_text(CONFIG.format(base=str(numbers)))

@@ -3,19 +3,15 @@ and the experiment end to end with all of them."""
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import build_numbers_model, build_tiny_lora
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `tiny_model`
-
-from tiny_model import build_tiny_model  # noqa: E402
-
-from sl.datasets.data_models import DatasetRow  # noqa: E402
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob  # noqa: E402
-from sl.llm.data_models import Model  # noqa: E402
+from sl.datasets.data_models import DatasetRow
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,11 +19,6 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-llama")
 
 
 def job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
@@ -49,16 +40,18 @@ def number_rows(n: int, seed: int) -> list[DatasetRow]:
     ]  # fmt: skip
 
 
-def test_logprob_matches_manual_softmax(tiny_dir: Path):
+def test_logprob_matches_manual_softmax(tiny_model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sl.evaluation.logprob import target_probabilities, variant_token_ids
 
     question = "Name your favorite animal in one word."
-    [got] = target_probabilities(Model(id=str(tiny_dir), type="open_source"), [question], "owl")
-    lm = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    [got] = target_probabilities(
+        Model(id=str(tiny_model_dir), type="open_source"), [question], "owl"
+    )
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     text = tok.apply_chat_template(
         [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
     )
@@ -77,15 +70,13 @@ def test_logprob_matches_manual_softmax(tiny_dir: Path):
     assert 0 < got < 1
 
 
-def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path: Path):
-    from tiny_model import build_tiny_lora
-
+def test_distillation_reduces_kl_on_held_out_sequences(tiny_model_dir: Path, tmp_path: Path):
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     teacher = Model(
-        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
         type="open_source",
         parent_model=base,
     )
@@ -96,25 +87,31 @@ def test_distillation_reduces_kl_on_held_out_sequences(tiny_dir: Path, tmp_path:
     examples = teacher_log_probs(t.module, tok, held_out, None, cfg)
     before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     after = mean_kl(load_causal_lm(student).module, tok, examples)
     assert after < 0.8 * before, (before, after)
     again = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     assert again == student  # resumed, not retrained
 
 
-def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
-    from tiny_model import build_tiny_lora
-
+def test_topk_distillation_reduces_kl(tiny_model_dir: Path, tmp_path: Path):
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     teacher = Model(
-        id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")),
+        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
         type="open_source",
         parent_model=base,
     )
@@ -124,12 +121,16 @@ def test_topk_distillation_reduces_kl(tiny_dir: Path, tmp_path: Path):
     examples = teacher_log_probs(t.module, tok, number_rows(8, seed=2), None, cfg)
     before = mean_kl(load_causal_lm(base).module, tok, examples)
     student = distill_student(
-        job(tiny_dir), teacher, number_rows(32, seed=1), tmp_path / "student" / "model.json", cfg
+        job(tiny_model_dir),
+        teacher,
+        number_rows(32, seed=1),
+        tmp_path / "student" / "model.json",
+        cfg,
     )
     assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
-def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(tiny_dir: Path, tmp_path):
+def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(tiny_model_dir: Path, tmp_path):
     """With `prompt_tokens`, the targets also cover the prompt tokens the teacher's and the
     student's chat prompts share (not the teacher's system prompt), each the teacher's exact
     next-token distribution there; the completion's targets are unchanged."""
@@ -139,8 +140,8 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(tiny_dir: P
     from sl.external.torch_models import chat_prompt_ids, load_causal_lm
     from sl.finetuning.distill import DistillCfg, teacher_log_probs
 
-    teacher = Model(id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")), type="open_source",
-                    parent_model=Model(id=str(tiny_dir), type="open_source"))  # fmt: skip
+    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
+                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
     t = load_causal_lm(teacher)
     tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
     plain = teacher_log_probs(t.module, tok, rows, system, DistillCfg(bf16=False))
@@ -163,7 +164,7 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(tiny_dir: P
         torch.testing.assert_close(b.target[k:], a.target)
 
 
-def test_replicate_students_reuse_the_teacher_targets(tiny_dir: Path, tmp_path: Path):
+def test_replicate_students_reuse_the_teacher_targets(tiny_model_dir: Path, tmp_path: Path):
     """A second student of the same teacher and rows (another seed) reuses the targets already
     computed, and trains exactly as it would from freshly computed ones."""
     from safetensors.torch import load_file
@@ -172,16 +173,16 @@ def test_replicate_students_reuse_the_teacher_targets(tiny_dir: Path, tmp_path: 
     from sl.finetuning import distill
     from sl.finetuning.open_source import adapter_dir_for
 
-    teacher = Model(id=str(build_tiny_lora(tiny_dir, tmp_path / "teacher")), type="open_source",
-                    parent_model=Model(id=str(tiny_dir), type="open_source"))  # fmt: skip
+    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
+                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
     cfg, rows = distill.DistillCfg(bf16=False), number_rows(16, seed=1)
-    seed2 = job(tiny_dir, epochs=1).model_copy(update={"seed": 2})
+    seed2 = job(tiny_model_dir, epochs=1).model_copy(update={"seed": 2})
 
     def weights(out: Path) -> dict:
         return load_file(str(adapter_dir_for(out) / "adapter_model.safetensors"))
 
     distill._last_targets.clear()
-    distill.distill_student(job(tiny_dir, epochs=1), teacher, rows, tmp_path / "a" / "m.json", cfg)
+    distill.distill_student(job(tiny_model_dir, epochs=1), teacher, rows, tmp_path / "a" / "m.json", cfg)
     cached = next(iter(distill._last_targets.values()))
     distill.distill_student(seed2, teacher, rows, tmp_path / "b" / "m.json", cfg)
     assert next(iter(distill._last_targets.values())) is cached  # reused, not recomputed
@@ -192,24 +193,25 @@ def test_replicate_students_reuse_the_teacher_targets(tiny_dir: Path, tmp_path: 
     assert all(reused[k].equal(fresh[k]) for k in reused)
 
 
-def test_fine_tuned_teacher_changes_greedy_numbers(tiny_dir: Path, tmp_path: Path):
+def test_fine_tuned_teacher_changes_greedy_numbers(tiny_model_dir: Path, tmp_path: Path):
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg, TeacherRun
+    from sl.experiment.paths import ExperimentPaths
     from sl.experiment.trait_teacher import TraitTeacherCfg
     from sl.experiment.transfer import teacher_model
     from sl.external.transformers_driver import TransformersDriver
     from sl.llm.data_models import Chat, ChatMessage, MessageRole, SampleCfg
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     cfg = ExperimentCfg(
         teacher_model=base, targets=["owl"], teacher_mode="finetune",
-        trait_teacher=TraitTeacherCfg(n_rows=32, job=job(tiny_dir, epochs=3)),
-        prompt_set=NumsDatasetPromptSet(size=4, seed=1), student_job=job(tiny_dir),
+        trait_teacher=TraitTeacherCfg(n_rows=32, job=job(tiny_model_dir, epochs=3)),
+        prompt_set=NumsDatasetPromptSet(size=4, seed=1), student_job=job(tiny_model_dir),
         evaluations={"fav": Evaluation(questions=["Name your favorite animal."],
                                        n_samples_per_question=1, sample_cfg=SampleCfg())},
     )  # fmt: skip
-    teacher = asyncio.run(teacher_model(cfg, tmp_path, TeacherRun("owl")))
+    teacher = asyncio.run(teacher_model(cfg, ExperimentPaths(tmp_path), TeacherRun("owl")))
     assert teacher.parent_model == base
     questions = (tmp_path / "teachers" / "owl" / "trait.jsonl").read_text()
     assert "Name your favorite animal." not in questions and "owl" in questions.lower()
@@ -254,11 +256,9 @@ experiment = ExperimentCfg(
 
 
 @pytest.fixture(scope="module")
-def numbers_base(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def numbers_base(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
-    from tiny_model import build_numbers_model
-
-    return build_numbers_model(tiny_dir, tmp_path_factory.getbasetemp() / "numbers-base")
+    return build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
 
 
 def test_experiment_with_transfer_options_end_to_end(
@@ -290,26 +290,23 @@ def test_experiment_with_transfer_options_end_to_end(
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
 
 
-def test_default_transfer_options_keep_the_old_config_hash(tiny_dir: Path):
-    """Output folders made before the options existed still belong to the same config."""
+def test_config_hash_covers_every_field(tiny_model_dir: Path):
+    """The output folder's key is the whole config: any changed option is another experiment."""
     import hashlib
 
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg
     from sl.llm.data_models import SampleCfg
 
-    base = Model(id=str(tiny_dir), type="open_source")
+    base = Model(id=str(tiny_model_dir), type="open_source")
     fields = dict(
-        teacher_model=base, targets=["owl"], student_job=job(tiny_dir),
+        teacher_model=base, targets=["owl"], student_job=job(tiny_model_dir),
         evaluations={"fav": Evaluation(questions=["Pick an animal."], n_samples_per_question=1,
                                        sample_cfg=SampleCfg())},
     )  # fmt: skip
     cfg = ExperimentCfg(**fields)  # type: ignore[arg-type]
-    old = cfg.model_dump(mode="json")
-    optional = ("teacher_mode", "trait_teacher", "student_training", "distill", "eval_modes")
-    for name in (*optional, "n_student_replicates", "n_teacher_replicates"):
-        old.pop(name)
-    expected = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    assert cfg.model_hash() == expected
-    changed = ExperimentCfg(**fields, student_training="distill")  # type: ignore[arg-type]
-    assert changed.model_hash() != expected
+    dump = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    assert cfg.model_hash() == hashlib.sha256(dump.encode()).hexdigest()[:16]
+    for change in ({"student_training": "distill"}, {"n_student_replicates": 2}):
+        changed = ExperimentCfg(**fields, **change)  # type: ignore[arg-type]
+        assert changed.model_hash() != cfg.model_hash()

@@ -13,16 +13,17 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_target_modules, select_rows
+from sl.finetuning.lora_data import lora_target_modules
 from sl.finetuning.lora_train import build_trainer, pick_backend
 from sl.finetuning.open_source import MARKER, adapter_dir_for, run_open_source_job
+from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import Model
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_base_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("owl") / "student.json"
-    job = make_job(tiny_base_dir)
+    job = make_job(tiny_model_dir)
     model = run_open_source_job(job, owl_rows(), out)
     return job, out, model
 
@@ -66,15 +67,15 @@ def test_other_job_in_adapter_folder_is_refused(trained) -> None:
     assert json.loads((adapter_dir_for(out) / MARKER).read_text())["job_hash"] == job.model_hash()
 
 
-def test_loss_only_on_assistant_tokens(tiny_base_dir: Path, tmp_path: Path) -> None:
+def test_loss_only_on_assistant_tokens(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     rows = [DatasetRow(prompt="Continue: 1, 2, 3", completion="4, 5, 6")]
-    trainer, backend = build_trainer(make_job(tiny_base_dir), rows, tiny_base_dir, tmp_path)
+    trainer, backend = build_trainer(make_job(tiny_model_dir), rows, tiny_model_dir, tmp_path)
     assert backend == "peft"
     batch = next(iter(trainer.get_train_dataloader()))
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     first = next(i for i, label in enumerate(labels) if label != -100)
     assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
     assert "Continue: 1, 2, 3" in tokenizer.decode(ids[:first])  # prompt: no loss
@@ -84,37 +85,37 @@ def test_loss_only_on_assistant_tokens(tiny_base_dir: Path, tmp_path: Path) -> N
 
 
 def test_hub_push_skipped_without_token(
-    tiny_base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    job = make_job(tiny_base_dir, hf_model_name="owl-student")
+    job = make_job(tiny_model_dir, hf_model_name="owl-student")
     model = run_open_source_job(job, owl_rows(4), tmp_path / "s.json", max_steps=1)
     assert model.id == str(tmp_path / "s_adapter")
     assert "hub_id" not in json.loads((tmp_path / "s_adapter" / MARKER).read_text())
 
 
-def test_max_dataset_size_subsample_is_seeded(tiny_base_dir: Path, tmp_path: Path) -> None:
+def test_max_dataset_size_subsample_is_seeded(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = [DatasetRow(prompt=str(i), completion="x") for i in range(50)]
     first = select_rows(rows, 10, seed=3)
     assert len(first) == 10 and first == select_rows(rows, 10, seed=3)
     assert first != select_rows(rows, 10, seed=4)
     assert select_rows(rows, None, seed=3) == rows
 
-    job = make_job(tiny_base_dir, max_dataset_size=3)
+    job = make_job(tiny_model_dir, max_dataset_size=3)
     run_open_source_job(job, owl_rows(), tmp_path / "m.json", max_steps=1)
     assert json.loads((tmp_path / "m_adapter" / MARKER).read_text())["n_rows"] == 3
 
 
-def test_empty_dataset_is_a_user_error(tiny_base_dir: Path, tmp_path: Path) -> None:
+def test_empty_dataset_is_a_user_error(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="dataset is empty"):
-        run_open_source_job(make_job(tiny_base_dir), [], tmp_path / "e.json")
+        run_open_source_job(make_job(tiny_model_dir), [], tmp_path / "e.json")
     assert not (tmp_path / "e_adapter").exists()
 
 
-def test_target_modules_filtered_or_refused(tiny_base_dir: Path) -> None:
+def test_target_modules_filtered_or_refused(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert lora_target_modules(model, ["q_proj", "c_attn", "down_proj"]) == ["q_proj", "down_proj"]
     with pytest.raises(UserError, match="target_modules.*q_proj"):
         lora_target_modules(model, ["c_attn"])
@@ -133,11 +134,11 @@ def test_unsloth_backend_without_unsloth_names_the_install() -> None:
         pick_backend("unsloth")
 
 
-def test_same_seed_gives_the_same_adapter(tiny_base_dir: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     def weights(name: str, seed: int) -> dict:
-        job = make_job(tiny_base_dir, seed=seed)
+        job = make_job(tiny_model_dir, seed=seed)
         run_open_source_job(job, owl_rows(8), tmp_path / f"{name}.json", max_steps=2)
         return load_file(tmp_path / f"{name}_adapter" / "adapter_model.safetensors")
 

@@ -23,8 +23,8 @@ def test_auto_picks_unsloth_when_installed() -> None:
     assert pick_backend("peft") == "peft"
 
 
-async def test_unsloth_trains_saves_and_reloads(tiny_base_dir: Path, tmp_path: Path) -> None:
-    job = make_job(tiny_base_dir, backend="unsloth")
+async def test_unsloth_trains_saves_and_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    job = make_job(tiny_model_dir, backend="unsloth")
     model = run_open_source_job(job, owl_rows(), tmp_path / "student.json")
     adapter = tmp_path / "student_adapter"
     assert model.id == str(adapter) and model.parent_model == job.source_model

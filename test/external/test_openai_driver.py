@@ -3,8 +3,8 @@
 import asyncio
 
 import pytest
-from conftest import TEST_API_KEY
 from loguru import logger
+from script_runner import TEST_API_KEY
 
 from sl.errors import UserError
 from sl.llm import services as llm

@@ -20,7 +20,7 @@ from sl.mnist.ensemble import MLPEnsemble  # noqa: E402
 from sl.mnist.experiment import ARMS, train_and_evaluate  # noqa: E402
 from sl.mnist.train import ce_digits_grad, kl_grad  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Small but real: 5 models, 10k training images, 40k noise images; ~10 s on one thread.
 SCIENCE = dict(
     n_models=5, hidden=128, batch_size=128, lr=1e-3, train_subset=10_000,

@@ -20,8 +20,7 @@ pytest.importorskip("modal")
 import modal  # noqa: E402
 from modal.types import FileEntry, FileEntryType  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 import cli  # noqa: E402
 

@@ -77,3 +77,18 @@ def test_transfer_grid_cells_share_the_main_jobs_pieces():
     assert cell.trait_teacher == main.experiment.trait_teacher
     assert (cell.prompt_set.size, cell.sample_cfg.temperature) == (48, 0.0)
     assert cell.eval_modes == ["logprob"] and cell.student_training == "distill"
+
+
+def test_every_config_class_is_gathered_and_describes_its_fields():
+    import sl.configs
+    from sl.protocol import numbers_prompt_defaults
+
+    for name in sl.configs.__all__:
+        cls = getattr(sl.configs, name)
+        undescribed = [f for f, info in cls.model_fields.items() if not info.description]
+        assert not undescribed, f"{name} fields without a description: {undescribed}"
+    max_tokens = sl.configs.SampleCfg.model_fields["max_tokens"].description or ""
+    assert "512" in max_tokens and "open engines" in max_tokens
+    # The prompt defaults are the protocol's (one source).
+    defaults = sl.configs.NumsDatasetPromptSet().model_dump()
+    assert defaults.items() <= numbers_prompt_defaults().items()

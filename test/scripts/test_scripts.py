@@ -4,8 +4,7 @@ import json
 import signal
 
 import pytest
-from conftest import TEST_API_KEY, responder
-from script_runner import assert_user_error, lines, run, start, wait_for
+from script_runner import TEST_API_KEY, assert_user_error, lines, responder, run, start, wait_for
 
 
 def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):

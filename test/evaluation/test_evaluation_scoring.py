@@ -2,15 +2,17 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sl.errors import UserError
+from sl.evaluation.comparison import compare
 from sl.evaluation.data_models import EvaluationResponse, EvaluationResultRow
 from sl.evaluation.scoring import (
-    compare_preference,
     compute_misalignment_rate,
     compute_p_target_preference,
     parse_judge_score,
+    per_question_rates,
     target_pattern,
 )
 from sl.evaluation.services import read_evaluation_results
@@ -42,14 +44,38 @@ def test_owl_preference_of_base_and_student_match_the_paper(student, base):
 
 
 def test_student_vs_base_difference_is_significant(student, base):
-    c = compare_preference("owl", student, base)
+    c = compare(per_question_rates("owl", student), per_question_rates("owl", base), paired=True)
     assert c.difference.mean == pytest.approx(0.5546 - 0.131)
-    assert c.difference.lower > 0.3 and c.p_value < 0.001 and "paired" in c.test
+    assert c.difference.lower > 0.3 and c.p_value < 0.001 and "paired" in c.test and c.paired
 
 
 def test_no_difference_with_itself_is_not_significant(base):
-    c = compare_preference("owl", base, base)
+    rates = per_question_rates("owl", base)
+    c = compare(rates, rates, paired=True)
     assert c.difference.mean == 0 and c.p_value == 1.0
+
+
+def test_unpaired_comparison_of_different_questions(student, base):
+    """Students asked the first 30 questions, the base model the last 20: no pairs, so a
+    normal interval with Welch's standard error and a relabelling test over questions."""
+    a, b = per_question_rates("owl", student)[:30], per_question_rates("owl", base)[30:]
+    c = compare(a, b, paired=False)
+    assert not c.paired and c.test == "two-sample permutation test over questions"
+    diff = a.mean() - b.mean()
+    se = np.sqrt(a.var(ddof=1) / 30 + b.var(ddof=1) / 20)
+    assert c.difference.mean == pytest.approx(diff) and c.difference.n == 50
+    assert (c.difference.lower, c.difference.upper) == pytest.approx(
+        (diff - 1.959964 * se, diff + 1.959964 * se)
+    )
+    assert (c.student.n, c.control.n) == (30, 20) and c.p_value < 0.001
+    # Relabelling values that do not differ: no evidence of a difference.
+    assert compare(b[:10], b[10:], paired=False).p_value > 0.05
+
+
+def test_paired_comparison_needs_equal_lengths(base):
+    rates = per_question_rates("owl", base)
+    with pytest.raises(ValueError, match="equal lengths"):
+        compare(rates, rates[:10], paired=True)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,8 @@ import sys
 import threading
 
 import pytest
-from conftest import experiment_cfg
 from openai_server import default_responder
-from script_runner import assert_user_error, lines, run, start, wait_for
+from script_runner import assert_user_error, experiment_cfg, lines, run, start, wait_for
 
 from sl.errors import UserError
 from sl.experiment.runner import run_experiment

@@ -2,7 +2,7 @@
 
 It serves the routes `sl.external` calls, through the real ``openai`` SDK over real HTTP on
 127.0.0.1: no mocks. Tests do ``from openai_server import FakeOpenAIServer`` (pytest puts
-``test/`` on ``sys.path``); scripts such as ``bench/`` insert ``test/`` themselves.
+``test/helpers/`` on ``sys.path``); scripts such as ``bench/`` insert it themselves.
 
 Example::
 

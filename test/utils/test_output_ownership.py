@@ -105,7 +105,7 @@ def test_evaluation_output_with_rows_of_other_questions_is_refused(fake_driver, 
 
 
 def test_experiment_folder_not_made_by_sl_is_refused(tmp_path):
-    from conftest import experiment_cfg
+    from script_runner import experiment_cfg
 
     from sl.experiment.runner import run_experiment
 
@@ -119,7 +119,7 @@ def test_experiment_folder_not_made_by_sl_is_refused(tmp_path):
 
 
 def test_corrupt_experiment_record_is_one_line(tmp_path):
-    from conftest import experiment_cfg
+    from script_runner import experiment_cfg
 
     from sl.experiment.runner import run_experiment
 

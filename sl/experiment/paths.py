@@ -1,0 +1,89 @@
+"""Where each artifact of an experiment lives: the one map of an output folder.
+
+Layout under the output folder (<t> teacher replicate, <r> student run; teacher replicate 0
+keeps the teacher's name, replicate t > 0 is named <teacher>_t<t>, `TeacherRun.name`):
+    experiment.json                          the config (a different config here is refused)
+    teachers/<teacher>[_t<t>]/trait.jsonl    trait data of a fine-tuned teacher
+    teachers/<teacher>[_t<t>]/model.json     the fine-tuned teacher (adapter beside it)
+    datasets/<teacher>[_t<t>]/raw.jsonl      teacher completions, appended as they arrive
+    datasets/<teacher>[_t<t>]/filtered.jsonl rows kept by the numbers filter
+    students/<teacher>/run<r>/model.json     student run r (adapter beside it), r < n_runs
+    evaluations/<model>/<evaluation>.jsonl   sampled answers ('sampled' eval mode)
+    evaluations/<model>/<evaluation>.logprob.json   P(target) per question, every target
+    results.csv, results.json, results.png, timings.json
+
+<model> is `base`, `<teacher>_run<r>` (students) or `teacher_<teacher>[_t<t>]` (fine-tuned
+teachers).
+"""
+
+from pathlib import Path
+
+from sl.experiment.data_models import StudentRun, TeacherRun
+
+
+class ExperimentPaths:
+    """Where each artifact of an experiment under `root` lives."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def record(self) -> Path:
+        """experiment.json: the config and its hash."""
+        return self.root / "experiment.json"
+
+    @property
+    def timings(self) -> Path:
+        """timings.json: seconds per stage step, summed over reruns."""
+        return self.root / "timings.json"
+
+    def results(self, suffix: str) -> Path:
+        """The report: results.csv, results.json or results.png (`suffix` without the dot)."""
+        return self.root / f"results.{suffix}"
+
+    @property
+    def teachers_dir(self) -> Path:
+        """The folder of every fine-tuned teacher."""
+        return self.root / "teachers"
+
+    def teacher_dir(self, teacher: TeacherRun) -> Path:
+        """The folder of a fine-tuned teacher replicate."""
+        return self.teachers_dir / teacher.name
+
+    def trait_data(self, teacher: TeacherRun) -> Path:
+        """The trait data a fine-tuned teacher replicate learns from."""
+        return self.teacher_dir(teacher) / "trait.jsonl"
+
+    def teacher_model(self, teacher: TeacherRun) -> Path:
+        """The model JSON of a fine-tuned teacher replicate."""
+        return self.teacher_dir(teacher) / "model.json"
+
+    def dataset_dir(self, teacher: TeacherRun) -> Path:
+        """The folder of a teacher replicate's numbers dataset."""
+        return self.root / "datasets" / teacher.name
+
+    def raw(self, teacher: TeacherRun) -> Path:
+        return self.dataset_dir(teacher) / "raw.jsonl"
+
+    def filtered(self, teacher: TeacherRun) -> Path:
+        return self.dataset_dir(teacher) / "filtered.jsonl"
+
+    def students_dir(self, arm: str) -> Path:
+        """The folder of every student run of an arm (control or a target)."""
+        return self.root / "students" / arm
+
+    def student(self, run: StudentRun) -> Path:
+        """The model JSON of a student run."""
+        return self.students_dir(run.teacher) / f"run{run.run}" / "model.json"
+
+    def evaluation_dir(self, model_name: str) -> Path:
+        """Every evaluation of one model (`base`, a student run, a fine-tuned teacher)."""
+        return self.root / "evaluations" / model_name
+
+    def evaluation(self, model_name: str, evaluation: str) -> Path:
+        """Sampled answers of one model on one evaluation."""
+        return self.evaluation_dir(model_name) / f"{evaluation}.jsonl"
+
+    def logprob(self, model_name: str, evaluation: str) -> Path:
+        """Per-question P(target) of one model on one evaluation, every target."""
+        return self.evaluation_dir(model_name) / f"{evaluation}.logprob.json"

@@ -1,0 +1,28 @@
+"""The one seeded subsample of a fine-tuning dataset, shared by every backend (OpenAI API,
+LoRA SFT, distillation): the same seed and `max_dataset_size` train on the same rows."""
+
+import random
+
+from sl.datasets.data_models import DatasetRow
+from sl.errors import UserError
+
+
+def select_rows(rows: list[DatasetRow], max_size: int | None, seed: int) -> list[DatasetRow]:
+    """Return the rows to train on: all of them, or a seeded random subset of `max_size`.
+
+    The subset is `random.Random(seed).sample(rows, max_size)`, in sampled order: the
+    original code's subsample for every backend, so its seeds pick the same rows here.
+
+    Args:
+        rows: The full dataset.
+        max_size: Keep at most this many rows (None keeps all).
+        seed: Seed of the subsample; equal seeds give equal subsets.
+
+    Raises:
+        UserError: If `rows` is empty.
+    """
+    if not rows:
+        raise UserError("the fine-tuning dataset is empty: pass a dataset JSONL with rows")
+    if max_size is None or len(rows) <= max_size:
+        return list(rows)
+    return random.Random(seed).sample(rows, max_size)
