@@ -130,7 +130,9 @@ def test_topk_distillation_reduces_kl(tiny_model_dir: Path, tmp_path: Path):
     assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
-def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(tiny_model_dir: Path, tmp_path):
+def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
+    tiny_model_dir: Path, tmp_path
+):
     """With `prompt_tokens`, the targets also cover the prompt tokens the teacher's and the
     student's chat prompts share (not the teacher's system prompt), each the teacher's exact
     next-token distribution there; the completion's targets are unchanged."""
@@ -182,7 +184,9 @@ def test_replicate_students_reuse_the_teacher_targets(tiny_model_dir: Path, tmp_
         return load_file(str(adapter_dir_for(out) / "adapter_model.safetensors"))
 
     distill._last_targets.clear()
-    distill.distill_student(job(tiny_model_dir, epochs=1), teacher, rows, tmp_path / "a" / "m.json", cfg)
+    distill.distill_student(
+        job(tiny_model_dir, epochs=1), teacher, rows, tmp_path / "a" / "m.json", cfg
+    )
     cached = next(iter(distill._last_targets.values()))
     distill.distill_student(seed2, teacher, rows, tmp_path / "b" / "m.json", cfg)
     assert next(iter(distill._last_targets.values())) is cached  # reused, not recomputed
