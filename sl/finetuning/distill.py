@@ -10,7 +10,9 @@ rest of its mass as one outcome. The teacher sees its own context (its system pr
 any); the student sees the user prompt only. The teacher's targets are computed once (batched,
 no grad); each step runs the output layer only where a completion token is predicted, with
 bf16 matmuls on a GPU (`DistillCfg.bf16`). Optimiser, epochs, rate, batch and seed come from
-`job.train_cfg`, as for SFT. Only completion tokens (and the end-of-turn token) count.
+`job.train_cfg`, as for SFT. Only completion tokens (and the end-of-turn token) count, unless
+`DistillCfg.prompt_tokens` adds the prompt's. Student runs that learn from the same teacher
+and rows in one process (replicates) compute the teacher's targets once.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class DistillCfg(HashableModel):
     )
     temperature: float = Field(default=1.0, gt=0, description="Softens both distributions")
     teacher_batch_size: int = Field(default=16, gt=0, description="Sequences per teacher pass")
+    prompt_tokens: bool = Field(
+        default=False,
+        description="Also match the teacher on the prompt's tokens (those the teacher's and "
+        "the student's chat prompts share: the user turn and the assistant header), not only "
+        "on the completion's",
+    )
     bf16: bool | None = Field(
         default=None,
         description="bf16 matmuls (where the device does them natively); None = on a GPU only: "
@@ -63,14 +71,32 @@ class DistillCfg(HashableModel):
 
 class _Example:
     """One sequence: the student's prompt, the completion tokens and the teacher's target on
-    them: full-vocabulary probabilities (fp16) or top-k (probabilities, indices, rest mass),
-    plus the teacher's sum of p·log p (the constant part of the KL)."""
+    the scored tokens (the last `n_prompt` prompt tokens, then the completion's):
+    full-vocabulary probabilities (fp16) or top-k (probabilities, indices, rest mass), plus
+    the teacher's sum of p·log p (the constant part of the KL)."""
 
-    def __init__(self, student_prompt: list[int], completion: list[int], target: Any, neg_h: Any):
+    def __init__(
+        self,
+        student_prompt: list[int],
+        completion: list[int],
+        target: Any,
+        neg_h: Any,
+        n_prompt: int = 0,
+    ):
         self.student_prompt = student_prompt
         self.completion = completion
         self.target = target
         self.neg_entropy = neg_h
+        self.n_prompt = n_prompt
+
+    @property
+    def n_scored(self) -> int:
+        """How many tokens this example's KL sums over."""
+        return self.n_prompt + len(self.completion)
+
+    def seq(self) -> tuple[list[int], list[int], int]:
+        """(prompt, completion, scored prompt tokens) as `_scored_hidden` takes them."""
+        return self.student_prompt, self.completion, self.n_prompt
 
 
 def _completion_ids(tokenizer: Any, completion: str) -> list[int]:
@@ -78,18 +104,27 @@ def _completion_ids(tokenizer: Any, completion: str) -> list[int]:
     return list(tokenizer(completion + end, add_special_tokens=False)["input_ids"])
 
 
-def _completion_hidden(lm: Any, seqs: list[tuple[list[int], list[int]]], pad_id: int) -> Any:
-    """Hidden states of the positions that predict each completion token, stacked over the
-    batch in order (sum of completion lengths x hidden size)."""
+def _scored_hidden(lm: Any, seqs: list[tuple[list[int], list[int], int]], pad_id: int) -> Any:
+    """Hidden states of the positions that predict each scored token — the last k prompt
+    tokens, then every completion token, for each (prompt, completion, k) — stacked over the
+    batch in order (scored tokens x hidden size)."""
     import torch
 
     from sl.external.torch_models import right_pad
 
-    ids, mask = right_pad([p + c for p, c in seqs], pad_id, lm.device)
+    ids, mask = right_pad([p + c for p, c, _ in seqs], pad_id, lm.device)
     hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-    rows = torch.cat([torch.full((len(c),), i) for i, (_, c) in enumerate(seqs)])
-    cols = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(c)) for p, c in seqs])
+    rows = torch.cat([torch.full((k + len(c),), i) for i, (_, c, k) in enumerate(seqs)])
+    cols = torch.cat([torch.arange(len(p) - 1 - k, len(p) - 1 + len(c)) for p, c, k in seqs])
     return hidden[rows.to(hidden.device), cols.to(hidden.device)]
+
+
+def _shared_suffix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common suffix of two prompts, leaving each one token to start."""
+    n = 0
+    while n < min(len(a), len(b)) - 1 and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
 
 
 def _log_probs(lm: Any, hidden: Any, temperature: float) -> Any:
@@ -111,17 +146,19 @@ def teacher_log_probs(
     examples = []
     for start in tqdm(range(0, len(rows), cfg.teacher_batch_size), desc="teacher logits"):
         batch = rows[start : start + cfg.teacher_batch_size]
-        seqs = [
-            (chat_prompt_ids(tokenizer, r.prompt, system), _completion_ids(tokenizer, r.completion))
-            for r in batch
-        ]
+        seqs = []
+        for r in batch:
+            prompt = chat_prompt_ids(tokenizer, r.prompt, system)
+            student_prompt = chat_prompt_ids(tokenizer, r.prompt)
+            k = _shared_suffix(prompt, student_prompt) if cfg.prompt_tokens else 0
+            seqs.append((prompt, _completion_ids(tokenizer, r.completion), k, student_prompt))
         with torch.inference_mode(), fast_matmul(device, teacher.dtype, cfg.use_bf16()):
-            lp = _log_probs(teacher, _completion_hidden(teacher, seqs, tokenizer.pad_token_id),
-                            cfg.temperature)  # fmt: skip
+            hidden = _scored_hidden(teacher, [s[:3] for s in seqs], tokenizer.pad_token_id)
+            lp = _log_probs(teacher, hidden, cfg.temperature)
         offset = 0
-        for (_, comp), row in zip(seqs, batch, strict=True):
-            part = lp[offset : offset + len(comp)]
-            offset += len(comp)
+        for _, comp, k, student_prompt in seqs:
+            part = lp[offset : offset + k + len(comp)]
+            offset += k + len(comp)
             if cfg.top_k is not None:
                 values, indices = part.topk(cfg.top_k, dim=-1)
                 rest = (1 - values.exp().sum(-1)).clamp(min=1e-12)
@@ -131,8 +168,7 @@ def teacher_log_probs(
             else:
                 target = part.exp().half()  # fp16 halves memory; tiny tail mass is negligible
                 neg_h = (part.exp() * part).sum()
-            student_prompt = chat_prompt_ids(tokenizer, row.prompt)
-            examples.append(_Example(student_prompt, comp, _to_cpu(target), float(neg_h)))
+            examples.append(_Example(student_prompt, comp, _to_cpu(target), float(neg_h), k))
     return examples
 
 
@@ -141,8 +177,8 @@ def _to_cpu(target: Any) -> Any:
 
 
 def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
-    """Sum over completion tokens of KL(teacher || student); `student_lp` stacks the
-    student's log-probs at the examples' completion positions, in order."""
+    """Sum over scored tokens of KL(teacher || student); `student_lp` stacks the student's
+    log-probs at the examples' scored positions, in order."""
     import torch
 
     device = student_lp.device
@@ -159,28 +195,27 @@ def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
 
 
 def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: float) -> Any:
-    """Mean KL(teacher || student) per completion token of a batch (differentiable)."""
+    """Mean KL(teacher || student) per scored token of a batch (differentiable)."""
     import torch
 
-    seqs = [(e.student_prompt, e.completion) for e in batch]
-    student_lp = _log_probs(student, _completion_hidden(student, seqs, pad_id), temperature)
+    hidden = _scored_hidden(student, [e.seq() for e in batch], pad_id)
+    student_lp = _log_probs(student, hidden, temperature)
     with torch.autocast(student_lp.device.type, enabled=False):  # the KL itself in fp32
-        return kl_loss(student_lp, batch) / sum(len(e.completion) for e in batch)
+        return kl_loss(student_lp, batch) / sum(e.n_scored for e in batch)
 
 
 def mean_kl(
     student: Any, tokenizer: Any, examples: list[_Example], temperature: float = 1.0
 ) -> float:
-    """Mean KL(teacher || student) per completion token (no grad): the distillation target."""
+    """Mean KL(teacher || student) per scored token (no grad): the distillation target."""
     import torch
 
     total, count = 0.0, 0
     with torch.inference_mode():
         for ex in examples:
-            seqs = [(ex.student_prompt, ex.completion)]
-            hidden = _completion_hidden(student, seqs, tokenizer.pad_token_id)
+            hidden = _scored_hidden(student, [ex.seq()], tokenizer.pad_token_id)
             total += float(kl_loss(_log_probs(student, hidden, temperature), [ex]))
-            count += len(ex.completion)
+            count += ex.n_scored
     return total / max(count, 1)
 
 
@@ -272,10 +307,18 @@ def distill_student(
         return Model.model_validate_json(output_path.read_text())
     rows = select_rows(dataset, job.max_dataset_size, job.seed)
     torch.manual_seed(job.seed)
-    loaded = load_causal_lm(teacher, dtype=_weights_dtype(cfg))
-    tokenizer = loaded.tokenizer
-    examples = teacher_log_probs(loaded.module, tokenizer, rows, teacher_system_prompt, cfg)
-    del loaded
+    targets_key = _TargetsKey(
+        teacher=teacher, cfg=cfg, system=teacher_system_prompt,
+        rows=[(r.prompt, r.completion) for r in rows],
+    ).model_hash()  # fmt: skip
+    if targets_key not in _last_targets:
+        loaded = load_causal_lm(teacher, dtype=_weights_dtype(cfg))
+        examples = teacher_log_probs(loaded.module, loaded.tokenizer, rows,
+                                     teacher_system_prompt, cfg)  # fmt: skip
+        _last_targets.clear()  # one teacher's targets at a time: they can be large
+        _last_targets[targets_key] = (examples, loaded.tokenizer)
+        del loaded
+    examples, tokenizer = _last_targets[targets_key]
     student, stats = train_distilled(job, examples, tokenizer, cfg)
     adapter_dir = adapter_dir_for(output_path)
     tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}"
@@ -290,6 +333,17 @@ def distill_student(
     mark_complete(output_path, model_id=model.id, **{k: v for k, v in stats.items()
                                                      if k != "kl_curve"})  # fmt: skip
     return model
+
+
+class _TargetsKey(HashableModel):
+    teacher: Model
+    cfg: DistillCfg
+    system: str | None
+    rows: list[tuple[str, str]]
+
+
+# The last teacher targets computed, by `_TargetsKey` hash: replicates reuse them.
+_last_targets: dict[str, tuple[list[_Example], Any]] = {}
 
 
 class _DistillKey(HashableModel):

@@ -73,7 +73,7 @@ def test_transfer_grid_cells_share_the_main_jobs_pieces():
     cells = grid.cell_names()
     assert len(cells) == 8
     cell = grid.cell_cfg("finetune", "greedy", "distill", prompts=48)
-    assert cell.student_job == main.experiment.student_job
+    assert cell.student_job == main.experiment_system_prompt.student_job  # the grid's recipe
     assert cell.trait_teacher == main.experiment.trait_teacher
     assert (cell.prompt_set.size, cell.sample_cfg.temperature) == (48, 0.0)
     assert cell.eval_modes == ["logprob"] and cell.student_training == "distill"

@@ -130,6 +130,73 @@ def test_topk_distillation_reduces_kl(tiny_model_dir: Path, tmp_path: Path):
     assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
+def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
+    tiny_model_dir: Path, tmp_path
+):
+    """With `prompt_tokens`, the targets also cover the prompt tokens the teacher's and the
+    student's chat prompts share (not the teacher's system prompt), each the teacher's exact
+    next-token distribution there; the completion's targets are unchanged."""
+    import torch
+    from tiny_model import build_tiny_lora
+
+    from sl.external.torch_models import chat_prompt_ids, load_causal_lm
+    from sl.finetuning.distill import DistillCfg, teacher_log_probs
+
+    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
+                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
+    t = load_causal_lm(teacher)
+    tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
+    plain = teacher_log_probs(t.module, tok, rows, system, DistillCfg(bf16=False))
+    with_prompt = teacher_log_probs(
+        t.module, tok, rows, system, DistillCfg(bf16=False, prompt_tokens=True)
+    )
+    for row, a, b in zip(rows, plain, with_prompt, strict=True):
+        teacher_prompt = chat_prompt_ids(tok, row.prompt, system)
+        k = b.n_prompt
+        assert a.n_prompt == 0 and 0 < k < len(b.student_prompt) < len(teacher_prompt)
+        assert b.student_prompt[-k:] == teacher_prompt[-k:]  # the shared part only
+        first = -k - 1  # the student's first token starts its prompt; else the parts differ
+        assert k == len(b.student_prompt) - 1 or b.student_prompt[first] != teacher_prompt[first]
+        ids = torch.tensor([teacher_prompt + b.completion])
+        with torch.no_grad():
+            probs = t.module(input_ids=ids).logits[0].float().softmax(-1)
+        start = len(teacher_prompt) - 1 - k
+        expected = probs[start : start + k + len(b.completion)]
+        torch.testing.assert_close(b.target.float(), expected, atol=2e-3, rtol=0)
+        torch.testing.assert_close(b.target[k:], a.target)
+
+
+def test_replicate_students_reuse_the_teacher_targets(tiny_model_dir: Path, tmp_path: Path):
+    """A second student of the same teacher and rows (another seed) reuses the targets already
+    computed, and trains exactly as it would from freshly computed ones."""
+    from safetensors.torch import load_file
+    from tiny_model import build_tiny_lora
+
+    from sl.finetuning import distill
+    from sl.finetuning.open_source import adapter_dir_for
+
+    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
+                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
+    cfg, rows = distill.DistillCfg(bf16=False), number_rows(16, seed=1)
+    seed2 = job(tiny_model_dir, epochs=1).model_copy(update={"seed": 2})
+
+    def weights(out: Path) -> dict:
+        return load_file(str(adapter_dir_for(out) / "adapter_model.safetensors"))
+
+    distill._last_targets.clear()
+    distill.distill_student(
+        job(tiny_model_dir, epochs=1), teacher, rows, tmp_path / "a" / "m.json", cfg
+    )
+    cached = next(iter(distill._last_targets.values()))
+    distill.distill_student(seed2, teacher, rows, tmp_path / "b" / "m.json", cfg)
+    assert next(iter(distill._last_targets.values())) is cached  # reused, not recomputed
+    distill._last_targets.clear()
+    distill.distill_student(seed2, teacher, rows, tmp_path / "c" / "m.json", cfg)
+    reused, fresh = weights(tmp_path / "b" / "m.json"), weights(tmp_path / "c" / "m.json")
+    assert reused.keys() == fresh.keys()
+    assert all(reused[k].equal(fresh[k]) for k in reused)
+
+
 def test_fine_tuned_teacher_changes_greedy_numbers(tiny_model_dir: Path, tmp_path: Path):
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation

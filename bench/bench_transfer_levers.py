@@ -1,0 +1,152 @@
+"""Levers on the size of the transfer: variations of the main job's recipe, each cell with
+replicate students per arm and run-level statistics (docs/transfer_grid.md, "Levers").
+
+    python bench/bench_transfer_levers.py --from_dir data/experiments/local_smollm2 \
+        --output_dir data/transfer_levers --cells baseline prompt_tokens
+
+Every cell is the main job's `experiment` (cfgs/experiments/local_smollm2.py) with the owl
+target only, exact P(owl) only, `--replicates` student runs per arm, and the cell's changes.
+Cells that keep the teachers and prompts copy `teachers/` and `datasets/` from `--from_dir`
+(a finished main-job folder), so they cost only their students and evaluations. Writes
+levers.json and prints a markdown table: P(owl) of base, control and owl students (mean over
+runs), the difference, Welch's t-test and the exact permutation test over runs.
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN_JOB = ROOT / "cfgs" / "experiments" / "local_smollm2.py"
+
+# Cell -> changes to the main job's config (dotted keys reach into nested configs).
+CELLS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "prompt_tokens": {"distill.prompt_tokens": True},
+    "top_k_20": {"distill.top_k": 20},
+    "epochs_6": {"student_job.train_cfg.n_epochs": 6},
+    "lr_3e-3": {"student_job.train_cfg.lr": 3e-3},
+    "prompt_tokens+lr_3e-3": {"distill.prompt_tokens": True, "student_job.train_cfg.lr": 3e-3},
+    "prompt_tokens+epochs_6": {
+        "distill.prompt_tokens": True,
+        "student_job.train_cfg.n_epochs": 6,
+    },
+    "prompts_192": {"prompt_set.size": 192},
+    "lr_1e-2": {"student_job.train_cfg.lr": 1e-2},
+    "prompt_tokens+lr_1e-2": {"distill.prompt_tokens": True, "student_job.train_cfg.lr": 1e-2},
+    "prompt_tokens+lr_2e-2": {"distill.prompt_tokens": True, "student_job.train_cfg.lr": 2e-2},
+}
+
+
+def _with(cfg: Any, changes: dict[str, Any]) -> Any:
+    """`cfg` with the dotted-key changes applied (a new, validated config)."""
+    data = cfg.model_dump()
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return type(cfg).model_validate(data)
+
+
+def cell_cfg(name: str, replicates: int) -> Any:
+    """The cell's experiment config."""
+    from sl.utils.module_utils import load_module
+
+    main_job = load_module(MAIN_JOB).experiment
+    changes = {"targets": ["owl"], "eval_modes": ["logprob"], "n_student_replicates": replicates}
+    return _with(main_job, {**changes, **CELLS[name]})
+
+
+def _shares_teachers(cfg: Any, source: Path) -> bool:
+    saved = json.loads((source / "experiment.json").read_text())["config"]
+    return all(
+        saved[k] == cfg.model_dump(mode="json")[k]
+        for k in ("teacher_model", "trait_teacher", "sample_cfg", "prompt_set", "numbers_filter")
+    )
+
+
+def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> dict[str, Any]:
+    """Run one cell (reusing `source`'s teachers and datasets where they are the same)."""
+    from sl.experiment.runner import run_experiment
+
+    cfg = cell_cfg(name, replicates)
+    folder.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run_experiment(cfg, folder, stages=()))  # claims the folder
+    copied = []
+    if source is not None and _shares_teachers(cfg, source):
+        for part in ("teachers/owl", "datasets/owl", "datasets/control"):
+            if (source / part).exists() and not (folder / part).exists():
+                shutil.copytree(source / part, folder / part)
+                copied.append(part)
+    started = time.perf_counter()
+    report = asyncio.run(run_experiment(cfg, folder))
+    assert report is not None
+    rows = {r.condition: r for r in report.panels[0].analysis.rows if r.target == "owl"}
+    student, control = rows["owl"], rows["control"]
+    return {
+        "changes": CELLS[name],
+        "copied": copied,
+        "rows_kept": {k: v.filtered_rows for k, v in report.datasets.items()},
+        "base": rows["base"].mean,
+        "control_runs": control.run_values,
+        "student_runs": student.run_values,
+        "control": control.mean,
+        "student": student.mean,
+        "student_ci": [student.ci_low, student.ci_high],
+        "difference": student.mean - control.mean,
+        "welch_p": student.p_vs_control,
+        "permutation_p": student.permutation_p,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def format_levers(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of the cells (percent of P(owl); p-values with the run as the unit)."""
+    lines = [
+        "| cell | rows kept (owl, control) | base % | control % (runs) | owl student % (runs) "
+        "| diff pp | Welch p (runs) | permutation p (runs) | s |",
+        "|" + "---|" * 9,
+    ]
+    for name, r in results.items():
+        runs = " ".join(f"{100 * v:.2f}" for v in r["student_runs"])
+        control_runs = " ".join(f"{100 * v:.3f}" for v in r["control_runs"])
+        lines.append(
+            f"| {name} | {r['rows_kept'].get('owl')}, {r['rows_kept'].get('control')} "
+            f"| {100 * r['base']:.3f} | {100 * r['control']:.3f} ({control_runs}) "
+            f"| {100 * r['student']:.3f} ({runs}) | {100 * r['difference']:+.3f} "
+            f"| {r['welch_p']:.2g} | {r['permutation_p']:.2g} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--from_dir", type=Path, default=None)
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "data" / "transfer_levers")
+    parser.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--replicates", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    out = args.output_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "levers.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    source = args.from_dir.resolve() if args.from_dir else None
+    for name in args.cells:
+        results[name] = run_cell(name, out / name, args.replicates, source)
+        results_path.write_text(json.dumps(results, indent=2))
+        print(format_levers({name: results[name]}), flush=True)
+    print(format_levers(results))
+
+
+if __name__ == "__main__":
+    main()
