@@ -64,7 +64,9 @@ def cell_cfg(name: str, replicates: int) -> Any:
 
 
 def _shares_teachers(cfg: Any, source: Path) -> bool:
-    saved = json.loads((source / "experiment.json").read_text())["config"]
+    from sl.experiment.paths import ExperimentPaths
+
+    saved = json.loads(ExperimentPaths(source).record.read_text())["config"]
     return all(
         saved[k] == cfg.model_dump(mode="json")[k]
         for k in ("teacher_model", "trait_teacher", "sample_cfg", "prompt_set", "numbers_filter")
@@ -73,6 +75,8 @@ def _shares_teachers(cfg: Any, source: Path) -> bool:
 
 def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> dict[str, Any]:
     """Run one cell (reusing `source`'s teachers and datasets where they are the same)."""
+    from sl.experiment.data_models import CONTROL, TeacherRun
+    from sl.experiment.paths import ExperimentPaths
     from sl.experiment.runner import run_experiment
 
     cfg = cell_cfg(name, replicates)
@@ -80,10 +84,13 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
     asyncio.run(run_experiment(cfg, folder, stages=()))  # claims the folder
     copied = []
     if source is not None and _shares_teachers(cfg, source):
-        for part in ("teachers/owl", "datasets/owl", "datasets/control"):
-            if (source / part).exists() and not (folder / part).exists():
-                shutil.copytree(source / part, folder / part)
-                copied.append(part)
+        src, dst = ExperimentPaths(source), ExperimentPaths(folder)
+        owl, control = TeacherRun("owl"), TeacherRun(CONTROL)
+        for where in (lambda p: p.teacher_dir(owl), lambda p: p.dataset_dir(owl),
+                      lambda p: p.dataset_dir(control)):  # fmt: skip
+            if where(src).exists() and not where(dst).exists():
+                shutil.copytree(where(src), where(dst))
+                copied.append(str(where(dst).relative_to(folder)))
     started = time.perf_counter()
     report = asyncio.run(run_experiment(cfg, folder))
     assert report is not None

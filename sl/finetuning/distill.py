@@ -312,10 +312,10 @@ def distill_student(
         rows=[(r.prompt, r.completion) for r in rows],
     ).model_hash()  # fmt: skip
     if targets_key not in _last_targets:
+        _last_targets.clear()  # one teacher's targets at a time: they can be large
         loaded = load_causal_lm(teacher, dtype=_weights_dtype(cfg))
         examples = teacher_log_probs(loaded.module, loaded.tokenizer, rows,
                                      teacher_system_prompt, cfg)  # fmt: skip
-        _last_targets.clear()  # one teacher's targets at a time: they can be large
         _last_targets[targets_key] = (examples, loaded.tokenizer)
         del loaded
     examples, tokenizer = _last_targets[targets_key]
