@@ -11,9 +11,10 @@ On SmolLM2-135M-Instruct (the offline copy), on the 50 favorite-animal questions
   questions in as few `generate` calls as fit, each prompt prefilled once) vs one
   `generate(num_return_sequences=n)` per question, same weights;
 - one distillation step at batch 8 on real teacher numbers (the shipped gpt-4.1-nano rows):
-  `distill_loss` (output layer only at completion tokens, bf16 autocast where native) vs the
-  plain step (fp32, full logits at every position, KL per sequence); and the KL curve of
-  `--curve_steps` steps with bf16 on vs off (the same seed and data).
+  the library's step (`build_student`, `distill_loss`: output layer only at scored tokens,
+  the student's base in bf16 where native, adapters and residual in fp32) vs the plain step
+  (fp32, full logits at every position, KL per sequence), and vs the library's step in fp32;
+  and the KL curve of `--curve_steps` steps with bf16 on vs off (the same seed and data).
 Each measurement runs in its own process (model loading excluded from the time; peak RSS is
 the process's, loading included) so memory figures are separate.
 """
@@ -127,24 +128,24 @@ def _examples(n_rows: int, experiment_dir: str | None = None):
         prompts = load_protocol("teacher_system_prompts")
         system = prompts["love"].format(target="owl", category="animal")
     examples = teacher_log_probs(
-        teacher.module, teacher.tokenizer, rows[:n_rows], system, DistillCfg(bf16=False)
-    )
+        teacher.module, teacher.tokenizer, rows[:n_rows], system,
+        DistillCfg(bf16=False, prompt_tokens=experiment_dir is not None),  # as the main job
+    )  # fmt: skip
     return examples, teacher.tokenizer
 
 
-def _student():
+def _student(bf16: bool):
+    """The library's student (`build_student`) of SmolLM2 at r = 8, with its optimiser."""
     import torch
-    from peft import get_peft_model
 
-    from sl.external.torch_models import load_causal_lm
-    from sl.finetuning.data_models import PeftCfg
-    from sl.finetuning.lora_data import lora_config
+    from sl.finetuning.data_models import PeftCfg, UnslothFinetuningJob
+    from sl.finetuning.distill import DistillCfg, build_student
 
     torch.manual_seed(0)
-    base = load_causal_lm(_model(), dtype="float32")
-    student = get_peft_model(base.module, lora_config(PeftCfg(r=8, lora_alpha=8), base.module))
+    job = UnslothFinetuningJob(seed=0, source_model=_model(), peft_cfg=PeftCfg(r=8, lora_alpha=8))
+    student = build_student(job, DistillCfg(bf16=bf16))
     params = [p for p in student.parameters() if p.requires_grad]
-    return student.train(), base, torch.optim.AdamW(params, lr=1e-3)
+    return student.train(), torch.optim.AdamW(params, lr=1e-3)
 
 
 def _plain_loss(student, batch, pad_id: int):
@@ -162,21 +163,24 @@ def _plain_loss(student, batch, pad_id: int):
     return total / sum(len(e.completion) for e in batch)
 
 
-def distill_step(approach: str, steps: int, batch_size: int) -> dict:
-    from sl.external.torch_models import fast_matmul
-    from sl.finetuning.distill import distill_loss
+def _library_loss(student, batch, pad_id: int):
+    from sl.finetuning.distill import distill_loss, student_autocast
 
+    with student_autocast(student):
+        return distill_loss(student, batch, pad_id, 1.0)
+
+
+def distill_step(approach: str, steps: int, batch_size: int) -> dict:
+    """Seconds per step (after one warm-up step): `plain`, or the library's step with the
+    student's base in `fp32` or `bf16`."""
     examples, tok = _examples(batch_size * steps)
-    student, base, optimizer = _student()
+    student, optimizer = _student(bf16=approach == "bf16")
+    loss_fn = _plain_loss if approach == "plain" else _library_loss
     times, losses = [], []
     for s in range(steps + 1):  # the first step warms up and is not timed
         batch = examples[s % steps * batch_size : (s % steps + 1) * batch_size]
         started = time.perf_counter()
-        if approach.startswith("new"):
-            with fast_matmul(base.device, base.dtype, enabled=approach == "new"):
-                loss = distill_loss(student, batch, tok.pad_token_id, 1.0)
-        else:
-            loss = _plain_loss(student, batch, tok.pad_token_id)
+        loss = loss_fn(student, batch, tok.pad_token_id)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -187,16 +191,12 @@ def distill_step(approach: str, steps: int, batch_size: int) -> dict:
 
 
 def kl_curve(bf16: bool, steps: int, batch_size: int, experiment_dir: str | None) -> dict:
-    from sl.external.torch_models import fast_matmul
-    from sl.finetuning.distill import distill_loss
-
     examples, tok = _examples(batch_size * 4, experiment_dir)
-    student, base, optimizer = _student()
+    student, optimizer = _student(bf16)
     curve = []
     for s in range(steps):
         batch = examples[s % 4 * batch_size : (s % 4 + 1) * batch_size]
-        with fast_matmul(base.device, base.dtype, enabled=bf16):
-            loss = distill_loss(student, batch, tok.pad_token_id, 1.0)
+        loss = _library_loss(student, batch, tok.pad_token_id)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -269,8 +269,10 @@ def main() -> None:
     rows.append(("sampled evaluation", f"{args.questions} x {args.samples}", plain, fast, ""))
     kw = {"steps": args.distill_steps, "batch_size": args.batch_size}
     plain = run("distill_step", approach="plain", **kw)
-    fast = run("distill_step", approach="new", **kw)
-    rows.append(("distillation step", f"batch {args.batch_size}", plain, fast, ""))
+    fp32 = run("distill_step", approach="fp32", **kw)
+    bf16 = run("distill_step", approach="bf16", **kw)
+    rows.append(("distillation step", f"batch {args.batch_size}", plain, bf16, ""))
+    rows.append(("  library fp32→bf16", f"batch {args.batch_size}", fp32, bf16, ""))
     fp32, bf16 = run("kl_curve", bf16=False, **curve_kw), run("kl_curve", bf16=True, **curve_kw)
 
     header = f"{'stage':<20} {'size':<16} {'plain s':>9} {'new s':>9} {'ratio':>7} {'plain MB':>9} {'new MB':>8}  check"
