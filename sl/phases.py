@@ -171,7 +171,7 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
         claim_output(
             output_path,
             job.model_hash(),
-            f"fine-tune of {job.source_model.id}",
+            job.describe(),
             parts={"job": job.model_hash(), "dataset": data_hash},
         )
         if (read_meta(output_path) or {}).get("complete") and output_path.exists():

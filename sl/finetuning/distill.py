@@ -87,6 +87,10 @@ class DistillJob(HashableModel):
         """The student's base model (`job.source_model`)."""
         return self.job.source_model
 
+    def describe(self) -> str:
+        """What the output's sidecar calls the job (shown when another run meets it)."""
+        return f"distillation of {self.teacher.id}"
+
 
 class _Example:
     """One sequence: the student's prompt, the completion tokens and the teacher's target on
@@ -320,7 +324,7 @@ def distill_student(
     from sl.external.torch_models import load_causal_lm
 
     key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
-    claim_output(output_path, key.model_hash(), f"distillation of {teacher.id}")
+    claim_output(output_path, key.model_hash(), key.describe())
     if (read_meta(output_path) or {}).get("complete") and output_path.exists():
         logger.info(f"{output_path}: student already distilled")
         return Model.model_validate_json(output_path.read_text())
