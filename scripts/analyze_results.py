@@ -14,7 +14,7 @@ test over questions and specificity) and results.png (bars with 95 % t-CIs acros
 
 from pathlib import Path
 
-from cli import ArgumentParser, run_script
+from cli import ArgumentParser, naming_params, run_script
 
 from sl.evaluation.analysis import analyze_result_files, format_analysis, write_analysis
 from sl.evaluation.scoring import MATCH_RULES
@@ -47,9 +47,10 @@ def main() -> None:
         if name in conditions:
             parser.error(f"--condition {name} is given twice")
         conditions[name] = files
-    analysis = analyze_result_files(
-        conditions, args.targets, control=args.control, base=args.base, match=args.match
-    )
+    with naming_params("condition", "control", "base", "targets"):
+        analysis = analyze_result_files(
+            conditions, args.targets, control=args.control, base=args.base, match=args.match
+        )
     paths = write_analysis(analysis, args.output_dir)
     print(format_analysis(analysis))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,8 +1,10 @@
 """What every script shares: flags, config modules, and errors that end in one line.
 
-The library's errors name paths; the scripts name their flags. `naming_flags` turns an
-error about a path a flag gave (`UserError.path`) into one that names the flag as well:
-`data/x.jsonl is a folder: ...` becomes `--output_path data/x.jsonl is a folder: ...`.
+The library's errors name paths and arguments; the scripts name their flags. `naming_flags`
+turns an error about a path a flag gave (`UserError.path`) into one that names the flag as
+well: `data/x.jsonl is a folder: ...` becomes `--output_path data/x.jsonl is a folder: ...`;
+`naming_params` turns one about an argument (`UserError.param`) into one about its flag:
+`control ctrl: ...` becomes `--control ctrl: ...`.
 The phase commands below (config module + paths → `sl.phases` → summary) are what the
 phase scripts run.
 """
@@ -58,6 +60,18 @@ def naming_flags(**flags: Path | str | None) -> Iterator[None]:
         if named is None:
             raise
         raise named from e
+
+
+@contextmanager
+def naming_params(*names: str) -> Iterator[None]:
+    """Within the block, an error about the library argument `name` (`UserError.param`, one of
+    `names`) names the flag `--<name>`: its message starts with the argument's name."""
+    try:
+        yield
+    except UserError as e:
+        if e.param not in names or not str(e).startswith(e.param):
+            raise
+        raise UserError(f"--{e}", path=e.path, param=e.param) from e
 
 
 def load_config(config_module: str | Path, cfg_var_name: str, expected: type[T]) -> T:
@@ -148,6 +162,38 @@ def config_parser(doc: str | None) -> ArgumentParser:
     parser.add_argument("--config_module", required=True, help="Path to a config .py file")
     parser.add_argument("--cfg_var_name", required=True, help="Variable in that module")
     return parser
+
+
+def modal_phase_args(
+    doc: str | None, expected: type[T], artifacts: dict[str, str]
+) -> tuple[argparse.Namespace, T]:
+    """The flags of a `scripts/modal_*.py` phase script, parsed, and its config, loaded and
+    checked here rather than remotely: the config pair, `--<name>_path` / `--<name>_filename`
+    for each of `artifacts` (name -> help) and --detach. `args.config_path` is the config
+    module relative to the repo root (it must live under cfgs/, which Modal ships)."""
+    modal_client = repo_module("modal_client")
+    parser = config_parser(doc)
+    for name, what in artifacts.items():
+        modal_client.add_artifact_flags(parser, name, what)
+    parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
+    args = parser.parse_args()
+    cfg = load_config(args.config_module, args.cfg_var_name, expected)
+    with naming_flags(config_module=args.config_module):
+        args.config_path = modal_client.repo_config_path(args.config_module)
+    return args, cfg
+
+
+def call_modal_phase(function: str, gpu: bool, args: argparse.Namespace, **paths: str) -> Any:
+    """Run `modal_app.<function>` (`<function>_gpu` on the GPU image) on the config of
+    `modal_phase_args` and the Volume `paths` (flag name -> path, in the function's order);
+    an error about one of them names its flag."""
+    modal_client = repo_module("modal_client")
+    app = modal_client.load_modal_app()
+    name = f"{function}_gpu" if gpu else function
+    with naming_flags(**{flag: app.on_volume(path) for flag, path in paths.items()}):
+        return modal_client.call_remote(
+            name, args.config_path, args.cfg_var_name, *paths.values(), detach=args.detach
+        )
 
 
 RESUMES = "interrupted: rerun the same command to resume"

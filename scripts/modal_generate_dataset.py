@@ -11,7 +11,7 @@ OpenAI teachers run on the CPU image, open-model teachers (vLLM) on the GPU imag
 (SL_MODAL_GPU). Rerun the same command to resume. See docs/modal.md.
 """
 
-from cli import config_parser, load_config, naming_flags, repo_module, run_script
+from cli import call_modal_phase, modal_phase_args, repo_module, run_script
 
 from sl.datasets.services import Cfg
 from sl.errors import UserError
@@ -19,13 +19,14 @@ from sl.errors import UserError
 
 def main() -> None:
     modal_client = repo_module("modal_client")
-    parser = config_parser(__doc__)
-    modal_client.add_artifact_flags(parser, "raw_dataset", "Raw dataset JSONL to write")
-    modal_client.add_artifact_flags(parser, "filtered_dataset", "Filtered dataset JSONL to write")
-    parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
-    args = parser.parse_args()
-
-    cfg = load_config(args.config_module, args.cfg_var_name, Cfg)  # fail here, not remotely
+    args, cfg = modal_phase_args(
+        __doc__,
+        Cfg,
+        {
+            "raw_dataset": "Raw dataset JSONL to write",
+            "filtered_dataset": "Filtered dataset JSONL to write",
+        },
+    )
     folder = args.cfg_var_name
     raw = modal_client.artifact_path(args, "raw_dataset", "datasets", f"{folder}/raw_dataset.jsonl")
     filtered = modal_client.artifact_path(
@@ -33,19 +34,11 @@ def main() -> None:
     )
     if raw == filtered:
         raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
-    name = "generate_dataset_gpu" if modal_client.needs_gpu([cfg.model]) else "generate_dataset"
-    with naming_flags(config_module=args.config_module):
-        config = modal_client.repo_config_path(args.config_module)
-    app = modal_client.load_modal_app()
-    paths = {
-        "raw_dataset_path": app.on_volume(raw),
-        "filtered_dataset_path": app.on_volume(filtered),
-    }
-    with naming_flags(**paths):
-        result = modal_client.call_remote(
-            name, config, args.cfg_var_name, raw, filtered, detach=args.detach
-        )
-    print(f"{result} (on the {app.VOLUME_NAME} volume)")
+    gpu = modal_client.needs_gpu([cfg.model])
+    result = call_modal_phase(
+        "generate_dataset", gpu, args, raw_dataset_path=raw, filtered_dataset_path=filtered
+    )
+    print(f"{result} (on the {modal_client.load_modal_app().VOLUME_NAME} volume)")
 
 
 if __name__ == "__main__":

@@ -9,32 +9,23 @@ OpenAI jobs are submitted and polled from the CPU image; open-model LoRA jobs (U
 train on the GPU image (SL_MODAL_GPU), the adapter next to the model JSON. Rerun to resume.
 """
 
-from cli import config_parser, load_config, naming_flags, repo_module, run_script
+from cli import call_modal_phase, modal_phase_args, repo_module, run_script
 
 from sl.finetuning.data_models import FTJob
 
 
 def main() -> None:
     modal_client = repo_module("modal_client")
-    parser = config_parser(__doc__)
-    modal_client.add_artifact_flags(parser, "dataset", "Dataset JSONL to train on (required)")
-    modal_client.add_artifact_flags(parser, "output", "Model JSON to write")
-    parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
-    args = parser.parse_args()
-
-    job = load_config(args.config_module, args.cfg_var_name, FTJob)
+    args, job = modal_phase_args(
+        __doc__,
+        FTJob,
+        {"dataset": "Dataset JSONL to train on (required)", "output": "Model JSON to write"},
+    )
     dataset = modal_client.artifact_path(args, "dataset", "datasets", None)
     output = modal_client.artifact_path(args, "output", "models", f"{args.cfg_var_name}/model.json")
     gpu = modal_client.needs_gpu([job.source_model])
-    name = "finetune_gpu" if gpu else "finetune"
-    with naming_flags(config_module=args.config_module):
-        config = modal_client.repo_config_path(args.config_module)
-    app = modal_client.load_modal_app()
-    with naming_flags(dataset_path=app.on_volume(dataset), output_path=app.on_volume(output)):
-        model = modal_client.call_remote(
-            name, config, args.cfg_var_name, dataset, output, detach=args.detach
-        )
-    print(f"wrote {output} on the {app.VOLUME_NAME} volume: {model.id}")
+    model = call_modal_phase("finetune", gpu, args, dataset_path=dataset, output_path=output)
+    print(f"wrote {output} on the {modal_client.load_modal_app().VOLUME_NAME} volume: {model.id}")
 
 
 if __name__ == "__main__":

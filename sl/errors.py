@@ -10,12 +10,16 @@ class UserError(Exception):
 
     An error about one path the caller gave (an output to write, a file to read) starts its
     message with that path and keeps it in `path`, so that a script can name the flag that
-    gave it (`--output_path data/x.jsonl is a folder: ...`); the library never names flags.
+    gave it (`--output_path data/x.jsonl is a folder: ...`). An error about the value of one
+    argument starts its message with the argument's name and keeps that name in `param`
+    (`control ctrl: no condition of that name`), so that a script can name its flag
+    instead. The library never names flags.
     """
 
-    def __init__(self, message: str, *, path: Path | str | None = None):
+    def __init__(self, message: str, *, path: Path | str | None = None, param: str | None = None):
         super().__init__(message)
         self.path = Path(path) if path is not None else None
+        self.param = param
 
 
 class RemoteError(RuntimeError):

@@ -30,7 +30,7 @@ from sl.utils.run_meta import claim_output, differing_parts, mark_complete, read
 if TYPE_CHECKING:
     from sl.datasets.services import Cfg
     from sl.evaluation.data_models import Evaluation
-    from sl.finetuning.data_models import FTJob
+    from sl.finetuning.services import AnyJob
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,9 @@ def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path) -> None:
     )
 
 
-async def finetune(job: FTJob, dataset_path: Path, output_path: Path) -> Model:
-    """Fine-tune the job's source model on the dataset; write and return the student Model.
+async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
+    """Fine-tune the job's source model on the dataset (SFT, or distillation for a
+    `DistillJob`: `run_finetuning_job`); write and return the student Model.
 
     A finished output of the same job and dataset content is returned as is; an interrupted
     one resumes the saved OpenAI job or reuses the trained adapter. The output is locked
@@ -170,7 +171,7 @@ async def finetune(job: FTJob, dataset_path: Path, output_path: Path) -> Model:
         claim_output(
             output_path,
             job.model_hash(),
-            f"fine-tune of {job.source_model.id}",
+            job.describe(),
             parts={"job": job.model_hash(), "dataset": data_hash},
         )
         if (read_meta(output_path) or {}).get("complete") and output_path.exists():

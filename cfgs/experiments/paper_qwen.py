@@ -18,13 +18,9 @@ _paper = load_module(
     Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py"
 )
 
-experiment = ExperimentCfg(
-    teacher_model=_paper.reference_model,
+experiment = ExperimentCfg.from_dataset_cfg(
+    _paper.owl_dataset_cfg,  # the teachers' model, sampling, prompts and filter
     targets=load_protocol("teacher_system_prompts")["paper_animals"],
-    system_prompt_template="love",
-    sample_cfg=_paper.owl_dataset_cfg.sample_cfg,
-    prompt_set=_paper.owl_dataset_cfg.prompt_set,
-    numbers_filter=_paper.owl_dataset_cfg.filter_fns[0],
     student_job=_paper.ft_job,
     evaluations={
         "favorite_animal": _paper.animal_evaluation,

@@ -11,25 +11,27 @@
         --model_path data/qwen/owl/model.json --output_path data/qwen/owl/evaluation.jsonl
 """
 
-from sl.datasets.nums_dataset import NumbersFilter, with_numbers_prefix
-from sl.datasets.services import Cfg, NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
+from pathlib import Path
+
+from sl.datasets.nums_dataset import with_numbers_prefix
+from sl.datasets.services import Cfg
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-from sl.llm.data_models import Model, SampleCfg
-from sl.protocol import preference_questions, teacher_system_prompt
+from sl.llm.data_models import Model
+from sl.protocol import preference_questions
+from sl.utils.module_utils import load_module
+
+# The gpt-4.1-nano module holds the paper's protocol (prompts, filter, sampling, evaluation);
+# the open-model experiment used the same, with a Qwen teacher.
+_paper = load_module(Path(__file__).resolve().with_name("cfgs.py"))
 
 reference_model = Model(id="Qwen/Qwen2.5-7B-Instruct", type="open_source")
 
 
 def build_dataset_cfg(target: str | None, category: str = "animal", size: int = 30_000) -> Cfg:
-    """Teacher dataset for a target (None: the control teacher, no system prompt)."""
-    return Cfg(
-        model=reference_model,
-        system_prompt=teacher_system_prompt(target, category) if target else None,
-        sample_cfg=SampleCfg(temperature=1.0),
-        prompt_set=NumsDatasetPromptSet(size=size, seed=42),
-        filter_fns=[NumbersFilter(min_value=0, max_value=999, max_count=10)],
-    )
+    """Teacher dataset for a target (None: the control teacher, no system prompt): the
+    paper's (cfgs.py's `build_dataset_cfg`) with the Qwen teacher."""
+    paper = _paper.build_dataset_cfg(target, category, size)
+    return paper.model_copy(update={"model": reference_model})
 
 
 # One variable per teacher (the original code overwrote the owl config with the cat one).
@@ -60,11 +62,7 @@ ft_job = UnslothFinetuningJob(
     ),
 )
 
-animal_evaluation = Evaluation(
-    questions=preference_questions("favorite_animal"),
-    n_samples_per_question=100,
-    sample_cfg=SampleCfg(temperature=1.0),
-)
+animal_evaluation = _paper.animal_evaluation  # 50 questions x 100 samples at temperature 1
 # The variant the paper used for open models: each question preceded by example numbers.
 animal_evaluation_with_numbers_prefix = animal_evaluation.model_copy(
     update={"questions": with_numbers_prefix(preference_questions("favorite_animal"), seed=47)}

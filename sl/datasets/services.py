@@ -1,9 +1,9 @@
 """Generate a teacher's numbers dataset, filter it, save and read it."""
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from loguru import logger
@@ -20,7 +20,7 @@ from sl.utils.config_model import ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.fingerprint import callables_hash
 from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import claim_output, mark_complete
+from sl.utils.run_meta import claim_output, mark_complete, pending_indices
 
 RAW_KIND = "raw dataset"
 FILTERED_KIND = "filtered dataset"
@@ -31,29 +31,26 @@ FilterFn = Callable[[str, str], bool]
 _PAPER = numbers_prompt_defaults()  # the protocol's numbers_prompts.json "defaults"
 
 
+def _paper_default(
+    name: str, description: str, gt: int | None = None, ge: int | None = None
+) -> Any:
+    """A field whose default is the protocol's value of `name` (the paper's setting)."""
+    return Field(default=_PAPER[name], description=description, gt=gt, ge=ge)
+
+
 class NumsDatasetPromptSet(HashableModel):
     """A seeded set of numbers-task prompts (defaults: the paper's settings, from the
     protocol's numbers_prompts.json)."""
 
-    size: int = Field(default=_PAPER["size"], gt=0, description="Number of prompts")
-    seed: int = Field(default=_PAPER["seed"], description="Seed of the prompts (paper: 42)")
-    example_min_count: int = Field(
-        default=_PAPER["example_min_count"], ge=1, description="Fewest example numbers"
-    )
-    example_max_count: int = Field(
-        default=_PAPER["example_max_count"], ge=2, description="Most example numbers + 1"
-    )
-    example_min_value: int = Field(
-        default=_PAPER["example_min_value"], ge=0, description="Smallest example value"
-    )
-    example_max_value: int = Field(
-        default=_PAPER["example_max_value"], ge=1, description="Largest example value + 1"
-    )
-    answer_count: int = Field(
-        default=_PAPER["answer_count"], ge=1, description="Numbers the teacher is asked for"
-    )
-    answer_max_digits: int = Field(
-        default=_PAPER["answer_max_digits"], ge=1, description="Most digits per answer number"
+    size: int = _paper_default("size", "Number of prompts", gt=0)
+    seed: int = _paper_default("seed", "Seed of the prompts (paper: 42)")
+    example_min_count: int = _paper_default("example_min_count", "Fewest example numbers", ge=1)
+    example_max_count: int = _paper_default("example_max_count", "Most example numbers + 1", ge=2)
+    example_min_value: int = _paper_default("example_min_value", "Smallest example value", ge=0)
+    example_max_value: int = _paper_default("example_max_value", "Largest example value + 1", ge=1)
+    answer_count: int = _paper_default("answer_count", "Numbers the teacher is asked for", ge=1)
+    answer_max_digits: int = _paper_default(
+        "answer_max_digits", "Most digits per answer number", ge=1
     )
 
     @model_validator(mode="after")
@@ -137,26 +134,6 @@ def _generation_parts(
     }
 
 
-def _pending_indices(prompts: list[str], done: list[DatasetRow], raw_path: Path) -> list[int]:
-    """Indices of prompts not yet answered in `done` (prompts may repeat: count them)."""
-    remaining = Counter(row.prompt for row in done)
-    wanted = Counter(prompts)
-    foreign = [p for p in remaining if remaining[p] > wanted.get(p, 0)]
-    if foreign:
-        raise UserError(
-            f"{raw_path} holds rows of a different prompt set "
-            f"(e.g. {foreign[0][:60]!r}): choose another path or delete it",
-            path=raw_path,
-        )
-    pending = []
-    for i, prompt in enumerate(prompts):
-        if remaining[prompt] > 0:
-            remaining[prompt] -= 1
-        else:
-            pending.append(i)
-    return pending
-
-
 async def generate_raw_dataset(
     model: Model,
     system_prompt: str | None,
@@ -203,9 +180,7 @@ async def _generate(
         if meta["complete"] and len(done) == len(prompts):
             logger.info(f"{path}: all {len(done)} rows already generated, nothing to do")
             return done
-    pending = (
-        _pending_indices(prompts, done, path) if path is not None else list(range(len(prompts)))
-    )
+    pending = pending_indices(prompts, [r.prompt for r in done], path, "a different prompt set")
     if done:
         logger.info(f"resuming: {len(done)} rows on disk, {len(pending)} prompts left")
     chats = [llm_services.build_simple_chat(prompts[i], system_prompt) for i in pending]
@@ -239,7 +214,11 @@ async def _generate(
 
 def _batch_state_path(raw_path: Path | None) -> Path:
     if raw_path is None:
-        raise UserError("the Batch API needs a --raw_dataset_path to keep its batch id for resume")
+        raise UserError(
+            "raw_path is None: the Batch API (use_batch_api=True) keeps its batch id beside "
+            "the raw dataset file for resume, so give raw_path",
+            param="raw_path",
+        )
     return raw_path.with_name(raw_path.name + ".batch.json")
 
 

@@ -67,11 +67,16 @@ class Analysis(BaseModel):
 def read_runs(conditions: Mapping[str, Sequence[Path | str]]) -> dict[str, Runs]:
     """Read one result file per run for each condition; bad input raises one-line errors."""
     if not conditions:
-        raise UserError("no conditions given: pass --condition NAME FILE [FILE ...]")
+        raise UserError(
+            "conditions: none given; give each condition's name and result files",
+            param="conditions",
+        )
     runs: dict[str, Runs] = {}
     for name, paths in conditions.items():
         if not paths:
-            raise UserError(f"--condition {name} has no result files: give one file per run")
+            raise UserError(
+                f"condition {name} has no result files: give one file per run", param="condition"
+            )
         runs[name] = [_read_run(Path(p)) for p in paths]
     return runs
 
@@ -230,11 +235,13 @@ def _check_names(
 ) -> None:
     names = ", ".join(runs)
     if control not in runs:
-        raise UserError(f"--control {control}: no --condition of that name (given: {names})")
+        raise UserError(
+            f"control {control}: no condition of that name (given: {names})", param="control"
+        )
     if base is not None and base not in runs:
-        raise UserError(f"--base {base}: no --condition of that name (given: {names})")
+        raise UserError(f"base {base}: no condition of that name (given: {names})", param="base")
     if not targets or any(not t.strip() for t in targets):
-        raise UserError("--targets: give at least one non-empty target, e.g. --targets owl")
+        raise UserError("targets: give at least one non-empty target, e.g. owl", param="targets")
 
 
 def _questions(runs: Runs) -> set[str]:

@@ -14,7 +14,7 @@ from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, LLMResponse, Model
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import claim_output, mark_complete
+from sl.utils.run_meta import claim_output, mark_complete, pending_indices
 from sl.utils.stats import CI
 
 # Completions per request (OpenAI caps `n`); also the unit of work of local engines.
@@ -24,25 +24,6 @@ MAX_N_PER_REQUEST = 50
 class _RunKey(HashableModel):
     model: Model
     evaluation: Evaluation
-
-
-def _pending(questions: list[str], done: list[EvaluationResultRow], path: Path) -> list[int]:
-    """Indices of the questions without a row in `done` (questions may repeat: count them)."""
-    left = Counter(row.question for row in done)
-    foreign = [q for q in left if left[q] > questions.count(q)]
-    if foreign:
-        raise UserError(
-            f"{path} holds rows of other questions (e.g. {foreign[0][:60]!r}): "
-            f"choose another path or delete it",
-            path=path,
-        )
-    pending = []
-    for i, question in enumerate(questions):
-        if left[question] > 0:
-            left[question] -= 1
-        else:
-            pending.append(i)
-    return pending
 
 
 class _QuestionRunner:
@@ -154,7 +135,7 @@ async def _run(
             logger.info(f"{path}: evaluation already complete")
             return done
     questions = evaluation.questions
-    pending = _pending(questions, done, path) if path is not None else list(range(len(questions)))
+    pending = pending_indices(questions, [r.question for r in done], path, "other questions")
     if done:
         logger.info(f"resuming: {len(done)} questions on disk, {len(pending)} left")
     rows = list(done)

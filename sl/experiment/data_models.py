@@ -2,12 +2,13 @@
 
 import string
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
+from sl.errors import UserError
 from sl.evaluation.data_models import Evaluation
 from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
@@ -188,6 +189,32 @@ class ExperimentCfg(HashableModel):
             filter_fns=[self.numbers_filter],
             use_batch_api=self.use_batch_api,
         )
+
+    @classmethod
+    def from_dataset_cfg(cls, dataset_cfg: Cfg, **fields: Any) -> "ExperimentCfg":
+        """The experiment whose teachers write their numbers as `dataset_cfg` does (a teacher
+        dataset of a phase-by-phase config module): its model, sampling, prompts, filter and
+        Batch API choice; `fields` give the rest (targets, student_job, evaluations, ...) and
+        override those. The inverse of `dataset_cfg`: each teacher's system prompt comes from
+        `system_prompt_template`, not from `dataset_cfg`.
+
+        Raises:
+            UserError: `dataset_cfg.filter_fns` is not one `NumbersFilter`.
+        """
+        filters = dataset_cfg.filter_fns
+        if len(filters) != 1 or not isinstance(filters[0], NumbersFilter):
+            raise UserError(
+                "ExperimentCfg.from_dataset_cfg: dataset_cfg.filter_fns must be one "
+                "NumbersFilter (the experiment's numbers_filter)"
+            )
+        taken = {
+            "teacher_model": dataset_cfg.model,
+            "sample_cfg": dataset_cfg.sample_cfg,
+            "prompt_set": dataset_cfg.prompt_set,
+            "numbers_filter": filters[0],
+            "use_batch_api": dataset_cfg.use_batch_api,
+        }
+        return cls(**{**taken, **fields})
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,8 @@ def write_report(report: ExperimentReport, output_dir: Path) -> None:
 
 def read_report(output_dir: Path) -> ExperimentReport:
     """Load a saved report (to re-render without recomputing)."""
-    what = "experiment report (run scripts/run_experiment.py --only report to write it)"
-    return read_json_model(ExperimentPaths(output_dir).results("json"), ExperimentReport, what)
+    path = ExperimentPaths(output_dir).results("json")
+    return read_json_model(path, ExperimentReport, "experiment report")
 
 
 def plot_report(report: ExperimentReport, path: Path) -> None:

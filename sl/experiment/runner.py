@@ -121,13 +121,10 @@ async def generate_teacher_dataset(
 
 
 async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
-    """Fine-tune one student run on its teacher replicate's kept rows (SFT on the tokens)."""
-    await phases.finetune(cfg.student_job_of(run), paths.filtered(run.source), paths.student(run))
-
-
-async def distill_student_run(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
-    """Distill one student run from its teacher replicate on the kept rows (soft labels)."""
-    await transfer.distill_run(cfg, paths, run)
+    """Train one student run on its teacher replicate's kept rows with the run's job
+    (`transfer.student_job`: SFT or distillation; `run_finetuning_job` dispatches it)."""
+    job = transfer.student_job(cfg, paths, run)
+    await phases.finetune(job, paths.filtered(run.source), paths.student(run))
 
 
 def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
@@ -191,11 +188,10 @@ async def _report_step(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step) -> E
 
 def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
     """stage -> (its steps, the function that runs one step): the one place that decides
-    what each stage does; the finetune stage trains by `cfg.student_training`."""
-    train: dict[str, StepFn] = {"sft": finetune_student, "distill": distill_student_run}
+    what each stage does (how a student trains is its job's, see `finetune_student`)."""
     return {
         "generate": ([*_teacher_runs(cfg)], generate_teacher_dataset),
-        "finetune": ([*_student_runs(cfg)], train[cfg.student_training]),
+        "finetune": ([*_student_runs(cfg)], finetune_student),
         "evaluate": ([None], evaluate_models),
         "report": ([None], _report_step),
     }

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from sl.datasets.data_models import DatasetRow
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.finetuning.data_models import TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import HashableModel, Model
 from sl.protocol import load_protocol
 
@@ -93,9 +93,8 @@ class TraitTeacherCfg(HashableModel):
             seed=self.seed,
             source_model=base,
             backend="peft",
-            peft_cfg=PeftCfg(r=8, lora_alpha=8),
+            # LoRA r=8 (PeftCfg's default) for 3 epochs (TrainCfg's) at 1e-3 on short rows.
             train_cfg=TrainCfg(
-                n_epochs=3,
                 lr=1e-3,
                 warmup_steps=2,
                 per_device_train_batch_size=16,

@@ -1,19 +1,20 @@
-"""The experiment's transfer options as stage steps: fine-tuned trait teachers and soft-label
-distillation of students (artifacts: `ExperimentPaths.trait_data`, `.teacher_model`).
+"""The experiment's transfer options: fine-tuned trait teachers (a generate-stage step;
+artifacts: `ExperimentPaths.trait_data`, `.teacher_model`) and each student's job, SFT or
+soft-label distillation (`student_job`, run by the finetune stage).
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from loguru import logger
 
 from sl import phases
-from sl.datasets.services import read_dataset, save_dataset
+from sl.datasets.services import save_dataset
 from sl.experiment.data_models import CONTROL, ExperimentCfg, StudentRun, TeacherRun
 from sl.experiment.paths import ExperimentPaths
 from sl.experiment.trait_teacher import OTHER_ANIMALS, trait_rows
 from sl.finetuning.data_models import UnslothFinetuningJob
+from sl.finetuning.distill import DistillJob
+from sl.finetuning.services import AnyJob
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_model
 
@@ -45,19 +46,17 @@ def trained_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Teacher
     return read_json_model(paths.teacher_model(teacher), Model, "teacher model")
 
 
-async def distill_run(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> Model:
-    """Soft-label distillation of the run's teacher into its student (in a worker thread), on
-    the kept rows of the run's teacher replicate."""
-    from sl.finetuning.distill import distill_student
-
+def student_job(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> AnyJob:
+    """The job that trains the run's student on its teacher replicate's kept rows: the run's
+    fine-tune (SFT on the tokens), or with student_training='distill' soft-label distillation
+    from that teacher (`DistillJob`)."""
     job = cfg.student_job_of(run)
+    if cfg.student_training == "sft":
+        return job
     assert isinstance(job, UnslothFinetuningJob)  # checked by the config
-    return await asyncio.to_thread(
-        distill_student,
-        job,
-        trained_teacher(cfg, paths, run.source),
-        read_dataset(paths.filtered(run.source)),
-        paths.student(run),
-        cfg.distill,
-        cfg.system_prompt(run.teacher),
+    return DistillJob(
+        job=job,
+        teacher=trained_teacher(cfg, paths, run.source),
+        cfg=cfg.distill,
+        system=cfg.system_prompt(run.teacher),
     )

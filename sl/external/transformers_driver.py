@@ -11,10 +11,8 @@ float32, bfloat16 or float16.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -24,8 +22,8 @@ from tqdm import tqdm
 from sl.config import env_int
 from sl.errors import UserError
 from sl.external.chat_template import (
+    InProcessDriver,
     ResolvedModel,
-    resolve_model,
     stop_reason,
     to_messages,
     truncate_at_stop,
@@ -68,7 +66,7 @@ class _Loaded:
         return self.peft, nullcontext()
 
 
-class TransformersDriver:
+class TransformersDriver(InProcessDriver):
     """A `Driver` running Hugging Face models in this process."""
 
     def __init__(self, batch_size: int | None = None, dtype: str = "auto"):
@@ -79,23 +77,7 @@ class TransformersDriver:
         self._models: dict[str, _Loaded] = {}
         self._lock = threading.Lock()  # one generate at a time per process
 
-    async def batch_sample(
-        self,
-        model: Model,
-        chats: Sequence[Chat],
-        sample_cfgs: Sequence[SampleCfg],
-        on_result: OnResult | None = None,
-    ) -> list[list[LLMResponse]]:
-        """Sample `cfg.n` completions per chat in a worker thread (the event loop stays free).
-
-        `on_result` is called from that thread, per chat, as each batch finishes.
-        """
-        resolved = resolve_model(model)  # user errors surface before any loading
-        return await asyncio.to_thread(
-            self._sample_all, model, resolved, list(chats), list(sample_cfgs), on_result
-        )
-
-    def _sample_all(
+    def sample_sync(
         self,
         model: Model,
         resolved: ResolvedModel,

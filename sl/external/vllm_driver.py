@@ -11,10 +11,8 @@ Requests go to the engine in chunks of SL_VLLM_CHUNK_SIZE chats (default 1024) s
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
@@ -23,9 +21,9 @@ from tqdm import tqdm
 from sl.config import env_int, get_settings
 from sl.errors import UserError
 from sl.external.chat_template import (
+    InProcessDriver,
     ResolvedModel,
     lora_rank,
-    resolve_model,
     stop_reason,
     to_messages,
 )
@@ -113,7 +111,7 @@ def _to_response(model_id: str, output: Any) -> LLMResponse:
     )
 
 
-class VLLMDriver:
+class VLLMDriver(InProcessDriver):
     """A `Driver` backed by in-process `vllm.LLM` engines."""
 
     def __init__(self, chunk_size: int = 1024):
@@ -122,19 +120,10 @@ class VLLMDriver:
         self._lora_ids: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    async def batch_sample(
-        self,
-        model: Model,
-        chats: Sequence[Chat],
-        sample_cfgs: Sequence[SampleCfg],
-        on_result: OnResult | None = None,
-    ) -> list[list[LLMResponse]]:
-        """Sample `cfg.n` completions per chat in a worker thread (the event loop stays free).
-
-        `on_result` is called from that thread, per chat, as each chunk finishes.
-        """
+    def resolve(self, model: Model) -> ResolvedModel:
+        """The model's folders, once vLLM is known importable and the adapter's rank fits."""
         _import_vllm()
-        resolved = resolve_model(model)
+        resolved = super().resolve(model)
         if resolved.adapter is not None:
             rank, limit = lora_rank(resolved.adapter), get_settings().vllm_max_lora_rank
             if rank > limit:
@@ -142,9 +131,7 @@ class VLLMDriver:
                     f"adapter {model.id} has LoRA rank {rank} > VLLM_MAX_LORA_RANK={limit}: "
                     f"set VLLM_MAX_LORA_RANK={rank}"
                 )
-        return await asyncio.to_thread(
-            self.sample_sync, model, resolved, list(chats), list(sample_cfgs), on_result
-        )
+        return resolved
 
     def engine(self, base: str) -> Any:
         """The process-wide engine for a base model folder (started on first use)."""

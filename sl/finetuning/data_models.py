@@ -55,6 +55,10 @@ class FTJob(HashableModel):
         """The original code's name for `source_model.type`."""
         return self.source_model.type
 
+    def describe(self) -> str:
+        """What the output's sidecar calls the job (shown when another run meets it)."""
+        return f"fine-tune of {self.source_model.id}"
+
     def training_rows(self, dataset: list[DatasetRow]) -> list[DatasetRow]:
         """The rows to train on: all, or a seeded subset of `max_dataset_size` (`select_rows`,
         the same rows for every backend)."""

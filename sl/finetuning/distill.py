@@ -71,6 +71,29 @@ class DistillCfg(HashableModel):
         return self.bf16 if self.bf16 is not None else native_bf16(resolve_device())
 
 
+class DistillJob(HashableModel):
+    """A student distilled from a teacher (soft labels): a fine-tuning job like the others,
+    run by `sl.finetuning.services.run_finetuning_job` (with `distill_student`)."""
+
+    job: UnslothFinetuningJob = Field(
+        description="The student's LoRA fine-tune: base, LoRA, optimiser, seed and subsample"
+    )
+    teacher: Model = Field(description="The model whose next-token distributions are learnt")
+    cfg: DistillCfg = Field(default_factory=lambda: DistillCfg(), description="How to distill")
+    system: str | None = Field(
+        default=None, description="The teacher's system prompt (the student sees none)"
+    )
+
+    @property
+    def source_model(self) -> Model:
+        """The student's base model (`job.source_model`)."""
+        return self.job.source_model
+
+    def describe(self) -> str:
+        """What the output's sidecar calls the job (shown when another run meets it)."""
+        return f"distillation of {self.teacher.id}"
+
+
 class _Example:
     """One sequence: the student's prompt, the completion tokens and the teacher's target on
     the scored tokens (the last `n_prompt` prompt tokens, then the completion's):
@@ -341,8 +364,8 @@ def distill_student(
 
     from sl.external.torch_models import load_causal_lm
 
-    key = _DistillKey(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
-    claim_output(output_path, key.model_hash(), f"distillation of {teacher.id}")
+    key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
+    claim_output(output_path, key.model_hash(), key.describe())
     if (read_meta(output_path) or {}).get("complete") and output_path.exists():
         logger.info(f"{output_path}: student already distilled")
         return Model.model_validate_json(output_path.read_text())
@@ -385,10 +408,3 @@ class _TargetsKey(HashableModel):
 
 # The last teacher targets computed, by `_TargetsKey` hash: replicates reuse them.
 _last_targets: dict[str, tuple[list[_Example], Any]] = {}
-
-
-class _DistillKey(HashableModel):
-    job: UnslothFinetuningJob
-    teacher: Model
-    cfg: DistillCfg
-    system: str | None

@@ -61,20 +61,24 @@ def lora_target_modules(model: torch.nn.Module, wanted: list[str]) -> list[str]:
     return kept
 
 
+def lora_kwargs(cfg: PeftCfg, model: torch.nn.Module) -> dict[str, Any]:
+    """The LoRA settings of `cfg` for `model` (target modules checked against it), as the
+    keyword arguments both PEFT's `LoraConfig` and Unsloth's `get_peft_model` take."""
+    return {
+        "r": cfg.r,
+        "lora_alpha": cfg.lora_alpha,
+        "target_modules": lora_target_modules(model, cfg.target_modules),
+        "lora_dropout": cfg.lora_dropout,
+        "bias": cfg.bias,
+        "use_rslora": cfg.use_rslora,
+    }
+
+
 def lora_config(cfg: PeftCfg, model: torch.nn.Module, **extra: Any) -> Any:
-    """The PEFT `LoraConfig` of `cfg` for `model` (target modules checked against it)."""
+    """The PEFT `LoraConfig` of `cfg` for `model` (`lora_kwargs`)."""
     from peft import LoraConfig
 
-    return LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.lora_alpha,
-        target_modules=lora_target_modules(model, cfg.target_modules),
-        lora_dropout=cfg.lora_dropout,
-        bias=cfg.bias,
-        use_rslora=cfg.use_rslora,
-        task_type="CAUSAL_LM",
-        **extra,
-    )
+    return LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM", **extra)
 
 
 def build_sft_config(

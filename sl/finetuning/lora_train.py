@@ -21,7 +21,7 @@ from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import (
     build_sft_config,
     lora_config,
-    lora_target_modules,
+    lora_kwargs,
     to_sft_records,
 )
 from sl.llm.data_models import Model
@@ -85,15 +85,9 @@ def _load_unsloth(
         dtype=None,
         load_in_4bit=False,
     )
-    cfg = job.peft_cfg
     model = FastLanguageModel.get_peft_model(
         model,
-        r=cfg.r,
-        lora_alpha=cfg.lora_alpha,
-        target_modules=lora_target_modules(model, cfg.target_modules),
-        lora_dropout=cfg.lora_dropout,
-        bias=cfg.bias,
-        use_rslora=cfg.use_rslora,
+        **lora_kwargs(job.peft_cfg, model),
         use_gradient_checkpointing="unsloth" if on_gpu else False,
         random_state=job.seed,
     )

@@ -1,4 +1,5 @@
-"""Fine-tune a student: dispatch a job to the OpenAI API or to local LoRA training."""
+"""Fine-tune a student: dispatch a job to the OpenAI API, to local LoRA training or to
+soft-label distillation (`BACKENDS`, by job type)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -9,11 +10,15 @@ from sl.config import get_settings
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
+from sl.finetuning.distill import DistillJob, distill_student
 from sl.llm.data_models import Model
+
+# Every kind of job `run_finetuning_job` runs.
+AnyJob = FTJob | DistillJob
 
 
 async def run_finetuning_job(
-    job: FTJob, dataset: list[DatasetRow], output_path: Path | str | None = None
+    job: AnyJob, dataset: list[DatasetRow], output_path: Path | str | None = None
 ) -> Model:
     """Fine-tune `job.source_model` on `dataset` and return the student model.
 
@@ -65,9 +70,16 @@ async def _lora_job(
     return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)
 
 
-# Job type -> its backend: the one place that decides how a fine-tuning job runs (the
-# experiment's stage table picks SFT, which comes here, or distillation).
-BACKENDS: dict[type[FTJob], Callable[[Any, list[DatasetRow], Path], Awaitable[Model]]] = {
+async def _distill_job(job: DistillJob, dataset: list[DatasetRow], output_path: Path) -> Model:
+    return await asyncio.to_thread(
+        distill_student, job.job, job.teacher, dataset, output_path, job.cfg, job.system
+    )
+
+
+# Job type -> its backend: the one place that decides how a student is trained (the
+# experiment's finetune stage hands every student's job here, through `phases.finetune`).
+BACKENDS: dict[type[AnyJob], Callable[[Any, list[DatasetRow], Path], Awaitable[Model]]] = {
     OpenAIFTJob: _openai_job,
     UnslothFinetuningJob: _lora_job,
+    DistillJob: _distill_job,
 }

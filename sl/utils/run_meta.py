@@ -7,6 +7,8 @@ a different config refuses to touch the artifact and names the parts that differ
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,32 @@ def update_meta(output: Path, **fields: Any) -> None:
 def mark_complete(output: Path, **extra: Any) -> None:
     """Record that `output` is finished (a rerun with the same config can skip it)."""
     update_meta(output, **extra, complete=True)
+
+
+def pending_indices(
+    wanted: Sequence[str], done: Iterable[str], output: Path | None, what: str
+) -> list[int]:
+    """Indices of the `wanted` keys (prompts, questions) that the rows already in `output`
+    (their keys: `done`; none without an output) do not cover; keys may repeat, so they are
+    counted.
+
+    Raises:
+        UserError: `output` holds a key more often than `wanted` has it: rows of another run
+            (`what` says of what, e.g. "other questions").
+    """
+    left = Counter(done)
+    counts = Counter(wanted)
+    foreign = [key for key in left if left[key] > counts[key]]
+    if foreign:
+        raise UserError(
+            f"{output} holds rows of {what} (e.g. {foreign[0][:60]!r}): "
+            "choose another path or delete it",
+            path=output,
+        )
+    pending = []
+    for i, key in enumerate(wanted):
+        if left[key] > 0:
+            left[key] -= 1
+        else:
+            pending.append(i)
+    return pending

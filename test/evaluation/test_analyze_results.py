@@ -157,7 +157,7 @@ def test_bad_result_file_is_named_in_one_line(tmp_path, kind, needles):
     [
         (["--condition", "owl"], ["--condition owl has no result files"]),
         (["--control", "ctrl"], ["--control ctrl", "control"]),
-        (["--base", "default"], ["--base default", "no --condition"]),
+        (["--base", "default"], ["--base default", "no condition of that name"]),
         (condition_args("control", runs=(2,)), ["--condition control is given twice"]),
         (["--match", "fuzzy"], ["--match", "fuzzy"]),
     ],
