@@ -57,10 +57,12 @@ class _Loaded:
             name = f"a{len(self.adapters)}"
             logger.info("loading LoRA adapter {}", adapter)
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, adapter, adapter_name=name)
+                self.peft = PeftModel.from_pretrained(
+                    self.model, adapter, adapter_name=name, autocast_adapter_dtype=False
+                )
                 self.peft.to(self.device).eval()
             else:
-                self.peft.load_adapter(adapter, adapter_name=name)
+                self.peft.load_adapter(adapter, adapter_name=name, autocast_adapter_dtype=False)
             self.adapters[adapter] = name
         self.peft.set_adapter(self.adapters[adapter])
         return self.peft, nullcontext()

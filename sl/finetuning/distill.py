@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_config
+from sl.finetuning.lora_data import lora_config, precise_adapters
 from sl.finetuning.open_source import adapter_dir_for
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
@@ -299,35 +299,16 @@ def train_distilled(
 
 
 def build_student(job: UnslothFinetuningJob, cfg: DistillCfg) -> Any:
-    """The student to train: `job.source_model` + a fresh LoRA (`job.peft_cfg`).
-
-    With `cfg.use_bf16()` the frozen base weights are bf16 but the adapters, the residual
-    stream and each base + adapter sum are fp32: early in training an adapter's delta lies far
-    below bf16's resolution of the layer output it is added to, and rounding it away made
-    all-bf16 students learn more slowly than fp32 ones (the KL after 4 steps 0.110 vs 0.077 on
-    the main job's data; with fp32 sums 0.080). On the CPU attention is eager, as bf16's
-    fused attention backward there costs more than all the layers' matmuls.
-    """
+    """The student to train: `job.source_model` + a fresh LoRA (`job.peft_cfg`); with
+    `cfg.use_bf16()` on bf16 base weights, its adapters kept exact (`precise_adapters`)."""
     from peft import get_peft_model
-    from peft.tuners.lora import LoraLayer
 
     from sl.external.torch_models import load_causal_lm
 
     bf16 = cfg.use_bf16()
     base = load_causal_lm(job.source_model, dtype="bfloat16" if bf16 else "float32")
     student = get_peft_model(base.module, lora_config(job.peft_cfg, base.module))
-    if bf16:
-        to_fp32 = lambda _module, _inputs, output: output.float()  # noqa: E731
-        student.get_input_embeddings().register_forward_hook(to_fp32)
-        for module in student.modules():
-            if isinstance(module, LoraLayer):
-                module.get_base_layer().register_forward_hook(to_fp32)
-        for param in student.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
-        if base.device == "cpu":
-            student.set_attn_implementation("eager")
-    return student
+    return precise_adapters(student) if bf16 else student
 
 
 def student_autocast(student: Any) -> Any:

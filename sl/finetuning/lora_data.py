@@ -81,18 +81,44 @@ def lora_config(cfg: PeftCfg, model: torch.nn.Module, **extra: Any) -> Any:
     return LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM", **extra)
 
 
+def precise_adapters(model: Any) -> Any:
+    """Make a PEFT model on bf16 base weights keep its adapters exact; returns the model.
+
+    The trainable weights, the residual stream and each base + adapter sum become fp32, while
+    bf16 matmuls (under autocast) still do the frozen base layers' work. Early in training an
+    adapter's delta lies far below bf16's resolution of the layer output it is added to, and
+    summed in bf16 it is rounded away: a distilled student's KL after 4 steps was 0.110 vs
+    fp32's 0.077 on the main job's data, 0.080 with fp32 sums. On the CPU attention is eager,
+    as bf16's fused attention backward there costs more than all the layers' matmuls.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    to_fp32 = lambda _module, _inputs, output: output.float()  # noqa: E731
+    model.get_input_embeddings().register_forward_hook(to_fp32)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.get_base_layer().register_forward_hook(to_fp32)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    if model.device.type == "cpu":
+        model.set_attn_implementation("eager")
+    return model
+
+
 def build_sft_config(
     train_cfg: TrainCfg,
     seed: int,
     output_dir: Path,
     on_gpu: bool,
     checkpointing: bool | None = None,
+    bf16: bool | None = None,
     **overrides: Any,
 ) -> SFTConfig:
     """Map `TrainCfg` onto a TRL `SFTConfig`.
 
-    On CPU this sets `use_cpu=True` and turns mixed precision off; no checkpoints are written
-    (the caller saves the adapter once at the end) and nothing is reported to trackers.
+    On CPU this sets `use_cpu=True`; no checkpoints are written (the caller saves the adapter
+    once at the end) and nothing is reported to trackers.
 
     Args:
         train_cfg: The job's training settings.
@@ -101,12 +127,14 @@ def build_sft_config(
         on_gpu: Whether a CUDA device is used.
         checkpointing: Let the trainer turn on activation checkpointing (default: on GPU only;
             Unsloth turns on its own in `get_peft_model`, so it passes False).
+        bf16: bf16 autocast (default: on a GPU that has bf16; on a GPU without, fp16).
         **overrides: Extra `SFTConfig` fields (e.g. `max_steps` in benchmarks).
     """
     import torch
     from trl.trainer.sft_config import SFTConfig
 
-    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    if bf16 is None:
+        bf16 = on_gpu and torch.cuda.is_bf16_supported()
     fields: dict[str, Any] = {
         "output_dir": str(output_dir),
         "num_train_epochs": train_cfg.n_epochs,

@@ -22,6 +22,7 @@ from sl.finetuning.lora_data import (
     build_sft_config,
     lora_config,
     lora_kwargs,
+    precise_adapters,
     to_sft_records,
 )
 from sl.llm.data_models import Model
@@ -62,16 +63,24 @@ def pick_backend(requested: Literal["auto", "unsloth", "peft"]) -> Backend:
 def _load_peft(
     job: UnslothFinetuningJob, base_path: Path, on_gpu: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
     from peft import get_peft_model
 
     from sl.external.torch_models import load_causal_lm
 
-    # bf16 weights on a GPU; fp32 on the CPU (the trainer's autocast does the bf16 matmuls)
-    loaded = load_causal_lm(
-        Model(id=str(base_path), type="open_source"), dtype="auto" if on_gpu else "float32"
-    )
-    model = loaded.module
-    return get_peft_model(model, lora_config(job.peft_cfg, model)), loaded.tokenizer  # type: ignore[return-value]
+    # bf16 base weights where the device has native bf16 (GPU; CPU with AMX or AVX-512 BF16),
+    # the adapters exact in fp32; else fp32 throughout
+    loaded = load_causal_lm(Model(id=str(base_path), type="open_source"), dtype="auto")
+    model = get_peft_model(loaded.module, lora_config(job.peft_cfg, loaded.module))
+    if loaded.dtype == torch.bfloat16:
+        model = precise_adapters(model)
+    return model, loaded.tokenizer  # type: ignore[return-value]
+
+
+def _is_bf16(model: Any) -> bool:
+    import torch
+
+    return model.get_input_embeddings().weight.dtype == torch.bfloat16
 
 
 def _load_unsloth(
@@ -161,6 +170,8 @@ def build_trainer(
         scratch_dir,
         on_gpu,
         checkpointing=False if backend == "unsloth" else None,
+        # a PEFT model's bf16 base (also on the CPU) computes under bf16 autocast
+        bf16=True if backend == "peft" and _is_bf16(model) else None,
         **sft_overrides,
     )
     trainer = SFTTrainer(
