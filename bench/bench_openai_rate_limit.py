@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import time
 
-from openai_bench import MODEL, FakeOpenAIServer, loopback_server, sl_answered
+from openai_bench import MODEL, loopback_server, sl_answered  # puts test/helpers on sys.path
+from openai_server import FakeOpenAIServer
 
 
 def prompts(n: int) -> list[str]:
