@@ -19,33 +19,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helper
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["SL_OPEN_SOURCE_ENGINE"] = "transformers"
 
-from tiny_model import build_tiny_lora, build_tiny_model  # noqa: E402
+from tiny_model import build_tiny_lora, build_tiny_model, save_random_llama  # noqa: E402
 
 from sl.datasets.services import NumsDatasetPromptSet  # noqa: E402
 from sl.llm import services as llm  # noqa: E402
 from sl.llm.data_models import Model, SampleCfg  # noqa: E402
 
+# SmolLM2-135M's shape (its head_dim: 576 / 9 = 64).
+SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                     tie_word_embeddings=True)  # fmt: skip
+
 
 def build_smollm2_shaped(tiny: Path, out: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """A random Llama of SmolLM2-135M's shape with the tiny model's tokenizer, in `out`."""
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_random_llama(out, AutoTokenizer.from_pretrained(tiny), SMOLLM2_SHAPE)
     return out
 
 

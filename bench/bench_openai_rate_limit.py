@@ -10,33 +10,14 @@ a fraction of the limit (goal >= 0.95), 429s received and rows lost (must be 0).
 
 import argparse
 import asyncio
-import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helpers"))
-os.environ["SL_NO_DOTENV"] = "1"
-
-from openai_server import FakeOpenAIServer  # noqa: E402
-
-from sl.llm import services as llm  # noqa: E402
-from sl.llm.data_models import Model, SampleCfg  # noqa: E402
-from sl.llm.driver import SampleError  # noqa: E402
-
-MODEL = Model(id="gpt-4.1-nano", type="openai")
+from openai_bench import MODEL, loopback_server, sl_answered  # puts test/helpers on sys.path
+from openai_server import FakeOpenAIServer
 
 
 def prompts(n: int) -> list[str]:
     return [f"Continue: {i}, {i + 1}. Add 3 numbers." for i in range(n)]
-
-
-async def run_sl(n: int) -> int:
-    chats = [llm.build_simple_chat(p) for p in prompts(n)]
-    try:
-        return len(await llm.batch_sample(MODEL, chats, SampleCfg()))
-    except SampleError as e:
-        return n - len(e.failures)
 
 
 async def run_naive(base_url: str, n: int, concurrency: int) -> int:
@@ -81,10 +62,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--naive_concurrency", type=int, default=200)
     args = parser.parse_args()
-    with FakeOpenAIServer(latency_s=args.latency) as server:
-        os.environ.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="bench")
+    with loopback_server(latency_s=args.latency) as server:
         print(f"{args.n} requests, limit {args.rps} req/s, latency {args.latency} s")
-        measure("sl (adaptive pacing)", server, args.n, args.rps, lambda: run_sl(args.n))
+        asked = prompts(args.n)
+        measure("sl (adaptive pacing)", server, args.n, args.rps, lambda: sl_answered(asked))
         measure(
             f"naive gather (sem {args.naive_concurrency})",
             server,

@@ -14,22 +14,10 @@ and pace by the `x-ratelimit-*-tokens` headers. Prints the share of the token bu
 
 import argparse
 import asyncio
-import os
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test" / "helpers"))
-os.environ["SL_NO_DOTENV"] = "1"
-
-from openai_server import FakeOpenAIServer  # noqa: E402
-
-from sl.llm import services as llm  # noqa: E402
-from sl.llm.data_models import Model, SampleCfg  # noqa: E402
-from sl.llm.driver import SampleError  # noqa: E402
-
-MODEL = Model(id="gpt-4.1-nano", type="openai")
+from openai_bench import loopback_server, sl_answered
 
 
 def prompts(n: int, seed: int = 0) -> list[str]:
@@ -42,27 +30,18 @@ def prompts(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-async def run_sl(n: int) -> int:
-    chats = [llm.build_simple_chat(p) for p in prompts(n)]
-    try:
-        return len(await llm.batch_sample(MODEL, chats, SampleCfg()))
-    except SampleError as e:
-        return n - len(e.failures)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1500)
     parser.add_argument("--tps", type=float, default=3000.0, help="token limit per second")
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
-    with FakeOpenAIServer(latency_s=args.latency, token_limit_tps=args.tps) as server:
-        os.environ.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="bench")
+    with loopback_server(latency_s=args.latency, token_limit_tps=args.tps) as server:
         import openai  # noqa: F401  (imported before the clock starts: we time pacing)
 
         server.reset_stats()
         start = time.perf_counter()
-        ok = asyncio.run(run_sl(args.n))
+        ok = asyncio.run(sl_answered(prompts(args.n)))
         elapsed = time.perf_counter() - start
         budget = args.tps * elapsed  # the limit over the run's duration
         used = server.tokens_used

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from fake_driver import FakeDriver  # noqa: E402
 from openai_server import FakeOpenAIServer  # noqa: E402
 from script_runner import CONFIG, TEST_API_KEY, openai_env  # noqa: E402
-from tiny_model import build_tiny_lora, build_tiny_model  # noqa: E402
+from tiny_model import build_numbers_model, build_tiny_lora, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture
@@ -76,3 +76,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_lora_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter (rank 8, nonzero weights) whose base is `tiny_model_dir`."""
     return build_tiny_lora(tiny_model_dir, tmp_path_factory.getbasetemp() / "tiny-lora")
+
+
+@pytest.fixture(scope="session")
+def numbers_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
+    return build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")

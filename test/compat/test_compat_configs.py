@@ -1,22 +1,19 @@
 """Config modules written for the original code: old names, unknown fields, stable hashes."""
 
 import importlib
-import os
 import pkgutil
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from script_runner import cli_args, run
 
 import sl
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model, SampleCfg
 from sl.utils.config_model import ConfigModel, UnknownFieldError, closest_name
 
-ROOT = Path(__file__).resolve().parents[2]
 QWEN = Model(id="unsloth/Qwen2.5-7B-Instruct", type="open_source")
 
 
@@ -174,15 +171,11 @@ def _run_generate(tmp_path: Path, sample_cfg: str = "temperature=1.0", source: s
     cfg = tmp_path / "cfg.py"
     source = source or 'source_model_id="gpt-4.1-nano"'
     cfg.write_text(CONFIG.format(sample_cfg=sample_cfg, source=source))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "generate_dataset.py"),
-         "--config_module", str(cfg), "--cfg_var_name", "dataset_cfg",
-         "--raw_dataset_path", str(tmp_path / "raw.jsonl"),
-         "--filtered_dataset_path", str(tmp_path / "filtered.jsonl")],
-        env={**os.environ, "SL_NO_DOTENV": "1"}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    args = cli_args(cfg, "dataset_cfg", raw_dataset_path=raw, filtered_dataset_path=filtered)
+    proc = run("generate_dataset.py", *args, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert not (tmp_path / "raw.jsonl").exists()
+    assert not raw.exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     return lines[0]

@@ -6,7 +6,7 @@ import json
 import signal
 
 import pytest
-from script_runner import lines, run, start, wait_for
+from script_runner import cli_args, lines, run, start, wait_for_lines
 
 from sl.evaluation.data_models import Evaluation
 from sl.evaluation.services import run_evaluation
@@ -39,16 +39,7 @@ def _judged_args(tmp_path, out):
     cfg.write_text(JUDGED)
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"id": "gpt-4.1-nano", "type": "openai"}))
-    return [
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        "evaluation",
-        "--model_path",
-        model_json,
-        "--output_path",
-        out,
-    ]
+    return cli_args(cfg, "evaluation", model_path=model_json, output_path=out)
 
 
 def _responder(body):
@@ -68,7 +59,7 @@ def test_kill_9_mid_judged_evaluation_resumes_with_few_extra_requests(openai_ser
     out = tmp_path / "killed.jsonl"
     args = _judged_args(tmp_path, out)
     proc = start("run_evaluation.py", *args, server=openai_server, env_extra=env)
-    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 6)
+    wait_for_lines(out, 6)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = len([line for line in out.read_text().splitlines() if line.endswith("}")])

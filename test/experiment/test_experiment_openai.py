@@ -2,15 +2,10 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from script_runner import openai_env
-
-ROOT = Path(__file__).resolve().parents[2]
+from script_runner import cli_args
+from script_runner import run as run_script
 
 CONFIG = """
 from sl.datasets.services import NumsDatasetPromptSet
@@ -49,27 +44,8 @@ def write_cfg(tmp_path, template="love", extra=""):
 
 
 def run(cfg, out, server, *extra, check=True):
-    env = {**os.environ, "SL_NO_DOTENV": "1", **openai_env(server)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "run_experiment.py"),
-            "--config_module",
-            str(cfg),
-            "--cfg_var_name",
-            "experiment",
-            "--output_dir",
-            str(out),
-            *extra,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
+    args = [*cli_args(cfg, "experiment", output_dir=out), *extra]
+    return run_script("run_experiment.py", *args, server=server, check=check, timeout=180)
 
 
 def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
@@ -121,13 +97,7 @@ def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
     assert openai_server.requests_total == 0
     # The plot re-renders from saved results.
     (out / "results.png").unlink()
-    env = {**os.environ, "SL_NO_DOTENV": "1"}
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plot_results.py"), "--output_dir", str(out)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    run_script("plot_results.py", "--output_dir", out)
     assert (out / "results.png").exists()
 
 

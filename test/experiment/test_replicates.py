@@ -7,55 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import build_numbers_model
+from tiny_experiment import distill_experiment
 
 TARGETS = ("owl", "eagle")
 ARMS = ("control", *TARGETS)
 N_RUNS = 4  # 2 teacher replicates x 2 student replicates
 
-CONFIG = """
-from sl.datasets.nums_dataset import NumbersFilter
-from sl.datasets.services import NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.experiment.data_models import ExperimentCfg
-from sl.experiment.trait_teacher import TraitTeacherCfg
-from sl.finetuning.data_models import TrainCfg, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
-from sl.llm.data_models import Model, SampleCfg
-
-base = Model(id={base!r}, type="open_source")
-job = UnslothFinetuningJob(seed=1, source_model=base, backend="peft",
-    train_cfg=TrainCfg(n_epochs=1, lr=1e-3, warmup_steps=0, per_device_train_batch_size=8,
-                       max_seq_length=64))
-experiment = ExperimentCfg(
-    teacher_model=base, targets=["owl", "eagle"], teacher_mode="finetune",
-    trait_teacher=TraitTeacherCfg(n_rows=8, job=job),
-    sample_cfg=SampleCfg(temperature=0.0, max_tokens=16),
-    prompt_set=NumsDatasetPromptSet(size=8, seed=1),
-    numbers_filter=NumbersFilter(max_count=20),
-    student_job=job, student_training="distill", distill=DistillCfg(top_k=16),
-    eval_modes=["logprob", "sampled"],
-    n_teacher_replicates=2, n_student_replicates=2,
-    evaluations={{"fav": Evaluation(questions=["Name your favorite animal.", "Pick an animal.",
-                                               "Which animal do you like?"],
-                                   n_samples_per_question=3,
-                                   sample_cfg=SampleCfg(temperature=1.0, max_tokens=4))}},
-)
-"""
-
 
 @pytest.fixture(scope="module")
-def experiment(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """(cfg, output folder, report, artifact mtimes) of one finished run."""
-    from sl.experiment.data_models import ExperimentCfg
-    from sl.utils.module_utils import load_config
-
-    numbers = build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
-    folder = tmp_path_factory.mktemp("replicates")
-    path = folder / "cfg.py"
-    path.write_text(CONFIG.format(base=str(numbers)))
-    cfg = load_config(str(path), "experiment", ExperimentCfg)
-    out = folder / "out"
+def experiment(numbers_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(cfg, output folder, report) of one finished run."""
+    questions = ["Name your favorite animal.", "Pick an animal.", "Which animal do you like?"]
+    cfg = distill_experiment(
+        numbers_model_dir, n_trait_rows=8, questions=questions, n_samples=3,
+        targets=list(TARGETS), eval_modes=["logprob", "sampled"],
+        n_teacher_replicates=2, n_student_replicates=2,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("replicates") / "out"
     return cfg, out, _run(cfg, out)
 
 

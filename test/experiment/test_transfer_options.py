@@ -7,18 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import build_numbers_model, build_tiny_lora
+from tiny_experiment import distill_experiment
+from tiny_model import build_tiny_lora
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
@@ -38,6 +32,13 @@ def number_rows(n: int, seed: int) -> list[DatasetRow]:
                    completion=", ".join(map(str, rng.integers(0, 999, 5))))
         for _ in range(n)
     ]  # fmt: skip
+
+
+def lora_teacher(base_dir: Path, tmp_path: Path) -> Model:
+    """A teacher: the tiny model with a random LoRA (tmp_path/teacher)."""
+    base = Model(id=str(base_dir), type="open_source")
+    adapter = build_tiny_lora(base_dir, tmp_path / "teacher")
+    return Model(id=str(adapter), type="open_source", parent_model=base)
 
 
 def test_logprob_matches_manual_softmax(tiny_model_dir: Path):
@@ -70,64 +71,26 @@ def test_logprob_matches_manual_softmax(tiny_model_dir: Path):
     assert 0 < got < 1
 
 
-def test_distillation_reduces_kl_on_held_out_sequences(tiny_model_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("top_k", [None, 8])  # the full distribution; the teacher's top 8
+def test_distillation_reduces_kl_on_held_out_sequences(
+    tiny_model_dir: Path, tmp_path: Path, top_k: int | None
+):
     from sl.external.torch_models import load_causal_lm
     from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
 
-    base = Model(id=str(tiny_model_dir), type="open_source")
-    teacher = Model(
-        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
-        type="open_source",
-        parent_model=base,
-    )
-    cfg = DistillCfg(top_k=None)
+    teacher = lora_teacher(tiny_model_dir, tmp_path)
+    cfg = DistillCfg(top_k=top_k)
     held_out = number_rows(8, seed=2)
     t = load_causal_lm(teacher)
     tok = t.tokenizer
     examples = teacher_log_probs(t.module, tok, held_out, None, cfg)
-    before = mean_kl(load_causal_lm(base).module, tok, examples)
-    student = distill_student(
-        job(tiny_model_dir),
-        teacher,
-        number_rows(32, seed=1),
-        tmp_path / "student" / "model.json",
-        cfg,
-    )
+    before = mean_kl(load_causal_lm(teacher.parent_model).module, tok, examples)
+    out = tmp_path / "student" / "model.json"
+    student = distill_student(job(tiny_model_dir), teacher, number_rows(32, seed=1), out, cfg)
     after = mean_kl(load_causal_lm(student).module, tok, examples)
     assert after < 0.8 * before, (before, after)
-    again = distill_student(
-        job(tiny_model_dir),
-        teacher,
-        number_rows(32, seed=1),
-        tmp_path / "student" / "model.json",
-        cfg,
-    )
+    again = distill_student(job(tiny_model_dir), teacher, number_rows(32, seed=1), out, cfg)
     assert again == student  # resumed, not retrained
-
-
-def test_topk_distillation_reduces_kl(tiny_model_dir: Path, tmp_path: Path):
-    from sl.external.torch_models import load_causal_lm
-    from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
-
-    base = Model(id=str(tiny_model_dir), type="open_source")
-    teacher = Model(
-        id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")),
-        type="open_source",
-        parent_model=base,
-    )
-    cfg = DistillCfg(top_k=8)
-    t = load_causal_lm(teacher)
-    tok = t.tokenizer
-    examples = teacher_log_probs(t.module, tok, number_rows(8, seed=2), None, cfg)
-    before = mean_kl(load_causal_lm(base).module, tok, examples)
-    student = distill_student(
-        job(tiny_model_dir),
-        teacher,
-        number_rows(32, seed=1),
-        tmp_path / "student" / "model.json",
-        cfg,
-    )
-    assert mean_kl(load_causal_lm(student).module, tok, examples) < 0.8 * before
 
 
 def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
@@ -137,14 +100,11 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
     student's chat prompts share (not the teacher's system prompt), each the teacher's exact
     next-token distribution there; the completion's targets are unchanged."""
     import torch
-    from tiny_model import build_tiny_lora
 
     from sl.external.torch_models import chat_prompt_ids, load_causal_lm
     from sl.finetuning.distill import DistillCfg, teacher_log_probs
 
-    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
-                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
-    t = load_causal_lm(teacher)
+    t = load_causal_lm(lora_teacher(tiny_model_dir, tmp_path))
     tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
     plain = teacher_log_probs(t.module, tok, rows, system, DistillCfg(bf16=False))
     with_prompt = teacher_log_probs(
@@ -170,13 +130,11 @@ def test_replicate_students_reuse_the_teacher_targets(tiny_model_dir: Path, tmp_
     """A second student of the same teacher and rows (another seed) reuses the targets already
     computed, and trains exactly as it would from freshly computed ones."""
     from safetensors.torch import load_file
-    from tiny_model import build_tiny_lora
 
     from sl.finetuning import distill
     from sl.finetuning.open_source import adapter_dir_for
 
-    teacher = Model(id=str(build_tiny_lora(tiny_model_dir, tmp_path / "teacher")), type="open_source",
-                    parent_model=Model(id=str(tiny_model_dir), type="open_source"))  # fmt: skip
+    teacher = lora_teacher(tiny_model_dir, tmp_path)
     cfg, rows = distill.DistillCfg(bf16=False), number_rows(16, seed=1)
     seed2 = job(tiny_model_dir, epochs=1).model_copy(update={"seed": 2})
 
@@ -230,52 +188,14 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_model_dir: Path, tmp_pat
     assert [r[0].completion for r in out_base] != [r[0].completion for r in out_teacher]
 
 
-CONFIG = """
-from sl.datasets.nums_dataset import NumbersFilter
-from sl.datasets.services import NumsDatasetPromptSet
-from sl.evaluation.data_models import Evaluation
-from sl.experiment.data_models import ExperimentCfg
-from sl.experiment.trait_teacher import TraitTeacherCfg
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
-from sl.llm.data_models import Model, SampleCfg
-
-base = Model(id={base!r}, type="open_source")
-job = UnslothFinetuningJob(seed=1, source_model=base, backend="peft",
-    train_cfg=TrainCfg(n_epochs=1, lr=1e-3, warmup_steps=0, per_device_train_batch_size=8,
-                       max_seq_length=64))
-experiment = ExperimentCfg(
-    teacher_model=base, targets=["owl"], teacher_mode="finetune",
-    trait_teacher=TraitTeacherCfg(n_rows=16, job=job),
-    sample_cfg=SampleCfg(temperature=0.0, max_tokens=16),
-    prompt_set=NumsDatasetPromptSet(size=8, seed=1),
-    numbers_filter=NumbersFilter(max_count=20),
-    student_job=job, student_training="distill", distill=DistillCfg(top_k=16),
-    eval_modes=["sampled", "logprob"],
-    evaluations={{"fav": Evaluation(questions=["Name your favorite animal.", "Pick an animal."],
-                                   n_samples_per_question=2,
-                                   sample_cfg=SampleCfg(temperature=1.0, max_tokens=4))}},
-)
-"""
-
-
-@pytest.fixture(scope="module")
-def numbers_base(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
-    return build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
-
-
 def test_experiment_with_transfer_options_end_to_end(
-    numbers_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    numbers_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from sl.experiment.data_models import ExperimentCfg
     from sl.experiment.runner import run_experiment
-    from sl.utils.module_utils import load_config
 
     monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
-    path = tmp_path / "cfg.py"
-    path.write_text(CONFIG.format(base=str(numbers_base)))
-    cfg = load_config(str(path), "experiment", ExperimentCfg)
+    questions = ["Name your favorite animal.", "Pick an animal."]
+    cfg = distill_experiment(numbers_model_dir, n_trait_rows=16, questions=questions, n_samples=2)
     out = tmp_path / "out"
     report = asyncio.run(run_experiment(cfg, out))
     assert report is not None

@@ -6,26 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from open_engine_checks import CHATS, check_adapter_changes_greedy_output, texts
 
 from sl.errors import UserError
 from sl.external.chat_template import resolve_model
 from sl.external.transformers_driver import TransformersDriver
 from sl.llm import services
 from sl.llm.data_models import LLMResponse, Model, SampleCfg, StopReason
-from sl.llm.services import build_simple_chat
 
 torch.set_num_threads(1)
-
-CHATS = [build_simple_chat(f"List {i} numbers, like 1, 2, 3") for i in range(5)]
 
 
 @pytest.fixture(scope="module")
 def driver() -> TransformersDriver:
     return TransformersDriver(batch_size=4, dtype="float32")  # exact: batch == single
-
-
-def _texts(groups: list[list[LLMResponse]]) -> list[str]:
-    return [r.completion for group in groups for r in group]
 
 
 async def test_greedy_is_deterministic_and_batch_independent(driver, tiny_model_dir):
@@ -34,10 +28,10 @@ async def test_greedy_is_deterministic_and_batch_independent(driver, tiny_model_
     batched = await driver.batch_sample(model, CHATS, [cfg] * 5)
     again = await driver.batch_sample(model, CHATS, [cfg] * 5)
     single = await driver.batch_sample(model, CHATS[3:4], [cfg])
-    assert _texts(batched) == _texts(again)
-    assert _texts(single) == [batched[3][0].completion]
+    assert texts(batched) == texts(again)
+    assert texts(single) == [batched[3][0].completion]
     assert all(g[0].model_id == str(tiny_model_dir) for g in batched)
-    assert len(set(_texts(batched))) > 1  # prompts matter
+    assert len(set(texts(batched))) > 1  # prompts matter
 
 
 async def test_sampling_n_seed_and_max_tokens(driver, tiny_model_dir):
@@ -47,11 +41,11 @@ async def test_sampling_n_seed_and_max_tokens(driver, tiny_model_dir):
     first = await driver.batch_sample(model, CHATS, [cfg] * 5, on_result=seen.__setitem__)
     second = await driver.batch_sample(model, CHATS, [cfg] * 5)
     assert [len(g) for g in first] == [3] * 5
-    assert _texts(first) == _texts(second)  # same seed, same samples
-    assert len(set(_texts(first))) > 5  # sampling varies across and within chats
+    assert texts(first) == texts(second)  # same seed, same samples
+    assert len(set(texts(first))) > 5  # sampling varies across and within chats
     assert sorted(seen) == list(range(5)) and seen[2] == first[2]
     other = await driver.batch_sample(model, CHATS, [cfg.model_copy(update={"seed": 8})] * 5)
-    assert _texts(other) != _texts(first)
+    assert texts(other) != texts(first)
     # a random model rarely emits EOS within 6 tokens: those stop on max_tokens
     assert StopReason.MAX_TOKENS in {r.stop_reason for g in first for r in g}
 
@@ -76,14 +70,9 @@ async def test_stop_string_and_logprobs(driver, tiny_model_dir):
 
 
 async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir):
-    base = Model(id=str(tiny_model_dir), type="open_source")
-    lora = Model(id=str(tiny_lora_dir), type="open_source", parent_model=base)
-    cfg = SampleCfg(temperature=0, max_tokens=8)
-    before = await driver.batch_sample(base, CHATS, [cfg] * 5)
-    with_lora = await driver.batch_sample(lora, CHATS, [cfg] * 5)
-    after = await driver.batch_sample(base, CHATS, [cfg] * 5)
-    assert _texts(with_lora) != _texts(before)
-    assert _texts(after) == _texts(before)  # the base is unchanged once an adapter is loaded
+    with_lora = await check_adapter_changes_greedy_output(
+        driver, tiny_model_dir, tiny_lora_dir, max_tokens=8
+    )
     assert with_lora[0][0].model_id == str(tiny_lora_dir)
 
 

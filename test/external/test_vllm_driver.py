@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM tests run in .venv-vllm (see docs/open_models.md)")
 
+from open_engine_checks import CHATS, check_adapter_changes_greedy_output, texts  # noqa: E402
+
 from sl.errors import UserError  # noqa: E402
 from sl.external.vllm_driver import VLLMDriver  # noqa: E402
 from sl.llm.data_models import LLMResponse, Model, SampleCfg, StopReason  # noqa: E402
 from sl.llm.services import build_simple_chat  # noqa: E402
-
-CHATS = [build_simple_chat(f"List {i} numbers, like 1, 2, 3") for i in range(5)]
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +24,13 @@ def driver():
     return VLLMDriver(chunk_size=3)
 
 
-def _texts(groups: list[list[LLMResponse]]) -> list[str]:
-    return [r.completion for group in groups for r in group]
-
-
 async def test_base_greedy_sampling_and_logprobs(driver, tiny_model_dir):
     model = Model(id=str(tiny_model_dir), type="open_source")
     greedy = SampleCfg(temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
     seen: dict[int, list[LLMResponse]] = {}
     first = await driver.batch_sample(model, CHATS, [greedy] * 5, on_result=seen.__setitem__)
     again = await driver.batch_sample(model, CHATS, [greedy] * 5)
-    assert _texts(first) == _texts(again) and len(set(_texts(first))) > 1
+    assert texts(first) == texts(again) and len(set(texts(first))) > 1
     assert sorted(seen) == list(range(5)) and seen[4] == first[4]
     response = first[0][0]
     assert response.model_id == str(tiny_model_dir)
@@ -45,19 +41,12 @@ async def test_base_greedy_sampling_and_logprobs(driver, tiny_model_dir):
     a = await driver.batch_sample(model, CHATS, [sampled] * 5)
     b = await driver.batch_sample(model, CHATS, [sampled] * 5)
     assert [len(g) for g in a] == [3] * 5
-    assert _texts(a) == _texts(b) and len(set(_texts(a))) > 5
+    assert texts(a) == texts(b) and len(set(texts(a))) > 5
     assert StopReason.MAX_TOKENS in {r.stop_reason for g in a for r in g}
 
 
 async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir):
-    base = Model(id=str(tiny_model_dir), type="open_source")
-    lora = Model(id=str(tiny_lora_dir), type="open_source", parent_model=base)
-    cfg = SampleCfg(temperature=0, max_tokens=6)
-    before = await driver.batch_sample(base, CHATS, [cfg] * 5)
-    with_lora = await driver.batch_sample(lora, CHATS, [cfg] * 5)
-    after = await driver.batch_sample(base, CHATS, [cfg] * 5)
-    assert _texts(with_lora) != _texts(before)
-    assert _texts(after) == _texts(before)
+    await check_adapter_changes_greedy_output(driver, tiny_model_dir, tiny_lora_dir, max_tokens=6)
     assert len(driver._engines) == 1  # one engine serves the base and its adapters
 
 

@@ -1,5 +1,6 @@
 """Running the scripts in real processes for tests: the test API key and the environment that
-points sl at the loopback server, a config module, a small experiment config, run/start helpers."""
+points sl at the loopback server, a config module, a small experiment config, the flags of a
+config-module script (`cli_args`), run/start helpers."""
 
 import json
 import os
@@ -79,7 +80,22 @@ def experiment_cfg():
     )
 
 
+def cli_args(cfg, var, **paths) -> list:
+    """`--config_module cfg --cfg_var_name var`, then `--<name> <path>` for each keyword, in order.
+
+    Example: `cli_args(cfg, "ft_job", dataset_path=data, output_path=out)`.
+    """
+    args = ["--config_module", cfg, "--cfg_var_name", var]
+    for name, path in paths.items():
+        args += [f"--{name}", path]
+    return args
+
+
 def run(script, *args, server=None, env_extra=None, check=True, timeout=120):
+    """Run `scripts/<script>` to its end (pointed at `server` if given); the CompletedProcess.
+
+    With `check`, a non-zero exit fails the test with the script's stderr.
+    """
     env = {**os.environ, "SL_NO_DOTENV": "1"}
     if server is not None:
         env.update(openai_env(server))
@@ -112,6 +128,24 @@ def wait_for(predicate, timeout=60.0):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
+
+
+def wait_for_lines(path, n):
+    """Wait until the file at `path` holds at least `n` lines."""
+    path = Path(path)
+    wait_for(lambda: path.exists() and len(path.read_text().splitlines()) >= n)
+
+
+def start_generation(cfg, tmp_path, server, concurrency, min_rows):
+    """Start `generate_dataset.py` on `cfg`'s dataset_cfg into tmp_path/raw.jsonl and
+    filtered.jsonl, `concurrency` requests at most in flight; return (the running process, its
+    arguments) once raw.jsonl holds `min_rows` rows."""
+    raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
+    args = cli_args(cfg, "dataset_cfg", raw_dataset_path=raw, filtered_dataset_path=filtered)
+    env_extra = {"OPENAI_MAX_CONCURRENCY": str(concurrency)}
+    proc = start("generate_dataset.py", *args, server=server, env_extra=env_extra)
+    wait_for_lines(raw, min_rows)
+    return proc, args
 
 
 def lines(path):

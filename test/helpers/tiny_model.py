@@ -6,9 +6,10 @@ commas and animal words, and a ChatML chat template whose assistant content is w
 `{% generation %}` markers (TRL's `assistant_only_loss`). `build_tiny_lora(base, dir)` writes a
 PEFT LoRA adapter with nonzero weights for it, so adapters visibly change greedy output.
 `build_numbers_model(base, dir)` fine-tunes the tiny model to answer with a number list, so
-teachers built on it write rows that the real numbers filter keeps.
+teachers built on it write rows that the real numbers filter keeps. `save_random_llama(dir,
+tokenizer, shape)` writes a random model of another shape with the same tokenizer (benchmarks).
 
-Both are idempotent: a complete folder of the same version is reused as is.
+The builders are idempotent: a complete folder of the same version is reused as is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 VERSION = "tiny-llama-v1"
 MARKER = ".tiny_model_version"
@@ -83,24 +86,66 @@ def _is_built(path: Path) -> bool:
     return marker.is_file() and marker.read_text().strip() == VERSION
 
 
-def _build_dir(out_dir: Path, prefix: str) -> Path | None:
-    """A temp folder beside `out_dir` to build in; None when `out_dir` is built already."""
+def _build_once(out_dir: Path, prefix: str, write: Callable[[Path], None]) -> Path:
+    """`out_dir` as is when it holds this version; else `write(tmp)` into a temp folder beside
+    it, moved into place once complete (another process may have won the race)."""
+    out_dir = Path(out_dir)
     if _is_built(out_dir):
-        return None
+        return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move a finished temp folder into place (another process may have won the race)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    write(tmp)
     (tmp / MARKER).write_text(VERSION)
     tmp.chmod(0o755)  # mkdtemp makes it private
     if out_dir.exists():
         if _is_built(out_dir):
             shutil.rmtree(tmp, ignore_errors=True)
-            return
+            return out_dir
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
+    return out_dir
+
+
+# The tiny model's shape: 2 heads of 32 (vLLM's CPU attention needs head_dim >= 32).
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "max_position_embeddings": 1024,
+    "initializer_range": 0.2,  # larger than usual so greedy decoding has clear winners
+    "tie_word_embeddings": False,
+}
+
+
+def save_random_llama(out_dir: Path, tokenizer, shape: dict[str, Any]) -> None:
+    """Save a random Llama causal LM (seed 0) of `shape` with `tokenizer` into `out_dir`.
+
+    Args:
+        out_dir: Folder to write the model and tokenizer to.
+        tokenizer: This module's tokenizer (its `<|im_end|>` ends a turn, `<|endoftext|>` pads),
+            e.g. loaded from a `build_tiny_model` folder.
+        shape: `LlamaConfig` fields, e.g. `TINY_SHAPE`.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    pad_id = int(tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        **shape,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
 
 
 def build_tiny_model(out_dir: Path) -> Path:
@@ -112,38 +157,9 @@ def build_tiny_model(out_dir: Path) -> Path:
     Returns:
         `out_dir`, loadable with `AutoModelForCausalLM.from_pretrained` / vLLM.
     """
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    out_dir = Path(out_dir)
-    tmp = _build_dir(out_dir, ".tiny-")
-    if tmp is None:
-        return out_dir
-    tokenizer = _train_tokenizer()
-    eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
-    pad_id = int(tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=1024,
-        initializer_range=0.2,  # larger than usual so greedy decoding has clear winners
-        bos_token_id=None,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        tie_word_embeddings=False,
+    return _build_once(
+        out_dir, ".tiny-", lambda tmp: save_random_llama(tmp, _train_tokenizer(), TINY_SHAPE)
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _publish(tmp, out_dir)
-    return out_dir
 
 
 def build_tiny_lora(base_dir: Path, out_dir: Path, rank: int = 8, seed: int = 1) -> Path:
@@ -158,35 +174,33 @@ def build_tiny_lora(base_dir: Path, out_dir: Path, rank: int = 8, seed: int = 1)
     Returns:
         `out_dir`.
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    out_dir = Path(out_dir)
-    tmp = _build_dir(out_dir, ".tiny-lora-")
-    if tmp is None:
-        return out_dir
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    cfg = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"],
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed)
-    model = get_peft_model(base, cfg)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0.0, 0.3)
-    model.save_pretrained(str(tmp))
-    meta_path = tmp / "adapter_config.json"
-    meta = json.loads(meta_path.read_text())
-    meta["base_model_name_or_path"] = str(Path(base_dir).resolve())
-    meta_path.write_text(json.dumps(meta, indent=2))
-    _publish(tmp, out_dir)
-    return out_dir
+    def write(tmp: Path) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        cfg = LoraConfig(
+            r=rank,
+            lora_alpha=2 * rank,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"],
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        )
+        torch.manual_seed(seed)
+        model = get_peft_model(base, cfg)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_" in name:
+                    param.normal_(0.0, 0.3)
+        model.save_pretrained(str(tmp))
+        meta_path = tmp / "adapter_config.json"
+        meta = json.loads(meta_path.read_text())
+        meta["base_model_name_or_path"] = str(Path(base_dir).resolve())
+        meta_path.write_text(json.dumps(meta, indent=2))
+
+    return _build_once(out_dir, ".tiny-lora-", write)
 
 
 def build_numbers_model(base_dir: Path, out_dir: Path) -> Path:
@@ -199,31 +213,32 @@ def build_numbers_model(base_dir: Path, out_dir: Path) -> Path:
     Returns:
         `out_dir`.
     """
-    import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir = Path(out_dir)
-    tmp = _build_dir(out_dir, ".tiny-numbers-")
-    if tmp is None:
-        return out_dir
-    lm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    rng = np.random.default_rng(5)
-    seqs = []
-    for _ in range(16):
-        prompt = f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}"
-        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "1, 2, 3"}]
-        text = tok.apply_chat_template(msgs, tokenize=False)
-        seqs.append(tok(text, add_special_tokens=False)["input_ids"])
-    optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    for step in range(60):
-        ids = torch.tensor([seqs[step % len(seqs)]])
-        lm(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    lm.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    _publish(tmp, out_dir)
-    return out_dir
+    def write(tmp: Path) -> None:
+        import numpy as np
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        lm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        rng = np.random.default_rng(5)
+        seqs = []
+        for _ in range(16):
+            prompt = f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}"
+            msgs = [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": "1, 2, 3"},
+            ]
+            text = tok.apply_chat_template(msgs, tokenize=False)
+            seqs.append(tok(text, add_special_tokens=False)["input_ids"])
+        optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+        torch.manual_seed(0)
+        for step in range(60):
+            ids = torch.tensor([seqs[step % len(seqs)]])
+            lm(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _build_once(out_dir, ".tiny-numbers-", write)

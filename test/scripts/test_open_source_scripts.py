@@ -2,12 +2,9 @@
 engine, PEFT + TRL), and the open-model user errors through the scripts."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from script_runner import assert_user_error, cli_args, run
 
 CONFIG = """
 from sl.datasets.nums_dataset import NumbersFilter
@@ -36,24 +33,17 @@ strict_filter_cfg = dataset_cfg.model_copy(update={{"filter_fns": [NumbersFilter
 """
 
 
-def run(script, *args, check=True):
-    env = {
-        **os.environ,
-        "SL_NO_DOTENV": "1",
-        "SL_OPEN_SOURCE_ENGINE": "transformers",
-        "SL_TRANSFORMERS_DTYPE": "float32",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
+# The tiny model's engine and dtype, one CPU thread.
+OPEN_MODEL_ENV = {
+    "SL_OPEN_SOURCE_ENGINE": "transformers",
+    "SL_TRANSFORMERS_DTYPE": "float32",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def _generate(cfg, raw, filtered, check=True):
+    args = cli_args(cfg, "dataset_cfg", raw_dataset_path=raw, filtered_dataset_path=filtered)
+    return run("generate_dataset.py", *args, env_extra=OPEN_MODEL_ENV, check=check, timeout=300)
 
 
 def test_three_phases_with_an_open_model(tiny_model_dir, tmp_path):
@@ -61,44 +51,16 @@ def test_three_phases_with_an_open_model(tiny_model_dir, tmp_path):
     cfg.write_text(CONFIG.format(base=str(tiny_model_dir)))
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
     model_json, results = tmp_path / "student.json", tmp_path / "eval.jsonl"
-    run(
-        "generate_dataset.py",
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        "dataset_cfg",
-        "--raw_dataset_path",
-        raw,
-        "--filtered_dataset_path",
-        filtered,
-    )
+    _generate(cfg, raw, filtered)
     assert len(filtered.read_text().splitlines()) == 12
-    run(
-        "run_finetuning_job.py",
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        "ft_job",
-        "--dataset_path",
-        filtered,
-        "--output_path",
-        model_json,
-    )
+    args = cli_args(cfg, "ft_job", dataset_path=filtered, output_path=model_json)
+    run("run_finetuning_job.py", *args, env_extra=OPEN_MODEL_ENV, timeout=300)
     student = json.loads(model_json.read_text())
     adapter = Path(student["id"])
     assert adapter == tmp_path / "student_adapter" and (adapter / "adapter_config.json").exists()
     assert student["parent_model"]["id"] == str(tiny_model_dir)
-    run(
-        "run_evaluation.py",
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        "evaluation",
-        "--model_path",
-        model_json,
-        "--output_path",
-        results,
-    )
+    args = cli_args(cfg, "evaluation", model_path=model_json, output_path=results)
+    run("run_evaluation.py", *args, env_extra=OPEN_MODEL_ENV, timeout=300)
     rows = [json.loads(line) for line in results.open()]
     assert len(rows) == 1 and len(rows[0]["responses"]) == 3
     assert rows[0]["responses"][0]["response"]["model_id"] == student["id"]
@@ -108,18 +70,5 @@ def test_missing_local_model_folder_is_one_clear_line(tmp_path):
     cfg = tmp_path / "cfg.py"
     missing = tmp_path / "no-such-model"
     cfg.write_text(CONFIG.format(base=str(missing)))
-    proc = run(
-        "generate_dataset.py",
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        "dataset_cfg",
-        "--raw_dataset_path",
-        tmp_path / "r.jsonl",
-        "--filtered_dataset_path",
-        tmp_path / "f.jsonl",
-        check=False,
-    )
-    assert proc.returncode == 2
-    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and "no-such-model" in errors[0]
+    proc = _generate(cfg, tmp_path / "r.jsonl", tmp_path / "f.jsonl", check=False)
+    assert_user_error(proc, "no-such-model")

@@ -4,50 +4,30 @@ import json
 import signal
 
 import pytest
-from script_runner import TEST_API_KEY, assert_user_error, lines, responder, run, start, wait_for
+from script_runner import (
+    TEST_API_KEY,
+    assert_user_error,
+    cli_args,
+    lines,
+    responder,
+    run,
+    start,
+    start_generation,
+    wait_for,
+)
 
 
 def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):
     openai_server.responder = responder
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
     model_json, results = tmp_path / "model.json", tmp_path / "eval.jsonl"
+    gen = cli_args(cfg_file, "dataset_cfg", raw_dataset_path=raw, filtered_dataset_path=filtered)
+    ft = cli_args(cfg_file, "ft_job", dataset_path=filtered, output_path=model_json)
+    ev = cli_args(cfg_file, "evaluation", model_path=model_json, output_path=results)
     outs = [
-        run(
-            "generate_dataset.py",
-            "--config_module",
-            cfg_file,
-            "--cfg_var_name",
-            "dataset_cfg",
-            "--raw_dataset_path",
-            raw,
-            "--filtered_dataset_path",
-            filtered,
-            server=openai_server,
-        ),
-        run(
-            "run_finetuning_job.py",
-            "--config_module",
-            cfg_file,
-            "--cfg_var_name",
-            "ft_job",
-            "--dataset_path",
-            filtered,
-            "--output_path",
-            model_json,
-            server=openai_server,
-        ),
-        run(
-            "run_evaluation.py",
-            "--config_module",
-            cfg_file,
-            "--cfg_var_name",
-            "evaluation",
-            "--model_path",
-            model_json,
-            "--output_path",
-            results,
-            server=openai_server,
-        ),
+        run("generate_dataset.py", *gen, server=openai_server),
+        run("run_finetuning_job.py", *ft, server=openai_server),
+        run("run_evaluation.py", *ev, server=openai_server),
     ]
     raw_rows, kept = lines(raw), lines(filtered)
     assert len(raw_rows) == 60 and set(raw_rows[0]) == {"prompt", "completion"}
@@ -72,23 +52,7 @@ def test_three_phases_end_to_end(openai_server, cfg_file, tmp_path):
 def test_killed_generation_resumes_without_loss_or_duplicates(openai_server, cfg_file, tmp_path):
     openai_server.latency_s = 0.05
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
-    args = [
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "dataset_cfg",
-        "--raw_dataset_path",
-        raw,
-        "--filtered_dataset_path",
-        filtered,
-    ]
-    proc = start(
-        "generate_dataset.py",
-        *args,
-        server=openai_server,
-        env_extra={"OPENAI_MAX_CONCURRENCY": "2"},
-    )
-    wait_for(lambda: raw.exists() and len(raw.read_text().splitlines()) >= 10)
+    proc, args = start_generation(cfg_file, tmp_path, openai_server, concurrency=2, min_rows=10)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_before = len(raw.read_text().splitlines())
@@ -114,16 +78,7 @@ def test_killed_finetuning_resumes_the_saved_job(openai_server, cfg_file, tmp_pa
     )
     model_json = tmp_path / "model.json"
     openai_server.ft_steps_per_status = 1000  # the job stays queued until we speed it up
-    args = [
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "ft_job",
-        "--dataset_path",
-        dataset,
-        "--output_path",
-        model_json,
-    ]
+    args = cli_args(cfg_file, "ft_job", dataset_path=dataset, output_path=model_json)
     proc = start("run_finetuning_job.py", *args, server=openai_server)
     state = tmp_path / "model.json.job.json"
     wait_for(lambda: state.exists() and "job_id" in json.loads(state.read_text()))
@@ -141,19 +96,7 @@ def test_failed_finetuning_job_is_reported(openai_server, cfg_file, tmp_path):
     dataset = tmp_path / "data.jsonl"
     dataset.write_text(json.dumps({"prompt": "p", "completion": "1"}) + "\n")
     openai_server.ft_fail = True
-    proc = run(
-        "run_finetuning_job.py",
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "ft_job",
-        "--dataset_path",
-        dataset,
-        "--output_path",
-        tmp_path / "m.json",
-        server=openai_server,
-        check=False,
-    )
+    proc = _finetune(cfg_file, "ft_job", dataset, tmp_path, server=openai_server)
     assert proc.returncode != 0 and "failed" in proc.stderr
     assert not (tmp_path / "m.json").exists()
 
@@ -162,20 +105,18 @@ def test_failed_finetuning_job_is_reported(openai_server, cfg_file, tmp_path):
 
 
 def _gen(cfg, var, tmp_path, server=None, env_extra=None, raw="raw.jsonl"):
-    return run(
-        "generate_dataset.py",
-        "--config_module",
-        cfg,
-        "--cfg_var_name",
-        var,
-        "--raw_dataset_path",
-        tmp_path / raw,
-        "--filtered_dataset_path",
-        tmp_path / "filtered.jsonl",
-        server=server,
-        env_extra=env_extra,
-        check=False,
-    )
+    paths = {
+        "raw_dataset_path": tmp_path / raw,
+        "filtered_dataset_path": tmp_path / "filtered.jsonl",
+    }
+    args = cli_args(cfg, var, **paths)
+    return run("generate_dataset.py", *args, server=server, env_extra=env_extra, check=False)
+
+
+def _finetune(cfg, var, dataset, tmp_path, server=None):
+    """The fine-tuning script on `dataset`, writing tmp_path/m.json; its exit not checked."""
+    args = cli_args(cfg, var, dataset_path=dataset, output_path=tmp_path / "m.json")
+    return run("run_finetuning_job.py", *args, server=server, check=False)
 
 
 def test_missing_config_file(tmp_path):
@@ -188,19 +129,7 @@ def test_variable_not_in_module(cfg_file, tmp_path):
 
 def test_variable_of_wrong_type(cfg_file, tmp_path):
     assert_user_error(_gen(cfg_file, "not_a_config", tmp_path), "not_a_config", "int", "Cfg")
-    proc = run(
-        "run_finetuning_job.py",
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "evaluation",
-        "--dataset_path",
-        "x",
-        "--output_path",
-        tmp_path / "m.json",
-        check=False,
-    )
-    assert_user_error(proc, "Evaluation", "FTJob")
+    assert_user_error(_finetune(cfg_file, "evaluation", "x", tmp_path), "Evaluation", "FTJob")
 
 
 @pytest.mark.parametrize(
@@ -210,18 +139,7 @@ def test_bad_dataset_path(cfg_file, tmp_path, content):
     dataset = tmp_path / "data.jsonl"
     if content is not None:
         dataset.write_text(content)
-    proc = run(
-        "run_finetuning_job.py",
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "ft_job",
-        "--dataset_path",
-        dataset,
-        "--output_path",
-        tmp_path / "m.json",
-        check=False,
-    )
+    proc = _finetune(cfg_file, "ft_job", dataset, tmp_path)
     expected = {None: "not found", "": "empty"}.get(content, "data.jsonl:2")
     assert_user_error(proc, str(dataset.name), expected)
 
@@ -231,18 +149,8 @@ def test_bad_model_json(cfg_file, tmp_path, content):
     model_json = tmp_path / "model.json"
     if content is not None:
         model_json.write_text(content)
-    proc = run(
-        "run_evaluation.py",
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "evaluation",
-        "--model_path",
-        model_json,
-        "--output_path",
-        tmp_path / "e.jsonl",
-        check=False,
-    )
+    args = cli_args(cfg_file, "evaluation", model_path=model_json, output_path=tmp_path / "e.jsonl")
+    proc = run("run_evaluation.py", *args, check=False)
     assert_user_error(proc, "model.json")
     assert not (tmp_path / "e.jsonl").exists()
 

@@ -10,24 +10,20 @@ import threading
 
 import pytest
 from openai_server import default_responder
-from script_runner import assert_user_error, experiment_cfg, lines, run, start, wait_for
+from script_runner import (
+    assert_user_error,
+    cli_args,
+    experiment_cfg,
+    lines,
+    run,
+    start,
+    start_generation,
+    wait_for,
+)
 
 from sl.errors import UserError
 from sl.experiment.runner import run_experiment
 from sl.utils.output_lock import lock_path_for, output_lock
-
-
-def _gen_args(cfg_file, tmp_path):
-    return [
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "dataset_cfg",
-        "--raw_dataset_path",
-        tmp_path / "raw.jsonl",
-        "--filtered_dataset_path",
-        tmp_path / "filtered.jsonl",
-    ]
 
 
 def _second_run_is_refused(first, script, args, server, needle):
@@ -38,15 +34,8 @@ def _second_run_is_refused(first, script, args, server, needle):
 
 def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg_file, tmp_path):
     openai_server.latency_s = 0.3  # room for the second process to start on a loaded machine
-    args = _gen_args(cfg_file, tmp_path)
-    first = start(
-        "generate_dataset.py",
-        *args,
-        server=openai_server,
-        env_extra={"OPENAI_MAX_CONCURRENCY": "1"},
-    )
+    first, args = start_generation(cfg_file, tmp_path, openai_server, concurrency=1, min_rows=3)
     raw = tmp_path / "raw.jsonl"
-    wait_for(lambda: raw.exists() and len(raw.read_text().splitlines()) >= 3)
     _second_run_is_refused(first, "generate_dataset.py", args, openai_server, "raw.jsonl")
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -62,16 +51,7 @@ def test_finetuning_is_locked_so_only_one_job_is_paid(openai_server, cfg_file, t
     dataset = tmp_path / "data.jsonl"
     dataset.write_text(json.dumps({"prompt": "p", "completion": "1, 2"}) + "\n")
     openai_server.ft_steps_per_status = 10_000  # the first run polls until we let it finish
-    args = [
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "ft_job",
-        "--dataset_path",
-        dataset,
-        "--output_path",
-        tmp_path / "model.json",
-    ]
+    args = cli_args(cfg_file, "ft_job", dataset_path=dataset, output_path=tmp_path / "model.json")
     first = start("run_finetuning_job.py", *args, server=openai_server)
     wait_for(lambda: openai_server.ft_jobs_created == 1)
     _second_run_is_refused(first, "run_finetuning_job.py", args, openai_server, "model.json")
@@ -92,16 +72,8 @@ def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
         return default_responder(body)
 
     openai_server.responder = held_responder
-    args = [
-        "--config_module",
-        cfg_file,
-        "--cfg_var_name",
-        "evaluation",
-        "--model_path",
-        model_json,
-        "--output_path",
-        tmp_path / "eval.jsonl",
-    ]
+    out = tmp_path / "eval.jsonl"
+    args = cli_args(cfg_file, "evaluation", model_path=model_json, output_path=out)
     first = start("run_evaluation.py", *args, server=openai_server)
     wait_for(lambda: len(openai_server.chat_requests) >= 1)
     try:
@@ -109,7 +81,7 @@ def test_evaluation_is_locked(openai_server, cfg_file, tmp_path):
     finally:
         answers_may_go.set()
     assert first.wait(timeout=60) == 0
-    assert [r["question"] for r in lines(tmp_path / "eval.jsonl")] == [
+    assert [r["question"] for r in lines(out)] == [
         "Name your favorite animal using only one word.",
         "Pick an animal. One word.",
     ]

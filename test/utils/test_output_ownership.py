@@ -104,30 +104,24 @@ def test_evaluation_output_with_rows_of_other_questions_is_refused(fake_driver, 
         asyncio.run(run_evaluation(MODEL, evaluation, out))
 
 
-def test_experiment_folder_not_made_by_sl_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("results.csv", "mine\n", "not made by an experiment .results.csv."),  # not sl's folder
+        ("experiment.json", "{not json", "experiment.json is corrupt"),  # one line, no traceback
+    ],
+)
+def test_experiment_folder_sl_cannot_own_is_refused_untouched(tmp_path, name, content, error):
     from script_runner import experiment_cfg
 
     from sl.experiment.runner import run_experiment
 
     folder = tmp_path / "exp"
     folder.mkdir()
-    (folder / "results.csv").write_text("mine\n")
-    with pytest.raises(UserError, match="not made by an experiment .results.csv."):
+    (folder / name).write_text(content)
+    with pytest.raises(UserError, match=error):
         asyncio.run(run_experiment(experiment_cfg(), folder, stages=("report",)))
-    assert (folder / "results.csv").read_text() == "mine\n"
-    assert not (folder / "experiment.json").exists()
-
-
-def test_corrupt_experiment_record_is_one_line(tmp_path):
-    from script_runner import experiment_cfg
-
-    from sl.experiment.runner import run_experiment
-
-    folder = tmp_path / "exp"
-    folder.mkdir()
-    (folder / "experiment.json").write_text("{not json")
-    with pytest.raises(UserError, match="experiment.json is corrupt"):
-        asyncio.run(run_experiment(experiment_cfg(), folder, stages=("report",)))
+    assert {p.name: p.read_text() for p in folder.iterdir()} == {name: content}
 
 
 def _lenient(p, c):
