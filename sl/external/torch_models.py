@@ -6,15 +6,14 @@
 Used by the transformers driver (generation), LoRA SFT, soft-label distillation and exact
 next-token-probability scoring. Device `auto` is the GPU when torch sees one, else the CPU
 (`SL_DEVICE` overrides it). Dtype `auto` is bfloat16 where the hardware computes it natively
-(CUDA GPUs with bf16; CPUs with AVX-512 BF16 or AMX) and float32 elsewhere. `fast_matmul`
-gives the bf16 autocast for fp32 weights on such CPUs. Shared-prefix prefill (`prefill`)
+(CUDA GPUs with bf16; CPUs with AVX-512 BF16 or AMX) and float32 elsewhere. Shared-prefix
+prefill (`prefill`)
 lets scoring and sampling run a batch's common prompt prefix once and reuse its KV cache.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,15 +74,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     if dtype == "bfloat16" and device.startswith("cuda") and not native_bf16(device):
         raise UserError(f"{device} has no bfloat16 support: use dtype float16 or float32")
     return getattr(torch, dtype)
-
-
-def fast_matmul(device: str, weights_dtype: Any, enabled: bool = True) -> AbstractContextManager:
-    """bf16 autocast for fp32 weights where `device` has native bf16; else no change."""
-    import torch
-
-    if not enabled or weights_dtype != torch.float32 or not native_bf16(device):
-        return nullcontext()
-    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import lora_config, precise_adapters
+from sl.finetuning.lora_data import has_bf16_base, lora_config, precise_adapters
 from sl.finetuning.open_source import adapter_dir_for
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
@@ -312,13 +312,11 @@ def build_student(job: UnslothFinetuningJob, cfg: DistillCfg) -> Any:
 
 
 def student_autocast(student: Any) -> Any:
-    """The context of a student's forward pass: bf16 matmuls for a student whose base weights are bf16 (`build_student`); else none."""
+    """The context of a student's forward pass: bf16 matmuls for a student whose base
+    weights are bf16 (`build_student`); else none."""
     import torch
 
-    weights = student.get_input_embeddings().weight
-    return torch.autocast(
-        weights.device.type, dtype=torch.bfloat16, enabled=weights.dtype == torch.bfloat16
-    )
+    return torch.autocast(student.device.type, dtype=torch.bfloat16, enabled=has_bf16_base(student))
 
 
 def _teacher_dtype(cfg: DistillCfg) -> str:

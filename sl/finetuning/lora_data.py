@@ -81,6 +81,13 @@ def lora_config(cfg: PeftCfg, model: torch.nn.Module, **extra: Any) -> Any:
     return LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM", **extra)
 
 
+def has_bf16_base(model: Any) -> bool:
+    """Whether `model`'s base weights are bf16 (its input embeddings tell)."""
+    import torch
+
+    return model.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
 def precise_adapters(model: Any) -> Any:
     """Make a PEFT model on bf16 base weights keep its adapters exact; returns the model.
 

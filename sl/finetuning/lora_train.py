@@ -20,6 +20,7 @@ from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import (
     build_sft_config,
+    has_bf16_base,
     lora_config,
     lora_kwargs,
     precise_adapters,
@@ -75,12 +76,6 @@ def _load_peft(
     if loaded.dtype == torch.bfloat16:
         model = precise_adapters(model)
     return model, loaded.tokenizer  # type: ignore[return-value]
-
-
-def _is_bf16(model: Any) -> bool:
-    import torch
-
-    return model.get_input_embeddings().weight.dtype == torch.bfloat16
 
 
 def _load_unsloth(
@@ -171,7 +166,7 @@ def build_trainer(
         on_gpu,
         checkpointing=False if backend == "unsloth" else None,
         # a PEFT model's bf16 base (also on the CPU) computes under bf16 autocast
-        bf16=True if backend == "peft" and _is_bf16(model) else None,
+        bf16=True if backend == "peft" and has_bf16_base(model) else None,
         **sft_overrides,
     )
     trainer = SFTTrainer(
