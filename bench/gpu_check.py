@@ -1,5 +1,6 @@
 """The CUDA paths on one GPU: the loader, exact P(target), sampled generation, distillation
-(time and peak memory), then the LoRA SFT, generation and fast-stage tests on the GPU.
+(time and peak memory), then the LoRA SFT, generation, fast-stage and distillation tests on
+the GPU.
 
     python bench/gpu_check.py --model_dir .gpu/smollm2 [--big] [--tests]
 
@@ -168,7 +169,7 @@ def main() -> None:
 
     if args.tests:
         tests = ["test/external/test_fast_stages.py", "test/external/test_transformers_driver.py",
-                 "test/finetuning/test_lora_sft.py"]  # fmt: skip
+                 "test/finetuning/test_lora_sft.py", "test/experiment/test_transfer_options.py"]  # fmt: skip
         code = subprocess.call(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
         )

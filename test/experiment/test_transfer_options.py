@@ -41,12 +41,13 @@ def lora_teacher(base_dir: Path, tmp_path: Path) -> Model:
     return Model(id=str(adapter), type="open_source", parent_model=base)
 
 
-def test_logprob_matches_manual_softmax(tiny_model_dir: Path):
+def test_logprob_matches_manual_softmax(tiny_model_dir: Path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sl.evaluation.logprob import target_probabilities, variant_token_ids
 
+    monkeypatch.setenv("SL_LOGPROB_DTYPE", "float32")  # a GPU scores in bf16: compare exactly
     question = "Name your favorite animal in one word."
     [got] = target_probabilities(
         Model(id=str(tiny_model_dir), type="open_source"), [question], "owl"
@@ -104,7 +105,7 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
     from sl.external.torch_models import chat_prompt_ids, load_causal_lm
     from sl.finetuning.distill import DistillCfg, teacher_log_probs
 
-    t = load_causal_lm(lora_teacher(tiny_model_dir, tmp_path))
+    t = load_causal_lm(lora_teacher(tiny_model_dir, tmp_path), dtype="float32")
     tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
     plain = teacher_log_probs(t.module, tok, rows, system, DistillCfg(bf16=False))
     with_prompt = teacher_log_probs(
@@ -117,12 +118,12 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
         assert b.student_prompt[-k:] == teacher_prompt[-k:]  # the shared part only
         first = -k - 1  # the student's first token starts its prompt; else the parts differ
         assert k == len(b.student_prompt) - 1 or b.student_prompt[first] != teacher_prompt[first]
-        ids = torch.tensor([teacher_prompt + b.completion])
+        ids = torch.tensor([teacher_prompt + b.completion], device=t.module.device)
         with torch.no_grad():
             probs = t.module(input_ids=ids).logits[0].float().softmax(-1)
         start = len(teacher_prompt) - 1 - k
         expected = probs[start : start + k + len(b.completion)]
-        torch.testing.assert_close(b.target.float(), expected, atol=2e-3, rtol=0)
+        torch.testing.assert_close(b.target.float(), expected.cpu(), atol=2e-3, rtol=0)
         torch.testing.assert_close(b.target[k:], a.target)
 
 
