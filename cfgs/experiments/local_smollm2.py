@@ -57,7 +57,8 @@ experiment_system_prompt = ExperimentCfg(
         "favorite_animal": Evaluation(
             questions=preference_questions("favorite_animal"),
             n_samples_per_question=6,
-            sample_cfg=SampleCfg(temperature=1.0, max_tokens=8),
+            # Seeded: a rerun draws the same answers, and every model the same random numbers.
+            sample_cfg=SampleCfg(temperature=1.0, max_tokens=8, seed=0),
         ),
     },
 )

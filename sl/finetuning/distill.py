@@ -19,6 +19,7 @@ and rows in one process (replicates) compute the teacher's targets once.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -200,13 +201,14 @@ def _to_cpu(target: Any) -> Any:
     return tuple(t.cpu() for t in target) if isinstance(target, tuple) else target.cpu()
 
 
-def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
-    """Sum over scored tokens of KL(teacher || student); `student_lp` stacks the student's
-    log-probs at the examples' scored positions, in order."""
+def kl_loss(logits: Any, examples: list[_Example], temperature: float = 1.0) -> Any:
+    """Sum over scored tokens of KL(teacher || student); `logits` stacks the student's
+    logits at the examples' scored positions, in order."""
     import torch
 
-    device = student_lp.device
+    device = logits.device
     if isinstance(examples[0].target, tuple):
+        student_lp = (logits.float() / temperature).log_softmax(-1)
         p = torch.cat([e.target[0] for e in examples]).to(device)
         indices = torch.cat([e.target[1] for e in examples]).to(device)
         top = student_lp.gather(-1, indices)
@@ -214,8 +216,47 @@ def kl_loss(student_lp: Any, examples: list[_Example]) -> Any:
         cross = (p[:, :-1] * top).sum() + (p[:, -1] * rest).sum()
     else:
         p = torch.cat([e.target for e in examples]).to(device)
-        cross = (p.float() * student_lp).sum()
+        cross = _full_vocab_cross().apply(logits, p, temperature)
     return sum(e.neg_entropy for e in examples) - cross
+
+
+@functools.cache
+def _full_vocab_cross() -> Any:
+    import torch
+
+    class FullVocabCross(torch.autograd.Function):
+        """sum(p * log_softmax(z / T)) over rows of logits z and targets p, in fp32, a few
+        rows at a time: the unfused ops wrote six full-vocabulary fp32 copies of the batch
+        (~200 MB each at 800 tokens), which bounded a CPU step by memory traffic."""
+
+        @staticmethod
+        def forward(ctx: Any, z: Any, p: Any, temperature: float) -> Any:
+            total, lses = torch.zeros((), device=z.device), []
+            for rows in _row_chunks(len(z)):
+                zc = z[rows].float() / temperature
+                lse = torch.logsumexp(zc, -1, keepdim=True)
+                total += (p[rows].float() * (zc - lse)).sum()
+                lses.append(lse)
+            ctx.save_for_backward(z, p, torch.cat(lses))
+            ctx.temperature = temperature
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            z, p, lse = ctx.saved_tensors
+            t = ctx.temperature
+            out = torch.empty_like(z)
+            for rows in _row_chunks(len(z)):
+                pc = p[rows].float()
+                q = (z[rows].float() / t - lse[rows]).exp()  # the student's softmax
+                out[rows] = (pc - q * pc.sum(-1, keepdim=True)) * (grad / t)
+            return out, None, None
+
+    return FullVocabCross
+
+
+def _row_chunks(n: int, size: int = 32) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: float) -> Any:
@@ -223,9 +264,9 @@ def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: 
     import torch
 
     hidden = _scored_hidden(student, [e.seq() for e in batch], pad_id)
-    student_lp = _log_probs(student, hidden, temperature)
-    with torch.autocast(student_lp.device.type, enabled=False):  # the KL itself in fp32
-        return kl_loss(student_lp, batch) / sum(e.n_scored for e in batch)
+    logits = student.get_output_embeddings()(hidden)
+    with torch.autocast(logits.device.type, enabled=False):  # the KL itself in fp32
+        return kl_loss(logits, batch, temperature) / sum(e.n_scored for e in batch)
 
 
 def mean_kl(
@@ -239,8 +280,8 @@ def mean_kl(
         for ex in examples:
             with student_autocast(student):
                 hidden = _scored_hidden(student, [ex.seq()], tokenizer.pad_token_id)
-                student_lp = _log_probs(student, hidden, temperature)
-            total += float(kl_loss(student_lp, [ex]))
+                logits = student.get_output_embeddings()(hidden)
+            total += float(kl_loss(logits, [ex], temperature))
             count += ex.n_scored
     return total / max(count, 1)
 

@@ -1,6 +1,6 @@
 """The fast local stages on the tiny model: one loader, batched exact P(target) against the
 plain per-spelling definition, prefill-once generation against plain `generate`, and
-distillation (bf16 vs fp32 KL curve, top-k + rest mass)."""
+distillation (bf16 vs fp32 KL curve, top-k + rest mass, the chunked full-vocabulary KL)."""
 
 import asyncio
 from pathlib import Path
@@ -138,6 +138,30 @@ def test_topk_with_rest_mass_bounds_the_full_kl(tiny_model_dir: Path, tiny_lora_
     assert kl_full > 0.01
     assert 0 < mean_kl(student, tok, top8) < kl_full
     assert mean_kl(student, tok, everything) == pytest.approx(kl_full, rel=1e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_full_vocabulary_kl_equals_the_log_softmax_formula(dtype: str, temperature: float):
+    """The chunked KL the student trains on has the value and the gradient of the plain
+    sum of p * log_softmax(z / T), over more rows than one chunk."""
+    import torch
+
+    from sl.finetuning.distill import _Example, kl_loss
+
+    gen = torch.Generator().manual_seed(0)
+    z = (3 * torch.randn(70, 500, generator=gen)).to(getattr(torch, dtype)).requires_grad_()
+    p = torch.softmax(2 * torch.randn(70, 500, generator=gen), -1)
+    examples = [
+        _Example([1], [2] * 35, p[:35].half(), 0.5),
+        _Example([1], [2] * 35, p[35:].half(), 0.25),
+    ]
+    plain = 0.75 - (p.half().float() * (z.float() / temperature).log_softmax(-1)).sum()
+    (want,) = torch.autograd.grad(plain, z)
+    loss = kl_loss(z, examples, temperature)
+    (got,) = torch.autograd.grad(loss, z)
+    assert float(loss) == pytest.approx(float(plain), rel=1e-5)
+    torch.testing.assert_close(got.float(), want.float(), atol=1e-5, rtol=1e-3)
 
 
 def test_bf16_distillation_follows_the_fp32_kl_curve(tiny_model_dir: Path, tiny_lora_dir: Path):
