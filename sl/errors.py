@@ -21,6 +21,14 @@ class UserError(Exception):
         self.path = Path(path) if path is not None else None
         self.param = param
 
+    def __reduce__(self) -> tuple:
+        # Keeps `path` and `param` across processes (an experiment's worker steps).
+        return (_user_error, (str(self), self.path, self.param))
+
+
+def _user_error(message: str, path: Path | None, param: str | None) -> UserError:
+    return UserError(message, path=path, param=param)
+
 
 class RemoteError(RuntimeError):
     """A remote service failed for good (after retries): the message names the cause

@@ -8,8 +8,13 @@ arm starts from the same seed. Every model is scored on every target; the report
 treats each run as one unit. `stage_table` is the one place that decides what each stage runs.
 """
 
+import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,16 @@ from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
 from sl.utils.output_lock import output_lock
 
-Step = TeacherRun | StudentRun | None  # what one step of a stage works on (None: everything)
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """One model the evaluate stage scores, by its name in evaluations/."""
+
+    name: str
+
+
+# What one step of a stage works on (None: everything).
+Step = TeacherRun | StudentRun | ScoredModel | None
 # Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / None) -> the report or None.
 StepFn = Callable[[ExperimentCfg, ExperimentPaths, Any], Awaitable[ExperimentReport | None]]
 
@@ -127,33 +141,39 @@ async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: Stud
     await phases.finetune(job, paths.filtered(run.source), paths.student(run))
 
 
-def _models(cfg: ExperimentCfg, paths: ExperimentPaths) -> dict[str, Model]:
-    """Every model to score, by its name in evaluations/."""
-    models = {BASE: cfg.teacher_model}
-    for teacher in cfg.teachers:
-        for run in cfg.student_runs(teacher):
-            models[run.name] = read_json_model(paths.student(run), Model, "student model")
+def _scored_models(cfg: ExperimentCfg) -> list[ScoredModel]:
+    """Every model to score: the base, every student run and every fine-tuned teacher."""
+    names = [BASE, *(run.name for run in _student_runs(cfg))]
     for teacher in cfg.teachers:
         if cfg.finetuned_teacher(teacher):
-            for t in cfg.teacher_replicates(teacher):
-                models[teacher_model_name(t)] = transfer.trained_teacher(cfg, paths, t)
-    return models
+            names += [teacher_model_name(t) for t in cfg.teacher_replicates(teacher)]
+    return [ScoredModel(name) for name in names]
 
 
-async def evaluate_models(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step = None) -> None:
-    """Every evaluation on the base model, every student run and every fine-tuned teacher, in
-    each of `cfg.eval_modes`: sampled answers (scored later on every target) and the exact
-    P(target) of every target."""
-    for name, model in _models(cfg, paths).items():
-        for eval_name, evaluation in cfg.evaluations.items():
-            if "sampled" in cfg.eval_modes:
-                logger.info(f"evaluating {name} on {eval_name}")
-                await phases.evaluate(evaluation, model, paths.evaluation(name, eval_name))
-            if "logprob" in cfg.eval_modes:
-                logger.info(f"logprob evaluation of {name} on {eval_name}")
-                run_logprob_evaluation(
-                    model, evaluation.questions, cfg.targets, paths.logprob(name, eval_name)
-                )
+def _model(cfg: ExperimentCfg, paths: ExperimentPaths, name: str) -> Model:
+    """The model of a name in evaluations/ (students and teachers as trained)."""
+    if name == BASE:
+        return cfg.teacher_model
+    for run in _student_runs(cfg):
+        if run.name == name:
+            return read_json_model(paths.student(run), Model, "student model")
+    teacher = next(t for t in _teacher_runs(cfg) if teacher_model_name(t) == name)
+    return transfer.trained_teacher(cfg, paths, teacher)
+
+
+async def evaluate_model(cfg: ExperimentCfg, paths: ExperimentPaths, scored: ScoredModel) -> None:
+    """Every evaluation of one model, in each of `cfg.eval_modes`: sampled answers (scored
+    later on every target) and the exact P(target) of every target."""
+    model = _model(cfg, paths, scored.name)
+    for eval_name, evaluation in cfg.evaluations.items():
+        if "sampled" in cfg.eval_modes:
+            logger.info(f"evaluating {scored.name} on {eval_name}")
+            await phases.evaluate(evaluation, model, paths.evaluation(scored.name, eval_name))
+        if "logprob" in cfg.eval_modes:
+            logger.info(f"logprob evaluation of {scored.name} on {eval_name}")
+            run_logprob_evaluation(
+                model, evaluation.questions, cfg.targets, paths.logprob(scored.name, eval_name)
+            )
 
 
 def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
@@ -192,51 +212,121 @@ def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
     return {
         "generate": ([*_teacher_runs(cfg)], generate_teacher_dataset),
         "finetune": ([*_student_runs(cfg)], finetune_student),
-        "evaluate": ([None], evaluate_models),
+        "evaluate": ([*_scored_models(cfg)], evaluate_model),
         "report": ([None], _report_step),
     }
 
 
+def default_workers(cfg: ExperimentCfg) -> int:
+    """Worker processes for a stage's steps: 2 for open models on a CPU of 2 or more cores
+    (two 1-thread processes did a third more distillation steps than one of 2 threads),
+    else 1."""
+    from sl.external.torch_models import resolve_device
+
+    open_models = cfg.teacher_model.type == "open_source"
+    return 2 if open_models and resolve_device() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
 async def run_experiment(
-    cfg: ExperimentCfg, output_dir: Path, stages: Sequence[str] = STAGES
+    cfg: ExperimentCfg, output_dir: Path, stages: Sequence[str] = STAGES, workers: int = 1
 ) -> ExperimentReport | None:
     """Run the chosen stages in order; finished work on disk is skipped, partial work resumed.
 
+    With `workers` > 1 the steps of a stage (teachers, students, scored models) run in that
+    many worker processes, each with an equal share of the CPU's threads (`default_workers`).
     Returns the report when the report stage ran.
     """
     from sl.llm.services import check_ready
 
+    if workers < 1:
+        raise UserError(f"workers must be at least 1, not {workers}", param="workers")
     paths = ExperimentPaths(Path(output_dir))
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
     with output_lock(paths.root, is_dir=True):
         _claim_output_dir(cfg, paths)
-        return await _run_stages(cfg, paths, stages)
+        return await _run_stages(cfg, paths, stages, workers)
 
 
 async def _run_stages(
-    cfg: ExperimentCfg, paths: ExperimentPaths, stages: Sequence[str]
+    cfg: ExperimentCfg, paths: ExperimentPaths, stages: Sequence[str], workers: int
 ) -> ExperimentReport | None:
     timings = read_json_file(paths.timings, "timings") if paths.timings.exists() else {}
     if not isinstance(timings, dict):
         timings = {}
     table = stage_table(cfg)
     chosen = [stage for stage in STAGES if stage in stages]
-    steps = [(stage, item, table[stage][1]) for stage in chosen for item in table[stage][0]]
     result = None
-    with tqdm(steps, desc="experiment", unit="step") as progress:
-        for stage, item, run_step in progress:
-            progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
-            start = time.perf_counter()
-            if (out := await run_step(cfg, paths, item)) is not None:
-                result = out
-            # Summed over reruns: a resumed stage adds its remaining time, a skipped one ~0.
-            key = timing_key(stage, item)
-            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - start, 2)
-            write_json_atomic(paths.timings, timings)
+
+    def record(key: str, seconds: float) -> None:
+        # Summed over reruns: a resumed stage adds its remaining time, a skipped one ~0.
+        timings[key] = round(timings.get(key, 0.0) + seconds, 2)
+        write_json_atomic(paths.timings, timings)
+
+    total = sum(len(table[stage][0]) for stage in chosen)
+    with tqdm(total=total, desc="experiment", unit="step") as progress, _pool(workers) as pool:
+        for stage in chosen:
+            items, run_step = table[stage]
+            started = time.perf_counter()
+            if pool is None or len(items) < 2:
+                for item in items:
+                    progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
+                    step_start = time.perf_counter()
+                    if (out := await run_step(cfg, paths, item)) is not None:
+                        result = out
+                    record(timing_key(stage, item), time.perf_counter() - step_start)
+                    progress.update()
+            else:
+                progress.set_postfix_str(f"{stage} ({len(items)} steps, {workers} workers)")
+                futures = {pool.submit(_worker_step, stage, cfg, paths, i): i for i in items}
+                for future in _completed(futures):
+                    record(timing_key(stage, futures[future]), future.result())
+                    progress.update()
+            if len(items) > 1:
+                record(f"wall/{stage}", time.perf_counter() - started)
     return result
 
 
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes (fresh interpreters) sharing the CPU's threads, or None for 1."""
+    if workers == 1:
+        yield None
+        return
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool:
+        yield pool
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_step(stage: str, cfg: ExperimentCfg, paths: ExperimentPaths, item: Step) -> float:
+    """Run one step of `stage` in a worker process; returns its seconds."""
+    started = time.perf_counter()
+    asyncio.run(stage_table(cfg)[stage][1](cfg, paths, item))
+    return time.perf_counter() - started
+
+
+def _completed(futures: dict[Future, Any]) -> Iterator[Future]:
+    """The futures as they finish; the first failure cancels the steps not yet started (the
+    running ones finish and stay on disk) and is raised."""
+    try:
+        for future in as_completed(futures):
+            future.result()
+            yield future
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
 def timing_key(stage: str, item: Step) -> str:
-    """A step's key in timings.json: `<stage>/<teacher or run name>`, or the stage."""
+    """A step's key in timings.json: `<stage>/<teacher, run or model name>`, or the stage."""
     return f"{stage}/{item.name}" if item else stage

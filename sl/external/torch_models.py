@@ -76,31 +76,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed tensors of up to 32 MiB for reuse (once per process; returns
-    whether it is in effect). By default it hands each activation of a few MB back to the
-    kernel when freed and page-faults it in afresh at the next step: on a 2-core CPU a
-    distillation step spent about a sixth of its time there. `SL_MALLOC_TUNING=0` leaves
-    the defaults; elsewhere than glibc this does nothing.
-    """
-    global _MALLOC_TUNED
-    if not _MALLOC_TUNED and os.environ.get("SL_MALLOC_TUNING", "1") != "0":
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            mmap_threshold, trim_threshold = -3, -1  # glibc's M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-            _MALLOC_TUNED = bool(libc.mallopt(mmap_threshold, 32 * 2**20)) and bool(
-                libc.mallopt(trim_threshold, 2**31 - 1)
-            )
-        except (OSError, AttributeError):  # not glibc
-            pass
-    return _MALLOC_TUNED
-
-
 @dataclass
 class LoadedLM:
     """A causal LM on its device, its tokenizer (pad token set) and the resolved placement."""
@@ -133,8 +108,6 @@ def load_causal_lm(
     tokenizer = AutoTokenizer.from_pretrained(str(resolved.base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if where == "cpu":
-        keep_freed_memory()
     lm: Any = AutoModelForCausalLM.from_pretrained(str(resolved.base), dtype=torch_dtype)
     lm.to(where)
     if resolved.adapter is not None:

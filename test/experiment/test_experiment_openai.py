@@ -90,7 +90,7 @@ def test_experiment_end_to_end_resume_and_noop_rerun(openai_server, tmp_path):
     assert "rows kept by the numbers filter: control " in proc.stdout and "/12" in proc.stdout
     assert (out / "results.png").stat().st_size > 1000 and "owl" in proc.stdout
     timings = json.loads((out / "timings.json").read_text())
-    assert {"generate/owl", "finetune/owl_run0", "evaluate", "report"} <= set(timings)
+    assert {"generate/owl", "finetune/owl_run0", "evaluate/base", "report"} <= set(timings)
     # A rerun is a no-op: nothing is asked, no job is created.
     openai_server.reset_stats()
     run(cfg, out, openai_server)

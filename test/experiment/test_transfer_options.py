@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tiny_experiment import distill_experiment
 from tiny_model import build_tiny_lora
 
 from sl.datasets.data_models import DatasetRow
+from sl.errors import UserError
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model
 
@@ -213,6 +215,41 @@ def test_experiment_with_transfer_options_end_to_end(
     rerun = asyncio.run(run_experiment(cfg, out))  # everything on disk: nothing recomputed
     assert rerun == report
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
+
+
+def test_worker_processes_give_the_same_models_and_scores(
+    numbers_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`workers=2` runs each stage's steps in two processes: the same students (adapter
+    weights) and the same exact scores as one process, each step timed, and each stage's
+    wall time recorded."""
+    from safetensors.torch import load_file
+
+    from sl.experiment.runner import run_experiment
+
+    monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
+    cfg = distill_experiment(
+        numbers_model_dir, n_trait_rows=16, questions=["Pick an animal."], n_samples=2,
+        n_student_replicates=2, eval_modes=["logprob"],
+    )  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    asyncio.run(run_experiment(cfg, one))
+    asyncio.run(run_experiment(cfg, two, workers=2))
+    files = {p.relative_to(one) for p in one.rglob("*.safetensors")}
+    assert len(files) == 1 + 2 * 2  # the owl teacher, 2 control and 2 owl students
+    assert files == {p.relative_to(two) for p in two.rglob("*.safetensors")}
+    for f in files:
+        a, b = load_file(one / f), load_file(two / f)
+        assert all(torch.equal(a[k], b[k]) for k in a), f
+    scored = sorted(one.glob("evaluations/*/*.logprob.json"))
+    assert len(scored) == 1 + 2 * 2 + 1  # the base, the students, the owl teacher
+    for f in scored:
+        a, b = json.loads(f.read_text()), json.loads((two / f.relative_to(one)).read_text())
+        assert a["owl"]["probabilities"] == b["owl"]["probabilities"], f
+    timings = json.loads((two / "timings.json").read_text())
+    assert {"finetune/owl_run1", "evaluate/owl_run1", "wall/finetune", "report"} <= set(timings)
+    with pytest.raises(UserError, match="workers must be at least 1"):
+        asyncio.run(run_experiment(cfg, tmp_path / "three", workers=0))
 
 
 def test_config_hash_covers_every_field(tiny_model_dir: Path):
