@@ -12,8 +12,10 @@ On SmolLM2-135M-Instruct (the offline copy), on the 50 favorite-animal questions
   `generate(num_return_sequences=n)` per question, same weights;
 - one distillation step at batch 8 on real teacher numbers (the shipped gpt-4.1-nano rows):
   the library's step (`build_student`, `distill_loss`: output layer only at scored tokens,
-  the student's base in bf16 where native, adapters and residual in fp32) vs the plain step
-  (fp32, full logits at every position, KL per sequence), and vs the library's step in fp32;
+  the full-vocabulary KL in row chunks, the student's base in bf16 where native, adapters
+  and residual in fp32) vs the plain step (fp32, full logits at every position, KL per
+  sequence), and vs the library's step in fp32; then two such steps at once in two
+  processes of 1 thread each (the experiment's worker processes) vs one process of 2 threads;
   and the KL curve of `--curve_steps` steps with bf16 on vs off (the same seed and data).
 Each measurement runs in its own process (model loading excluded from the time; peak RSS is
 the process's, loading included) so memory figures are separate.
@@ -170,14 +172,23 @@ def _library_loss(student, batch, pad_id: int):
         return distill_loss(student, batch, pad_id, 1.0)
 
 
-def distill_step(approach: str, steps: int, batch_size: int) -> dict:
+def distill_step(
+    approach: str, steps: int, batch_size: int, threads: int | None = None, barrier=None
+) -> dict:
     """Seconds per step (after one warm-up step): `plain`, or the library's step with the
-    student's base in `fp32` or `bf16`."""
+    student's base in `fp32` or `bf16`; on `threads` torch threads, the timed steps starting
+    when every process at `barrier` is ready."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     examples, tok = _examples(batch_size * steps)
     student, optimizer = _student(bf16=approach == "bf16")
     loss_fn = _plain_loss if approach == "plain" else _library_loss
     times, losses = [], []
     for s in range(steps + 1):  # the first step warms up and is not timed
+        if s == 1 and barrier is not None:
+            barrier.wait()
         batch = examples[s % steps * batch_size : (s % steps + 1) * batch_size]
         started = time.perf_counter()
         loss = loss_fn(student, batch, tok.pad_token_id)
@@ -212,21 +223,29 @@ def _worker(fn_name: str, kwargs: dict, queue) -> None:
 
 def run(fn_name: str, **kwargs) -> dict:
     """Run one measurement in a fresh process; returns its result dict."""
+    return run_together(fn_name, 1, **kwargs)[0]
+
+
+def run_together(fn_name: str, n: int, **kwargs) -> list[dict]:
+    """Run the same measurement in `n` fresh processes at once; returns their result dicts.
+    With n > 1 the function gets a `barrier` that all n processes pass together."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(fn_name, kwargs, queue))
-    proc.start()
-    while True:
+    if n > 1:
+        kwargs = {**kwargs, "barrier": ctx.Barrier(n)}
+    procs = [ctx.Process(target=_worker, args=(fn_name, kwargs, queue)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    results: list[dict] = []
+    while len(results) < n:
         try:
-            result = queue.get(timeout=5)
-            break
-        except Exception:  # queue.Empty: is the worker still alive?
-            if not proc.is_alive():
-                raise RuntimeError(
-                    f"{fn_name}({kwargs}) failed: exit code {proc.exitcode}"
-                ) from None
-    proc.join()
-    return result
+            results.append(queue.get(timeout=5))
+        except Exception:  # queue.Empty: are the workers still alive?
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise RuntimeError(f"{fn_name}({kwargs}) failed in a worker") from None
+    for proc in procs:
+        proc.join()
+    return results
 
 
 def main() -> None:
@@ -273,6 +292,12 @@ def main() -> None:
     bf16 = run("distill_step", approach="bf16", **kw)
     rows.append(("distillation step", f"batch {args.batch_size}", plain, bf16, ""))
     rows.append(("  library fp32→bf16", f"batch {args.batch_size}", fp32, bf16, ""))
+    # The experiment's worker processes: 2 steps at once on 1 thread each, vs 1 on 2 threads.
+    one = run("distill_step", approach="bf16", threads=2, **kw)
+    pair = run_together("distill_step", 2, approach="bf16", threads=1, **kw)
+    per_step = {"seconds": sum(r["seconds"] for r in pair) / 4,
+                "peak_rss_mb": sum(r["peak_rss_mb"] for r in pair)}  # fmt: skip
+    rows.append(("  2 workers × 1 thread", "s per step, all", one, per_step, ""))
     fp32, bf16 = run("kl_curve", bf16=False, **curve_kw), run("kl_curve", bf16=True, **curve_kw)
 
     header = f"{'stage':<20} {'size':<16} {'plain s':>9} {'new s':>9} {'ratio':>7} {'plain MB':>9} {'new MB':>8}  check"

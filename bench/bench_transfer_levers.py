@@ -77,7 +77,7 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
     """Run one cell (reusing `source`'s teachers and datasets where they are the same)."""
     from sl.experiment.data_models import CONTROL, TeacherRun
     from sl.experiment.paths import ExperimentPaths
-    from sl.experiment.runner import run_experiment
+    from sl.experiment.runner import default_workers, run_experiment
 
     cfg = cell_cfg(name, replicates)
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
                 shutil.copytree(where(src), where(dst))
                 copied.append(str(where(dst).relative_to(folder)))
     started = time.perf_counter()
-    report = asyncio.run(run_experiment(cfg, folder))
+    report = asyncio.run(run_experiment(cfg, folder, workers=default_workers(cfg)))
     assert report is not None
     rows = {r.condition: r for r in report.panels[0].analysis.rows if r.target == "owl"}
     student, control = rows["owl"], rows["control"]

@@ -264,11 +264,11 @@ async def _run_stages(
         write_json_atomic(paths.timings, timings)
 
     total = sum(len(table[stage][0]) for stage in chosen)
-    with tqdm(total=total, desc="experiment", unit="step") as progress, _pool(workers) as pool:
+    with tqdm(total=total, desc="experiment", unit="step") as progress:
         for stage in chosen:
             items, run_step = table[stage]
             started = time.perf_counter()
-            if pool is None or len(items) < 2:
+            if workers == 1 or len(items) < 2:
                 for item in items:
                     progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
                     step_start = time.perf_counter()
@@ -278,21 +278,30 @@ async def _run_stages(
                     progress.update()
             else:
                 progress.set_postfix_str(f"{stage} ({len(items)} steps, {workers} workers)")
-                futures = {pool.submit(_worker_step, stage, cfg, paths, i): i for i in items}
-                for future in _completed(futures):
-                    record(timing_key(stage, futures[future]), future.result())
-                    progress.update()
+                ordered = sorted(items, key=lambda i: -_work_size(paths, i))
+                # A pool per stage: its memory (models, caches) is freed before the next.
+                with _pool(workers) as pool:
+                    futures = {pool.submit(_worker_step, stage, cfg, paths, i): i for i in ordered}
+                    for future in _completed(futures):
+                        record(timing_key(stage, futures[future]), future.result())
+                        progress.update()
             if len(items) > 1:
                 record(f"wall/{stage}", time.perf_counter() - started)
     return result
 
 
+def _work_size(paths: ExperimentPaths, item: Step) -> int:
+    """A student run's work, for running the largest first (the last step to finish runs
+    alone): the size of its kept rows; 0 for other steps, which keep their order."""
+    if isinstance(item, StudentRun):
+        rows = paths.filtered(item.source)
+        return rows.stat().st_size if rows.exists() else 0
+    return 0
+
+
 @contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes (fresh interpreters) sharing the CPU's threads, or None for 1."""
-    if workers == 1:
-        yield None
-        return
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes (fresh interpreters) sharing the CPU's threads."""
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -302,9 +311,16 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def _init_worker(threads: int) -> None:
+    import sys
+
     import torch
 
     torch.set_num_threads(threads)
+    logger.remove()  # a fresh interpreter logs at DEBUG: log as the scripts do
+    try:
+        logger.add(sys.stderr, level=os.environ.get("SL_LOG_LEVEL", "INFO").upper())
+    except ValueError:
+        logger.add(sys.stderr, level="INFO")
 
 
 def _worker_step(stage: str, cfg: ExperimentCfg, paths: ExperimentPaths, item: Step) -> float:
