@@ -325,6 +325,7 @@ def _init_worker(threads: int) -> None:
 
 def _worker_step(stage: str, cfg: ExperimentCfg, paths: ExperimentPaths, item: Step) -> float:
     """Run one step of `stage` in a worker process; returns its seconds."""
+
     async def step() -> None:
         await stage_table(cfg)[stage][1](cfg, paths, item)
 
