@@ -56,7 +56,8 @@ class ScoredModel:
 
 # What one step of a stage works on (None: everything).
 Step = TeacherRun | StudentRun | ScoredModel | None
-# Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / None) -> the report or None.
+# Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / ScoredModel / None) -> the
+# report or None.
 StepFn = Callable[[ExperimentCfg, ExperimentPaths, Any], Awaitable[ExperimentReport | None]]
 
 
