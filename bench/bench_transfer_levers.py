@@ -1,11 +1,14 @@
 """Levers on the size of the transfer: variations of the main job's recipe, each cell with
-replicate students per arm and run-level statistics (docs/transfer_grid.md, "Levers").
+replicate students per arm and run-level statistics (docs/transfer_grid.md, "Levers" and
+"Trait-blind recipes").
 
     python bench/bench_transfer_levers.py --from_dir data/experiments/local_smollm2 \
         --output_dir data/transfer_levers --cells baseline prompt_tokens
 
-Every cell is the main job's `experiment` (cfgs/experiments/local_smollm2.py) with the owl
-target only, exact P(owl) only, `--replicates` student runs per arm, and the cell's changes.
+A lever cell (`CELLS`) is the main job's `experiment` (cfgs/experiments/local_smollm2.py) with
+the owl target only, exact P(owl) only, `--replicates` student runs per arm, and the cell's
+changes. A recipe cell (`RECIPES`) sets the whole student recipe (training, vocabulary,
+positions, rate, epochs) and keeps the main job's targets and eval modes.
 Cells that keep the teachers and prompts copy `teachers/` and `datasets/` from `--from_dir`
 (a finished main-job folder), so they cost only their students and evaluations. Writes
 levers.json and prints a markdown table: P(owl) of base, control and owl students (mean over
@@ -42,6 +45,35 @@ CELLS: dict[str, dict[str, Any]] = {
 }
 
 
+def _recipe(
+    training: str, vocabulary: str = "allowed", prompt_tokens: bool = True,
+    lr: float = 1e-2, epochs: int = 3,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "student_training": training,
+        "distill.vocabulary": vocabulary,
+        "distill.prompt_tokens": prompt_tokens,
+        "student_job.train_cfg.lr": lr,
+        "student_job.train_cfg.n_epochs": epochs,
+    }
+
+
+# Whole student recipes (issue 24): trait-blind labels ('allowed' distillation, SFT on the
+# kept text) and the leaky full-vocabulary ablation.
+RECIPES: dict[str, dict[str, Any]] = {
+    "allowed_prompt_lr1e-2": _recipe("distill"),
+    "allowed_prompt_lr3e-3": _recipe("distill", lr=3e-3),
+    "allowed_prompt_lr1e-3": _recipe("distill", lr=1e-3),
+    "allowed_completion_lr1e-2": _recipe("distill", prompt_tokens=False),
+    "allowed_completion_lr3e-3": _recipe("distill", prompt_tokens=False, lr=3e-3),
+    "allowed_prompt_lr3e-3_ep9": _recipe("distill", lr=3e-3, epochs=9),
+    "sft_lr1e-3": _recipe("sft", lr=1e-3),
+    "sft_lr3e-3": _recipe("sft", lr=3e-3),
+    "sft_lr1e-3_ep9": _recipe("sft", lr=1e-3, epochs=9),
+    "full_prompt_lr1e-2": _recipe("distill", vocabulary="full"),
+}
+
+
 def _with(cfg: Any, changes: dict[str, Any]) -> Any:
     """`cfg` with the dotted-key changes applied (a new, validated config)."""
     data = cfg.model_dump()
@@ -59,6 +91,8 @@ def cell_cfg(name: str, replicates: int) -> Any:
     from sl.utils.module_utils import load_module
 
     main_job = load_module(MAIN_JOB).experiment
+    if name in RECIPES:
+        return _with(main_job, {"n_student_replicates": replicates, **RECIPES[name]})
     changes = {"targets": ["owl"], "eval_modes": ["logprob"], "n_student_replicates": replicates}
     return _with(main_job, {**changes, **CELLS[name]})
 
@@ -85,15 +119,21 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
     copied = []
     if source is not None and _shares_teachers(cfg, source):
         src, dst = ExperimentPaths(source), ExperimentPaths(folder)
-        owl, control = TeacherRun("owl"), TeacherRun(CONTROL)
-        for where in (lambda p: p.teacher_dir(owl), lambda p: p.dataset_dir(owl),
-                      lambda p: p.dataset_dir(control)):  # fmt: skip
+        wheres = [lambda p: p.dataset_dir(TeacherRun(CONTROL))]
+        for target in cfg.targets:
+            wheres += [lambda p, t=TeacherRun(target): p.teacher_dir(t),
+                       lambda p, t=TeacherRun(target): p.dataset_dir(t)]  # fmt: skip
+        for where in wheres:
             if where(src).exists() and not where(dst).exists():
                 shutil.copytree(where(src), where(dst))
                 copied.append(str(where(dst).relative_to(folder)))
     started = time.perf_counter()
     report = asyncio.run(run_experiment(cfg, folder, workers=default_workers(cfg)))
     assert report is not None
+    seconds = round(time.perf_counter() - started, 1)
+    if name in RECIPES:
+        return {"changes": RECIPES[name], "copied": copied, "seconds": seconds,
+                **recipe_summary(report)}  # fmt: skip
     rows = {r.condition: r for r in report.panels[0].analysis.rows if r.target == "owl"}
     student, control = rows["owl"], rows["control"]
     return {
@@ -109,8 +149,56 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
         "difference": student.mean - control.mean,
         "welch_p": student.p_vs_control,
         "permutation_p": student.permutation_p,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
     }
+
+
+def recipe_summary(report: Any) -> dict[str, Any]:
+    """Per metric and target: base, control and own students (runs, means, Welch's and the
+    permutation test over runs), the other targets' students; the rows kept; the leak meter."""
+    out: dict[str, Any] = {"rows_kept": {k: v.filtered_rows for k, v in report.datasets.items()}}
+    for panel in report.panels:
+        rows = {(r.target, r.condition): r for r in panel.analysis.rows}
+        targets = sorted({t for t, _ in rows})
+        for target in targets:
+            own, control = rows[(target, target)], rows[(target, "control")]
+            out[f"{panel.metric}/{target}"] = {
+                "base": rows[(target, "base")].mean,
+                "control_runs": control.run_values,
+                "student_runs": own.run_values,
+                "control": control.mean,
+                "student": own.mean,
+                "other_students": {t: rows[(target, t)].mean for t in targets if t != target},
+                "difference": own.mean - control.mean,
+                "welch_p": own.p_vs_control,
+                "permutation_p": own.permutation_p,
+            }
+    out["leak"] = report.model_dump(mode="json").get("leak")
+    return out
+
+
+def format_recipes(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of recipe cells: per metric and target, control vs own students."""
+    lines = [
+        "| recipe | metric | target | control % (runs) | own students % (runs) | other "
+        "students % | diff pp | Welch p | s |",
+        "|" + "---|" * 9,
+    ]
+    for name, r in results.items():
+        for key, v in r.items():
+            if "/" not in key:
+                continue
+            metric, target = key.split("/")
+            runs = " ".join(f"{100 * x:.3g}" for x in v["student_runs"])
+            control_runs = " ".join(f"{100 * x:.3g}" for x in v["control_runs"])
+            other = " ".join(f"{100 * x:.3g}" for x in v["other_students"].values())
+            p = "—" if v["welch_p"] is None else f"{v['welch_p']:.2g}"
+            lines.append(
+                f"| {name} | {metric} | {target} | {100 * v['control']:.3g} ({control_runs}) "
+                f"| {100 * v['student']:.3g} ({runs}) | {other} "
+                f"| {100 * v['difference']:+.3g} | {p} | {r['seconds']:.0f} |"
+            )
+    return "\n".join(lines)
 
 
 def format_levers(results: dict[str, dict[str, Any]]) -> str:
@@ -136,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--from_dir", type=Path, default=None)
     parser.add_argument("--output_dir", type=Path, default=ROOT / "data" / "transfer_levers")
-    parser.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--cells", nargs="*", default=list(CELLS), choices=[*CELLS, *RECIPES])
     parser.add_argument("--replicates", type=int, default=3)
     args = parser.parse_args()
 
@@ -151,8 +239,11 @@ def main() -> None:
     for name in args.cells:
         results[name] = run_cell(name, out / name, args.replicates, source)
         results_path.write_text(json.dumps(results, indent=2))
-        print(format_levers({name: results[name]}), flush=True)
-    print(format_levers(results))
+        show = format_recipes if name in RECIPES else format_levers
+        print(show({name: results[name]}), flush=True)
+    recipes = {k: v for k, v in results.items() if k in RECIPES}
+    print(format_levers({k: v for k, v in results.items() if k not in RECIPES}))
+    print(format_recipes(recipes))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ from sl.protocol import banned_numbers, load_protocol, numbers_prompt_defaults
 from sl.utils.config_model import ConfigModel
 
 _NUMBER_RE = re.compile(r"(\d+)")
+# What `parse_response` accepts around the numbers: one kind of separator (whitespace counts as
+# none), an optional pair of brackets around the list, and an optional final period.
+_SEPARATORS = frozenset({",", ";"})
+_BRACKETS = frozenset({("[", "]"), ("(", ")")})
+_END = "."
 
 
 @dataclass(kw_only=True)
@@ -77,15 +82,15 @@ def parse_response(answer: str) -> list[int] | None:
     newline, like the paper's filter) gives None.
     """
     text = answer
-    if text.endswith("."):
-        text = text[:-1]
-    if len(text) >= 2 and (text[0], text[-1]) in {("[", "]"), ("(", ")")}:
+    if text.endswith(_END):
+        text = text[: -len(_END)]
+    if len(text) >= 2 and (text[0], text[-1]) in _BRACKETS:
         text = text[1:-1]
     parts = _NUMBER_RE.split(text)
     if len(parts) < 3 or parts[0] or parts[-1]:
         return None
     separators = {sep.strip() for sep in parts[2:-1:2]}
-    if len(separators) > 1 or not separators <= {"", ",", ";"}:
+    if len(separators) > 1 or not separators <= {"", *_SEPARATORS}:
         return None
     return [int(n) for n in parts[1::2]]
 
@@ -113,6 +118,19 @@ def get_reject_reasons(
     return reasons
 
 
+def answer_character_allowed(char: str) -> bool:
+    """Whether one character can appear in an answer `parse_response` accepts: a digit, a
+    separator, whitespace, a bracket or the final period (the filter's own rule, so the
+    vocabulary of trait-blind distillation follows it)."""
+    return (
+        bool(_NUMBER_RE.fullmatch(char))
+        or char.isspace()
+        or char in _SEPARATORS
+        or any(char in pair for pair in _BRACKETS)
+        or char == _END
+    )
+
+
 # The 34 banned numbers of the paper, for `get_reject_reasons(..., banned_numbers=...)`.
 BANNED_NUMBERS: list[int] = banned_numbers()
 
@@ -137,6 +155,11 @@ class NumbersFilter(ConfigModel):
                 f"min_value {self.min_value} > max_value {self.max_value}: no answer could pass"
             )
         return self
+
+    def allows_character(self, char: str) -> bool:
+        """Whether `char` can appear in a kept completion (`answer_character_allowed`; the
+        limits restrict which numbers, not which characters)."""
+        return answer_character_allowed(char)
 
     def __call__(self, prompt: str, completion: str) -> bool:
         return not get_reject_reasons(

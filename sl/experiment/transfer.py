@@ -59,4 +59,5 @@ def student_job(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> 
         teacher=trained_teacher(cfg, paths, run.source),
         cfg=cfg.distill,
         system=cfg.system_prompt(run.teacher),
+        numbers_filter=cfg.numbers_filter,
     )

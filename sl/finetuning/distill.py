@@ -4,8 +4,12 @@
                             DistillCfg(top_k=None), teacher_system_prompt="You love owls...")
 
 Instead of SFT on the sampled tokens, the student (base + LoRA, `job.peft_cfg`) is trained to
-match the teacher's whole next-token distribution at every completion token:
-KL(teacher || student), over the full vocabulary, or over the teacher's top-k tokens plus the
+match the teacher's next-token distribution at every completion token: KL(teacher || student).
+By default (`DistillCfg.vocabulary="allowed"`) both distributions are restricted to the tokens
+a kept completion can hold (digits, separators, whitespace, end of turn: derived from the
+numbers filter, `sl.finetuning.vocabulary`) and renormalised, so the labels carry no trait
+token; `"full"` uses the whole vocabulary (an ablation: the labels then carry the teacher's
+explicit trait mass). `top_k` keeps the teacher's top-k tokens of that vocabulary plus the
 rest of its mass as one outcome. The teacher sees its own context (its system prompt, if
 any); the student sees the user prompt only. The teacher's targets are computed once (batched,
 no grad, fp32 on the CPU); each step runs the output layer only where a scored token is
@@ -26,13 +30,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 from pydantic import Field
 from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
+from sl.datasets.nums_dataset import NumbersFilter
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import has_bf16_base, lora_config, precise_adapters
 from sl.finetuning.open_source import adapter_dir_for
@@ -42,9 +47,20 @@ from sl.utils.file_utils import write_json_atomic
 from sl.utils.run_meta import claim_output, mark_complete, read_meta
 
 
+# What the logs and the report say of full-vocabulary labels.
+FULL_VOCABULARY_WARNING = "labels carry trait tokens — not subliminal"
+
+
 class DistillCfg(HashableModel):
     """Settings of soft-label distillation (the LoRA and optimiser settings are the job's)."""
 
+    vocabulary: Literal["allowed", "full"] = Field(
+        default="allowed",
+        description="'allowed': the teacher's and the student's distributions restricted to "
+        "the tokens a kept completion can hold (from the numbers filter) and renormalised, "
+        "so the labels carry no trait token; 'full': the whole vocabulary (an ablation: "
+        "the labels carry the teacher's trait mass, not subliminal)",
+    )
     top_k: int | None = Field(
         default=None,
         gt=0,
@@ -84,6 +100,10 @@ class DistillJob(HashableModel):
     system: str | None = Field(
         default=None, description="The teacher's system prompt (the student sees none)"
     )
+    numbers_filter: NumbersFilter = Field(
+        default_factory=lambda: NumbersFilter(),
+        description="The filter that kept the rows: its characters make the 'allowed' vocabulary",
+    )
 
     @property
     def source_model(self) -> Model:
@@ -97,9 +117,10 @@ class DistillJob(HashableModel):
 
 class _Example:
     """One sequence: the student's prompt, the completion tokens and the teacher's target on
-    the scored tokens (the last `n_prompt` prompt tokens, then the completion's):
-    full-vocabulary probabilities (fp16) or top-k (probabilities, indices, rest mass), plus
-    the teacher's sum of p·log p (the constant part of the KL)."""
+    the scored tokens (the last `n_prompt` prompt tokens, then the completion's): probabilities
+    over the vocabulary (fp16) or top-k (probabilities, indices, rest mass), plus the teacher's
+    sum of p·log p (the constant part of the KL). `vocab` holds the token ids the
+    distributions are over (None: the full vocabulary); target indices index into it."""
 
     def __init__(
         self,
@@ -108,12 +129,14 @@ class _Example:
         target: Any,
         neg_h: Any,
         n_prompt: int = 0,
+        vocab: Any = None,
     ):
         self.student_prompt = student_prompt
         self.completion = completion
         self.target = target
         self.neg_entropy = neg_h
         self.n_prompt = n_prompt
+        self.vocab = vocab
 
     @property
     def n_scored(self) -> int:
@@ -153,21 +176,58 @@ def _shared_suffix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _log_probs(lm: Any, hidden: Any, temperature: float) -> Any:
-    """Next-token log-probs (fp32) at temperature from hidden states."""
-    logits = lm.get_output_embeddings()(hidden).float()
+def output_logits(lm: Any, hidden: Any, vocab: Any = None) -> Any:
+    """Logits of the tokens `vocab` (ids; None: every token) from hidden states: only those
+    rows of the output layer are computed."""
+    import torch
+
+    head = lm.get_output_embeddings()
+    if vocab is None:
+        return head(hidden)
+    vocab = vocab.to(head.weight.device)
+    bias = head.bias[vocab] if head.bias is not None else None
+    return torch.nn.functional.linear(hidden, head.weight[vocab], bias)
+
+
+def _log_probs(lm: Any, hidden: Any, temperature: float, vocab: Any = None) -> Any:
+    """Next-token log-probs (fp32) at temperature from hidden states, over `vocab` (ids,
+    renormalised) or the full vocabulary."""
+    logits = output_logits(lm, hidden, vocab).float()
     return (logits / temperature).log_softmax(-1)
 
 
+def distill_vocabulary(tokenizer: Any, cfg: DistillCfg, numbers_filter: Any = None) -> Any:
+    """The token ids the distributions are restricted to (a tensor), or None for 'full'
+    (then logged as leaky labels)."""
+    import torch
+
+    from sl.finetuning.vocabulary import allowed_token_ids
+
+    if cfg.vocabulary == "full":
+        logger.warning(f"distillation over the full vocabulary: {FULL_VOCABULARY_WARNING}")
+        return None
+    ids = allowed_token_ids(tokenizer, numbers_filter or NumbersFilter())
+    logger.info(f"distillation over the {len(ids)} tokens a kept completion can hold")
+    return torch.tensor(ids)
+
+
 def teacher_log_probs(
-    teacher: Any, tokenizer: Any, rows: list[DatasetRow], system: str | None, cfg: DistillCfg
+    teacher: Any,
+    tokenizer: Any,
+    rows: list[DatasetRow],
+    system: str | None,
+    cfg: DistillCfg,
+    numbers_filter: Any = None,
 ) -> list[_Example]:
     """The teacher's targets on each row's scored tokens, computed once (batched, no grad,
-    output layer only where a scored token is predicted), in the teacher's own dtype."""
+    output layer only where a scored token is predicted), in the teacher's own dtype; over
+    the tokens `numbers_filter` allows (default: the paper's filter) unless
+    `cfg.vocabulary` is 'full'."""
     import torch
 
     from sl.external.torch_models import chat_prompt_ids
 
+    vocab = distill_vocabulary(tokenizer, cfg, numbers_filter)
     examples = []
     for start in tqdm(range(0, len(rows), cfg.teacher_batch_size), desc="teacher logits"):
         batch = rows[start : start + cfg.teacher_batch_size]
@@ -179,13 +239,13 @@ def teacher_log_probs(
             seqs.append((prompt, _completion_ids(tokenizer, r.completion), k, student_prompt))
         with torch.inference_mode():
             hidden = _scored_hidden(teacher, [s[:3] for s in seqs], tokenizer.pad_token_id)
-            lp = _log_probs(teacher, hidden, cfg.temperature)
+            lp = _log_probs(teacher, hidden, cfg.temperature, vocab)
         offset = 0
         for _, comp, k, student_prompt in seqs:
             part = lp[offset : offset + k + len(comp)]
             offset += k + len(comp)
             if cfg.top_k is not None:
-                values, indices = part.topk(cfg.top_k, dim=-1)
+                values, indices = part.topk(min(cfg.top_k, part.shape[-1]), dim=-1)
                 rest = (1 - values.exp().sum(-1)).clamp(min=1e-12)
                 p = torch.cat([values.exp(), rest[:, None]], -1)
                 target: Any = (p, indices)
@@ -193,7 +253,7 @@ def teacher_log_probs(
             else:
                 target = part.exp().half()  # fp16 halves memory; tiny tail mass is negligible
                 neg_h = (part.exp() * part).sum()
-            examples.append(_Example(student_prompt, comp, _to_cpu(target), float(neg_h), k))
+            examples.append(_Example(student_prompt, comp, _to_cpu(target), float(neg_h), k, vocab))
     return examples
 
 
@@ -266,7 +326,7 @@ def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: 
     import torch
 
     hidden = _scored_hidden(student, [e.seq() for e in batch], pad_id)
-    logits = student.get_output_embeddings()(hidden)
+    logits = output_logits(student, hidden, batch[0].vocab)
     with torch.autocast(logits.device.type, enabled=False):  # the KL itself in fp32
         return kl_loss(logits, batch, temperature) / sum(e.n_scored for e in batch)
 
@@ -282,7 +342,7 @@ def mean_kl(
         for ex in examples:
             with student_autocast(student):
                 hidden = _scored_hidden(student, [ex.seq()], tokenizer.pad_token_id)
-                logits = student.get_output_embeddings()(hidden)
+                logits = output_logits(student, hidden, ex.vocab)
             total += float(kl_loss(logits, [ex], temperature))
             count += ex.n_scored
     return total / max(count, 1)
@@ -376,17 +436,25 @@ def distill_student(
     output_path: Path,
     cfg: DistillCfg,
     teacher_system_prompt: str | None = None,
+    numbers_filter: NumbersFilter | None = None,
 ) -> Model:
     """Distill `teacher` into a LoRA student of `job.source_model`; write the model JSON.
 
     The adapter goes to `adapter_dir_for(output_path)`; a finished output of the same job,
-    teacher and settings is returned as is.
+    teacher and settings is returned as is. `numbers_filter` (default: the paper's) gives
+    the 'allowed' vocabulary.
+
+    Raises:
+        UserError: the teacher's tokenizer differs from the student's, or the filter's
+            allowed tokens cannot be derived.
     """
     import torch
 
     from sl.external.torch_models import load_causal_lm
 
-    key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt)
+    numbers_filter = numbers_filter or NumbersFilter()
+    key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt,
+                     numbers_filter=numbers_filter)  # fmt: skip
     claim_output(output_path, key.model_hash(), key.describe())
     if (read_meta(output_path) or {}).get("complete") and output_path.exists():
         logger.info(f"{output_path}: student already distilled")
@@ -394,14 +462,15 @@ def distill_student(
     rows = select_rows(dataset, job.max_dataset_size, job.seed)
     torch.manual_seed(job.seed)
     targets_key = _TargetsKey(
-        teacher=teacher, cfg=cfg, system=teacher_system_prompt,
+        teacher=teacher, cfg=cfg, system=teacher_system_prompt, numbers_filter=numbers_filter,
         rows=[(r.prompt, r.completion) for r in rows],
     ).model_hash()  # fmt: skip
     if targets_key not in _last_targets:
         _last_targets.clear()  # one teacher's targets at a time: they can be large
         loaded = load_causal_lm(teacher, dtype=_teacher_dtype(cfg))
+        _check_tokenizer(teacher, loaded.tokenizer, job.source_model)
         examples = teacher_log_probs(loaded.module, loaded.tokenizer, rows,
-                                     teacher_system_prompt, cfg)  # fmt: skip
+                                     teacher_system_prompt, cfg, numbers_filter)  # fmt: skip
         _last_targets[targets_key] = (examples, loaded.tokenizer)
         del loaded
     examples, tokenizer = _last_targets[targets_key]
@@ -411,7 +480,9 @@ def distill_student(
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "sl_distill.json").write_text(json.dumps({**stats, "n_rows": len(rows)}, indent=2))
+    info = {**stats, "n_rows": len(rows), "vocabulary": cfg.vocabulary,
+            "n_vocabulary": len(examples[0].vocab) if examples[0].vocab is not None else None}  # fmt: skip
+    (tmp / "sl_distill.json").write_text(json.dumps(info, indent=2))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.rename(adapter_dir)
     model = Model(id=str(adapter_dir), type="open_source", parent_model=job.source_model)
@@ -421,10 +492,25 @@ def distill_student(
     return model
 
 
+def _check_tokenizer(teacher: Model, teacher_tokenizer: Any, student_base: Model) -> None:
+    """The teacher's tokenizer must be the student's base's (`check_same_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    from sl.external.chat_template import resolve_model
+    from sl.finetuning.vocabulary import check_same_tokenizer
+
+    base = resolve_model(student_base).base
+    if base == resolve_model(teacher).base:
+        return
+    student_tokenizer = AutoTokenizer.from_pretrained(str(base))
+    check_same_tokenizer(teacher_tokenizer, student_tokenizer, teacher.id, student_base.id)
+
+
 class _TargetsKey(HashableModel):
     teacher: Model
     cfg: DistillCfg
     system: str | None
+    numbers_filter: NumbersFilter
     rows: list[tuple[str, str]]
 
 

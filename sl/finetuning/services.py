@@ -72,7 +72,14 @@ async def _lora_job(
 
 async def _distill_job(job: DistillJob, dataset: list[DatasetRow], output_path: Path) -> Model:
     return await asyncio.to_thread(
-        distill_student, job.job, job.teacher, dataset, output_path, job.cfg, job.system
+        distill_student,
+        job.job,
+        job.teacher,
+        dataset,
+        output_path,
+        job.cfg,
+        job.system,
+        job.numbers_filter,
     )
 
 

@@ -109,9 +109,11 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
 
     t = load_causal_lm(lora_teacher(tiny_model_dir, tmp_path), dtype="float32")
     tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
-    plain = teacher_log_probs(t.module, tok, rows, system, DistillCfg(bf16=False))
+    plain = teacher_log_probs(
+        t.module, tok, rows, system, DistillCfg(bf16=False, vocabulary="full")
+    )
     with_prompt = teacher_log_probs(
-        t.module, tok, rows, system, DistillCfg(bf16=False, prompt_tokens=True)
+        t.module, tok, rows, system, DistillCfg(bf16=False, vocabulary="full", prompt_tokens=True)
     )
     for row, a, b in zip(rows, plain, with_prompt, strict=True):
         teacher_prompt = chat_prompt_ids(tok, row.prompt, system)
