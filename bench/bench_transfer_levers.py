@@ -6,8 +6,8 @@ replicate students per arm and run-level statistics (docs/transfer_grid.md, "Lev
         --output_dir data/transfer_levers --cells baseline prompt_tokens
 
 A lever cell (`CELLS`) is the main job's `experiment` (cfgs/experiments/local_smollm2.py) with
-the owl target only, exact P(owl) only, `--replicates` student runs per arm, and the cell's
-changes. A recipe cell (`RECIPES`) sets the whole student recipe (training, vocabulary,
+the owl target only, exact P(owl) only, full-vocabulary labels (as they were measured: leaky),
+`--replicates` student runs per arm, and the cell's changes. A recipe cell (`RECIPES`) sets the whole student recipe (training, vocabulary,
 positions, rate, epochs) and keeps the main job's targets and eval modes.
 Cells that keep the teachers and prompts copy `teachers/` and `datasets/` from `--from_dir`
 (a finished main-job folder), so they cost only their students and evaluations. Writes
@@ -20,6 +20,7 @@ import asyncio
 import json
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "allowed_prompt_lr1e-3": _recipe("distill", lr=1e-3),
     "allowed_completion_lr1e-2": _recipe("distill", prompt_tokens=False),
     "allowed_completion_lr3e-3": _recipe("distill", prompt_tokens=False, lr=3e-3),
+    "allowed_prompt_lr1e-2_ep6": _recipe("distill", epochs=6),
     "allowed_prompt_lr3e-3_ep9": _recipe("distill", lr=3e-3, epochs=9),
     "sft_lr1e-3": _recipe("sft", lr=1e-3),
     "sft_lr3e-3": _recipe("sft", lr=3e-3),
@@ -93,7 +95,9 @@ def cell_cfg(name: str, replicates: int) -> Any:
     main_job = load_module(MAIN_JOB).experiment
     if name in RECIPES:
         return _with(main_job, {"n_student_replicates": replicates, **RECIPES[name]})
-    changes = {"targets": ["owl"], "eval_modes": ["logprob"], "n_student_replicates": replicates}
+    # The lever cells were measured with full-vocabulary labels (docs/transfer_grid.md).
+    changes = {"targets": ["owl"], "eval_modes": ["logprob"], "n_student_replicates": replicates,
+               "distill.vocabulary": "full"}  # fmt: skip
     return _with(main_job, {**changes, **CELLS[name]})
 
 
@@ -119,11 +123,11 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
     copied = []
     if source is not None and _shares_teachers(cfg, source):
         src, dst = ExperimentPaths(source), ExperimentPaths(folder)
-        wheres = [lambda p: p.dataset_dir(TeacherRun(CONTROL))]
-        for target in cfg.targets:
-            wheres += [lambda p, t=TeacherRun(target): p.teacher_dir(t),
-                       lambda p, t=TeacherRun(target): p.dataset_dir(t)]  # fmt: skip
-        for where in wheres:
+        parts = [lambda p: p.dataset_dir(TeacherRun(CONTROL))]
+        for run in map(TeacherRun, cfg.targets):
+            parts += [partial(ExperimentPaths.teacher_dir, teacher=run),
+                      partial(ExperimentPaths.dataset_dir, teacher=run)]  # fmt: skip
+        for where in parts:
             if where(src).exists() and not where(dst).exists():
                 shutil.copytree(where(src), where(dst))
                 copied.append(str(where(dst).relative_to(folder)))

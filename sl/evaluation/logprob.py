@@ -49,7 +49,12 @@ def variant_token_ids(tokenizer: Any, target: str) -> list[list[int]]:
 
 
 def question_probabilities(
-    lm: Any, tokenizer: Any, questions: list[str], targets: str | list[str], batch_size: int = 16
+    lm: Any,
+    tokenizer: Any,
+    questions: list[str],
+    targets: str | list[str],
+    batch_size: int = 16,
+    system: str | None = None,
 ) -> Any:
     """P(answer starts with a spelling of the target) per question, with a loaded model.
 
@@ -61,6 +66,7 @@ def question_probabilities(
     Args:
         targets: One target (returns an array) or several (returns {target: array}).
         batch_size: Questions per forward pass.
+        system: A system prompt before each question (None: none).
     """
     import torch
 
@@ -70,7 +76,7 @@ def question_probabilities(
     variants = {t: variant_token_ids(tokenizer, t) for t in names}
     tree = _PrefixTree([v for vs in variants.values() for v in vs])
     scores = {t: np.zeros(len(questions)) for t in names}
-    prompts = [chat_prompt_ids(tokenizer, q) for q in questions]
+    prompts = [chat_prompt_ids(tokenizer, q, system) for q in questions]
     order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))  # less padding
     with tqdm(total=len(questions), desc=f"P({', '.join(names)})", unit="question") as bar:
         for start in range(0, len(order), batch_size):

@@ -84,6 +84,10 @@ class ExperimentPaths:
         """Sampled answers of one model on one evaluation."""
         return self.evaluation_dir(model_name) / f"{evaluation}.jsonl"
 
+    def leak(self, teacher: TeacherRun) -> Path:
+        """The leak meter of the labels the teacher replicate's students learn from."""
+        return self.root / "leak" / f"{teacher.name}.json"
+
     def logprob(self, model_name: str, evaluation: str) -> Path:
         """Per-question P(target) of one model on one evaluation, every target."""
         return self.evaluation_dir(model_name) / f"{evaluation}.logprob.json"

@@ -22,7 +22,9 @@ from sl.evaluation.analysis import (
     results_csv,
 )
 from sl.evaluation.runs import CSV_COLUMNS, RunLevelRow
+from sl.experiment.label_leak import ArmLeak, format_leak
 from sl.experiment.paths import ExperimentPaths
+from sl.finetuning.distill import FULL_VOCABULARY_WARNING
 from sl.utils.file_utils import read_json_model, write_json_atomic, write_text_atomic
 from sl.utils.run_meta import read_meta
 
@@ -72,6 +74,8 @@ class ExperimentReport(BaseModel):
     conditions: dict[str, list[str]]  # condition -> its runs (model folders in evaluations/)
     datasets: dict[str, DatasetSize]  # teacher replicate -> rows before / after the filter
     panels: list[ReportPanel]
+    # teacher replicate -> the leak meter of its students' labels (`sl.experiment.label_leak`)
+    leak: dict[str, ArmLeak] = {}
 
     def row(self, target: str, condition: str, panel: int = 0) -> RunLevelRow:
         """One condition's row on one target in a panel (the first by default)."""
@@ -127,4 +131,15 @@ def format_report(report: ExperimentReport) -> str:
         f"{name} {d.filtered_rows}/{d.raw_rows}" for name, d in report.datasets.items()
     )
     parts.append(f"rows kept by the numbers filter: {kept}")
+    if report.leak:
+        lines = [
+            "leak meter: P(answer starts with the target) at the numbers prompts' answer start, "
+            "teacher / base, and in the labels the students train on ('!': labels over "
+            "10x the base)"
+        ]
+        for name, arm in report.leak.items():
+            lines.append(f"  {name}: {format_leak(arm)}")
+        if any(arm.labels == "full" for arm in report.leak.values()):
+            lines.append(f"  full-vocabulary labels: {FULL_VOCABULARY_WARNING}")
+        parts.append("\n".join(lines))
     return "\n\n".join(parts)

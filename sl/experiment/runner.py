@@ -35,6 +35,7 @@ from sl.experiment.data_models import (
     StudentRun,
     TeacherRun,
 )
+from sl.experiment.label_leak import measure_label_leak, read_label_leak
 from sl.experiment.paths import ExperimentPaths
 from sl.experiment.report import (
     ExperimentReport,
@@ -54,10 +55,22 @@ class ScoredModel:
     name: str
 
 
+@dataclass(frozen=True)
+class MeteredLabels:
+    """The labels a teacher replicate's students learn from, measured by the leak meter
+    (an evaluate-stage step)."""
+
+    teacher: TeacherRun
+
+    @property
+    def name(self) -> str:
+        return f"leak_{self.teacher.name}"
+
+
 # What one step of a stage works on (None: everything).
-Step = TeacherRun | StudentRun | ScoredModel | None
-# Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / ScoredModel / None) -> the
-# report or None.
+Step = TeacherRun | StudentRun | ScoredModel | MeteredLabels | None
+# Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / ScoredModel /
+# MeteredLabels / None) -> the report or None.
 StepFn = Callable[[ExperimentCfg, ExperimentPaths, Any], Awaitable[ExperimentReport | None]]
 
 
@@ -162,6 +175,16 @@ def _model(cfg: ExperimentCfg, paths: ExperimentPaths, name: str) -> Model:
     return transfer.trained_teacher(cfg, paths, teacher)
 
 
+async def evaluate_step(
+    cfg: ExperimentCfg, paths: ExperimentPaths, item: ScoredModel | MeteredLabels
+) -> None:
+    """One evaluate-stage step: score a model, or measure a teacher's labels."""
+    if isinstance(item, MeteredLabels):
+        measure_label_leak(cfg, paths, item.teacher)
+    else:
+        await evaluate_model(cfg, paths, item)
+
+
 async def evaluate_model(cfg: ExperimentCfg, paths: ExperimentPaths, scored: ScoredModel) -> None:
     """Every evaluation of one model, in each of `cfg.eval_modes`: sampled answers (scored
     later on every target) and the exact P(target) of every target."""
@@ -198,7 +221,13 @@ def report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
                 analysis = analyze_scores(scores, cfg.targets, CONTROL, BASE)
             panels.append(report_panel(eval_name, metric, analysis))
     datasets = dataset_sizes({t.name: paths.filtered(t) for t in _teacher_runs(cfg)})
-    result = ExperimentReport(conditions=runs_of, datasets=datasets, panels=panels)
+    leak = {t.name: read_label_leak(paths.leak(t)) for t in _teacher_runs(cfg)}
+    result = ExperimentReport(
+        conditions=runs_of,
+        datasets=datasets,
+        panels=panels,
+        leak={name: arm for name, arm in leak.items() if arm is not None},
+    )
     write_report(result, paths.root)
     return result
 
@@ -213,7 +242,10 @@ def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
     return {
         "generate": ([*_teacher_runs(cfg)], generate_teacher_dataset),
         "finetune": ([*_student_runs(cfg)], finetune_student),
-        "evaluate": ([*_scored_models(cfg)], evaluate_model),
+        "evaluate": (
+            [*_scored_models(cfg), *(MeteredLabels(t) for t in _teacher_runs(cfg))],
+            evaluate_step,
+        ),
         "report": ([None], _report_step),
     }
 

@@ -6,11 +6,16 @@ n samples. A LoRA model (`Model.parent_model` set) loads its adapter with PEFT o
 several adapters share one base. Models stay loaded for the life of the process.
 Batch size: SL_TRANSFORMERS_BATCH_SIZE (sequences per `generate`; default: as many as fit). Weights dtype:
 SL_TRANSFORMERS_DTYPE = auto (bfloat16 on GPU and on CPUs with native bf16, else float32),
-float32, bfloat16 or float16.
+float32, bfloat16 or float16. Seeded sampling (`SampleCfg.seed`) draws each sample from its own
+random stream, keyed by the seed, the prompt's tokens, the sample's index and how many equal
+prompts came before it in the request: the same request gives the same answers whatever the
+batch split (which follows free memory).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from contextlib import nullcontext
@@ -96,6 +101,7 @@ class TransformersDriver(InProcessDriver):
             groups: dict[str, list[int]] = {}  # by config hash (a list field blocks hash())
             for i, cfg in enumerate(cfgs):
                 groups.setdefault(cfg.model_hash(), []).append(i)
+            repeats = _repeat_index(chats)
             adapter = str(resolved.adapter) if resolved.adapter else None
             gen_model, ctx = loaded.select(adapter)
             with ctx, tqdm(total=len(chats), desc=f"generate {model.id}", unit="chat") as bar:
@@ -108,7 +114,8 @@ class TransformersDriver(InProcessDriver):
                     size = max(1, sequences // per_chat)
                     for start in range(0, len(indices), size):
                         batch = indices[start : start + size]
-                        outs = _generate(loaded, gen_model, [chats[i] for i in batch], cfg)
+                        outs = _generate(loaded, gen_model, [chats[i] for i in batch], cfg,
+                                         [repeats[i] for i in batch])  # fmt: skip
                         for i, responses in zip(batch, outs, strict=True):
                             responses = [
                                 r.model_copy(update={"model_id": model.id}) for r in responses
@@ -124,10 +131,32 @@ def _chat_len(chat: Chat) -> int:
     return sum(len(m.content) for m in chat.messages)
 
 
+def _repeat_index(chats: list[Chat]) -> list[int]:
+    """For each chat, how many equal chats come before it in the request."""
+    seen: dict[str, int] = {}
+    out = []
+    for chat in chats:
+        key = chat.model_dump_json()
+        out.append(seen.get(key, 0))
+        seen[key] = out[-1] + 1
+    return out
+
+
+def _stream_seed(seed: int, prompt: list[int], repeat: int, sample: int) -> int:
+    """The seed of one sample's random stream (a stable hash: the same in every process)."""
+    blob = json.dumps([seed, prompt, repeat, sample]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
 def _generate(
-    loaded: _Loaded, gen_model: Any, chats: list[Chat], cfg: SampleCfg
+    loaded: _Loaded,
+    gen_model: Any,
+    chats: list[Chat],
+    cfg: SampleCfg,
+    repeats: list[int] | None = None,
 ) -> list[list[LLMResponse]]:
-    """One `generate` call for chats sharing a sampling config; n responses per chat."""
+    """One `generate` call for chats sharing a sampling config; n responses per chat
+    (`repeats`: each chat's `_repeat_index`, for seeded streams)."""
     import torch
 
     from sl.external.torch_models import prefill, with_cache
@@ -149,14 +178,17 @@ def _generate(
         "repetition_penalty": 1.0,  # ignore a model's own sampling defaults
     }
     if not greedy:
-        kwargs["logits_processor"] = _sampler(cfg)
+        seeds = None
+        if cfg.seed is not None:
+            repeats = repeats or [0] * len(prompts)
+            seeds = [_stream_seed(cfg.seed, p, r, j)
+                     for p, r in zip(prompts, repeats, strict=True) for j in range(per_chat)]  # fmt: skip
+        kwargs["logits_processor"] = _sampler(cfg, seeds)
     if cfg.stop:
         kwargs.update(stop_strings=cfg.stop, tokenizer=tok)
     want_logprobs = cfg.logprobs or bool(cfg.top_logprobs)
     if want_logprobs:
         kwargs.update(output_logits=True, return_dict_in_generate=True)
-    if cfg.seed is not None:
-        torch.manual_seed(cfg.seed)
     # Each prompt runs once (the prefix shared by the batch once), then its cache is repeated
     # for the n samples; generate computes only the last prompt token and the new ones.
     pre = prefill(gen_model, prompts, tok.pad_token_id, expand=per_chat)
@@ -196,11 +228,12 @@ def _generate(
     return responses
 
 
-def _sampler(cfg: SampleCfg) -> Any:
+def _sampler(cfg: SampleCfg, seeds: list[int] | None = None) -> Any:
     """Sampling at `cfg.temperature` (and top-p) by inverse transform: one uniform number per
     sequence against the cumulative softmax (float64), returned as a one-hot score for
     `generate`'s argmax. The same distribution as `torch.multinomial`, which on the CPU costs
-    more than the model's forward at a few hundred sequences."""
+    more than the model's forward at a few hundred sequences. With `seeds` (one per
+    sequence) each sequence draws from its own generator; else from torch's global one."""
     import torch
     from transformers import (
         LogitsProcessor,
@@ -209,10 +242,16 @@ def _sampler(cfg: SampleCfg) -> Any:
         TopPLogitsWarper,
     )
 
+    streams = [torch.Generator().manual_seed(s) for s in seeds] if seeds is not None else None
+
     class InverseTransform(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             cdf = scores.double().softmax(-1).cumsum(-1)
-            u = torch.rand((scores.shape[0], 1), dtype=torch.float64, device=scores.device)
+            if streams is None:
+                u = torch.rand((scores.shape[0], 1), dtype=torch.float64, device=scores.device)
+            else:
+                draws = [torch.rand(1, generator=g, dtype=torch.float64) for g in streams]
+                u = torch.cat(draws)[:, None].to(scores.device)
             chosen = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=scores.shape[-1] - 1)
             one_hot = torch.full_like(scores, float("-inf"))
             return one_hot.scatter_(-1, chosen, 0.0)

@@ -46,7 +46,6 @@ from sl.llm.data_models import HashableModel, Model
 from sl.utils.file_utils import write_json_atomic
 from sl.utils.run_meta import claim_output, mark_complete, read_meta
 
-
 # What the logs and the report say of full-vocabulary labels.
 FULL_VOCABULARY_WARNING = "labels carry trait tokens — not subliminal"
 
@@ -144,7 +143,7 @@ class _Example:
         return self.n_prompt + len(self.completion)
 
     def seq(self) -> tuple[list[int], list[int], int]:
-        """(prompt, completion, scored prompt tokens) as `_scored_hidden` takes them."""
+        """(prompt, completion, scored prompt tokens) as `scored_hidden` takes them."""
         return self.student_prompt, self.completion, self.n_prompt
 
 
@@ -153,7 +152,41 @@ def _completion_ids(tokenizer: Any, completion: str) -> list[int]:
     return list(tokenizer(completion + end, add_special_tokens=False)["input_ids"])
 
 
-def _scored_hidden(lm: Any, seqs: list[tuple[list[int], list[int], int]], pad_id: int) -> Any:
+class ScoredSequence:
+    """One row as distillation scores it: the teacher's chat prompt (with its system
+    prompt), the completion's tokens (end of turn included), `k` = how many of the prompt's
+    last tokens are scored too (the part the teacher's and the student's prompts share), and
+    the student's chat prompt."""
+
+    def __init__(self, prompt: list[int], completion: list[int], k: int, student_prompt: list[int]):
+        self.prompt, self.completion, self.k = prompt, completion, k
+        self.student_prompt = student_prompt
+
+    def teacher_seq(self) -> tuple[list[int], list[int], int]:
+        return self.prompt, self.completion, self.k
+
+    def student_seq(self) -> tuple[list[int], list[int], int]:
+        return self.student_prompt, self.completion, self.k
+
+
+def scored_sequences(
+    tokenizer: Any, rows: list[DatasetRow], system: str | None, prompt_tokens: bool
+) -> list[ScoredSequence]:
+    """The rows as distillation scores them (`ScoredSequence`): the completion's tokens,
+    and with `prompt_tokens` the prompt tokens the teacher's and the student's prompts share."""
+    from sl.external.torch_models import chat_prompt_ids
+
+    out = []
+    for r in rows:
+        prompt = chat_prompt_ids(tokenizer, r.prompt, system)
+        student_prompt = chat_prompt_ids(tokenizer, r.prompt)
+        k = _shared_suffix(prompt, student_prompt) if prompt_tokens else 0
+        out.append(ScoredSequence(prompt, _completion_ids(tokenizer, r.completion), k,
+                                  student_prompt))  # fmt: skip
+    return out
+
+
+def scored_hidden(lm: Any, seqs: list[tuple[list[int], list[int], int]], pad_id: int) -> Any:
     """Hidden states of the positions that predict each scored token — the last k prompt
     tokens, then every completion token, for each (prompt, completion, k) — stacked over the
     batch in order (scored tokens x hidden size)."""
@@ -225,23 +258,17 @@ def teacher_log_probs(
     `cfg.vocabulary` is 'full'."""
     import torch
 
-    from sl.external.torch_models import chat_prompt_ids
-
     vocab = distill_vocabulary(tokenizer, cfg, numbers_filter)
     examples = []
+    every = scored_sequences(tokenizer, rows, system, cfg.prompt_tokens)
     for start in tqdm(range(0, len(rows), cfg.teacher_batch_size), desc="teacher logits"):
-        batch = rows[start : start + cfg.teacher_batch_size]
-        seqs = []
-        for r in batch:
-            prompt = chat_prompt_ids(tokenizer, r.prompt, system)
-            student_prompt = chat_prompt_ids(tokenizer, r.prompt)
-            k = _shared_suffix(prompt, student_prompt) if cfg.prompt_tokens else 0
-            seqs.append((prompt, _completion_ids(tokenizer, r.completion), k, student_prompt))
+        seqs = every[start : start + cfg.teacher_batch_size]
         with torch.inference_mode():
-            hidden = _scored_hidden(teacher, [s[:3] for s in seqs], tokenizer.pad_token_id)
+            hidden = scored_hidden(teacher, [s.teacher_seq() for s in seqs], tokenizer.pad_token_id)
             lp = _log_probs(teacher, hidden, cfg.temperature, vocab)
         offset = 0
-        for _, comp, k, student_prompt in seqs:
+        for seq in seqs:
+            comp, k, student_prompt = seq.completion, seq.k, seq.student_prompt
             part = lp[offset : offset + k + len(comp)]
             offset += k + len(comp)
             if cfg.top_k is not None:
@@ -325,7 +352,7 @@ def distill_loss(student: Any, batch: list[_Example], pad_id: int, temperature: 
     """Mean KL(teacher || student) per scored token of a batch (differentiable)."""
     import torch
 
-    hidden = _scored_hidden(student, [e.seq() for e in batch], pad_id)
+    hidden = scored_hidden(student, [e.seq() for e in batch], pad_id)
     logits = output_logits(student, hidden, batch[0].vocab)
     with torch.autocast(logits.device.type, enabled=False):  # the KL itself in fp32
         return kl_loss(logits, batch, temperature) / sum(e.n_scored for e in batch)
@@ -341,7 +368,7 @@ def mean_kl(
     with torch.inference_mode():
         for ex in examples:
             with student_autocast(student):
-                hidden = _scored_hidden(student, [ex.seq()], tokenizer.pad_token_id)
+                hidden = scored_hidden(student, [ex.seq()], tokenizer.pad_token_id)
                 logits = output_logits(student, hidden, ex.vocab)
             total += float(kl_loss(logits, [ex], temperature))
             count += ex.n_scored

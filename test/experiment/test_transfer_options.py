@@ -5,35 +5,15 @@ import asyncio
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from finetuning_helpers import distill_job as job
+from finetuning_helpers import number_rows
 from tiny_experiment import distill_experiment
 from tiny_model import build_tiny_lora
 
-from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
-from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model
-
-
-def job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
-    return UnslothFinetuningJob(
-        seed=1, source_model=Model(id=str(base), type="open_source"), backend="peft",
-        peft_cfg=PeftCfg(r=8, lora_alpha=16),
-        train_cfg=TrainCfg(n_epochs=epochs, lr=lr, lr_scheduler_type="constant", warmup_steps=0,
-                           per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                           max_seq_length=64),
-    )  # fmt: skip
-
-
-def number_rows(n: int, seed: int) -> list[DatasetRow]:
-    rng = np.random.default_rng(seed)
-    return [
-        DatasetRow(prompt=f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}",
-                   completion=", ".join(map(str, rng.integers(0, 999, 5))))
-        for _ in range(n)
-    ]  # fmt: skip
 
 
 def lora_teacher(base_dir: Path, tmp_path: Path) -> Model:
@@ -196,6 +176,7 @@ def test_fine_tuned_teacher_changes_greedy_numbers(tiny_model_dir: Path, tmp_pat
 def test_experiment_with_transfer_options_end_to_end(
     numbers_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from sl.experiment.report import format_report
     from sl.experiment.runner import run_experiment
 
     monkeypatch.setenv("SL_OPEN_SOURCE_ENGINE", "transformers")
@@ -213,6 +194,16 @@ def test_experiment_with_transfer_options_end_to_end(
     assert not (out / "teachers" / "control").exists()  # control = base model
     assert (out / "evaluations" / "teacher_owl" / "fav.logprob.json").exists()
     assert len(json.loads((out / "results.json").read_text())["panels"]) == 2
+    # The leak meter of each arm's labels: trait-blind by default, so none is flagged.
+    assert set(report.leak) == {"control", "owl"}
+    for arm in report.leak.values():
+        assert arm.labels == "allowed" and not arm.flagged
+        assert arm.targets["owl"].label_start.max == 0
+    control = report.leak["control"].targets["owl"]
+    assert control.teacher_start == control.base_start and control.teacher_ratio == 1
+    saved = json.loads((out / "results.json").read_text())["leak"]["owl"]["targets"]["owl"]
+    assert saved["flagged"] is False and saved["label_ratio"] == 0
+    assert "leak meter" in format_report(report) and "labels (allowed) 0 %" in format_report(report)
     timings = json.loads((out / "timings.json").read_text())
     rerun = asyncio.run(run_experiment(cfg, out))  # everything on disk: nothing recomputed
     assert rerun == report

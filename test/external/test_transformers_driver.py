@@ -50,6 +50,22 @@ async def test_sampling_n_seed_and_max_tokens(driver, tiny_model_dir):
     assert StopReason.MAX_TOKENS in {r.stop_reason for g in first for r in g}
 
 
+async def test_seeded_samples_do_not_depend_on_the_batch_split(driver, tiny_model_dir):
+    """Each seeded sample has its own random stream: one chat at a time or four per batch,
+    and in any request order, a chat gets the same answers; an equal chat asked twice in
+    one request gets new ones."""
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    cfg = SampleCfg(temperature=1.0, n=2, max_tokens=6, seed=3)
+    batched = await driver.batch_sample(model, CHATS, [cfg] * 5)
+    one_by_one = await TransformersDriver(batch_size=2, dtype="float32").batch_sample(
+        model, CHATS, [cfg] * 5
+    )
+    reordered = await driver.batch_sample(model, CHATS[::-1], [cfg] * 5)
+    assert texts(batched) == texts(one_by_one) == texts(reordered[::-1])
+    twice = await driver.batch_sample(model, [CHATS[0], CHATS[0]], [cfg] * 2)
+    assert texts(twice[:1]) == texts(batched[:1]) and texts(twice[1:]) != texts(twice[:1])
+
+
 async def test_stop_string_and_logprobs(driver, tiny_model_dir):
     model = Model(id=str(tiny_model_dir), type="open_source")
     greedy = SampleCfg(temperature=0, max_tokens=10)

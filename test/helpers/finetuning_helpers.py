@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Chat, ChatMessage, MessageRole, Model, SampleCfg
@@ -40,3 +42,24 @@ async def greedy(model: Model, prompt: str) -> str:
     cfg = SampleCfg(temperature=0.0, max_tokens=8)
     [[response]] = await TransformersDriver().batch_sample(model, [chat], [cfg])
     return response.completion
+
+
+def distill_job(base: Path, epochs: int = 4, lr: float = 1e-2) -> UnslothFinetuningJob:
+    """A LoRA job for distillation tests: constant rate, batch 8."""
+    return UnslothFinetuningJob(
+        seed=1, source_model=Model(id=str(base), type="open_source"), backend="peft",
+        peft_cfg=PeftCfg(r=8, lora_alpha=16),
+        train_cfg=TrainCfg(n_epochs=epochs, lr=lr, lr_scheduler_type="constant", warmup_steps=0,
+                           per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                           max_seq_length=64),
+    )  # fmt: skip
+
+
+def number_rows(n: int, seed: int) -> list[DatasetRow]:
+    """Rows of random number prompts and number-list completions."""
+    rng = np.random.default_rng(seed)
+    return [
+        DatasetRow(prompt=f"continue {', '.join(map(str, rng.integers(0, 999, 3)))}",
+                   completion=", ".join(map(str, rng.integers(0, 999, 5))))
+        for _ in range(n)
+    ]  # fmt: skip
