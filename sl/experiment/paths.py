@@ -10,6 +10,7 @@ keeps the teacher's name, replicate t > 0 is named <teacher>_t<t>, `TeacherRun.n
     students/<teacher>/run<r>/model.json     student run r (adapter beside it), r < n_runs
     evaluations/<model>/<evaluation>.jsonl   sampled answers ('sampled' eval mode)
     evaluations/<model>/<evaluation>.logprob.json   P(target) per question, every target
+    leak/<teacher>[_t<t>].json               the leak meter of its students' labels
     results.csv, results.json, results.png, timings.json
 
 <model> is `base`, `<teacher>_run<r>` (students) or `teacher_<teacher>[_t<t>]` (fine-tuned
