@@ -104,9 +104,10 @@ def sampled(approach: str, n_questions: int, n_samples: int) -> dict:
     return {"seconds": time.perf_counter() - started, "answers": n_answers}
 
 
-def _examples(n_rows: int, experiment_dir: str | None = None):
+def _examples(n_rows: int, experiment_dir: str | None = None, vocabulary: str = "full"):
     """Teacher targets on number rows: a finished main job's owl teacher on its own kept rows,
-    or (no folder) the system-prompted owl teacher on the shipped gpt-4.1-nano rows."""
+    or (no folder) the system-prompted owl teacher on the shipped gpt-4.1-nano rows; over the
+    full vocabulary (what the plain step computes) or the allowed tokens."""
     from sl.datasets.data_models import DatasetRow
     from sl.datasets.nums_dataset import parse_response
     from sl.datasets.services import read_dataset
@@ -131,7 +132,8 @@ def _examples(n_rows: int, experiment_dir: str | None = None):
         system = prompts["love"].format(target="owl", category="animal")
     examples = teacher_log_probs(
         teacher.module, teacher.tokenizer, rows[:n_rows], system,
-        DistillCfg(bf16=False, prompt_tokens=experiment_dir is not None),  # as the main job
+        DistillCfg(bf16=False, prompt_tokens=experiment_dir is not None,  # as the main job
+                   vocabulary=vocabulary),
     )  # fmt: skip
     return examples, teacher.tokenizer
 
@@ -173,16 +175,18 @@ def _library_loss(student, batch, pad_id: int):
 
 
 def distill_step(
-    approach: str, steps: int, batch_size: int, threads: int | None = None, barrier=None
-) -> dict:
+    approach: str, steps: int, batch_size: int, threads: int | None = None, barrier=None,
+    vocabulary: str = "full",
+) -> dict:  # fmt: skip
     """Seconds per step (after one warm-up step): `plain`, or the library's step with the
-    student's base in `fp32` or `bf16`; on `threads` torch threads, the timed steps starting
-    when every process at `barrier` is ready."""
+    student's base in `fp32` or `bf16`, over the `vocabulary` ('full' or 'allowed' tokens);
+    on `threads` torch threads, the timed steps starting when every process at `barrier` is
+    ready."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    examples, tok = _examples(batch_size * steps)
+    examples, tok = _examples(batch_size * steps, vocabulary=vocabulary)
     student, optimizer = _student(bf16=approach == "bf16")
     loss_fn = _plain_loss if approach == "plain" else _library_loss
     times, losses = [], []
@@ -292,6 +296,8 @@ def main() -> None:
     bf16 = run("distill_step", approach="bf16", **kw)
     rows.append(("distillation step", f"batch {args.batch_size}", plain, bf16, ""))
     rows.append(("  library fp32→bf16", f"batch {args.batch_size}", fp32, bf16, ""))
+    allowed = run("distill_step", approach="bf16", vocabulary="allowed", **kw)
+    rows.append(("  full→allowed labels", f"batch {args.batch_size}", bf16, allowed, ""))
     # The experiment's worker processes: 2 steps at once on 1 thread each, vs 1 on 2 threads.
     one = run("distill_step", approach="bf16", threads=2, **kw)
     pair = run_together("distill_step", 2, approach="bf16", threads=1, **kw)

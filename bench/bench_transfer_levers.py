@@ -74,6 +74,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "sft_lr1e-3_ep9": _recipe("sft", lr=1e-3, epochs=9),
     "full_prompt_lr1e-2": _recipe("distill", vocabulary="full"),
 }
+# Probes: a recipe whose students see the kept rows with every completion blanked (the prompt
+# and the answer start only, no token the teacher wrote).
+BLANK_COMPLETIONS = {"allowed_prompt_only_lr1e-2": "allowed_prompt_lr1e-2"}
+RECIPES.update({probe: RECIPES[recipe] for probe, recipe in BLANK_COMPLETIONS.items()})
 
 
 def _with(cfg: Any, changes: dict[str, Any]) -> Any:
@@ -131,6 +135,8 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
             if where(src).exists() and not where(dst).exists():
                 shutil.copytree(where(src), where(dst))
                 copied.append(str(where(dst).relative_to(folder)))
+    if name in BLANK_COMPLETIONS:
+        _blank_completions(cfg, folder)
     started = time.perf_counter()
     report = asyncio.run(run_experiment(cfg, folder, workers=default_workers(cfg)))
     assert report is not None
@@ -155,6 +161,19 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
         "permutation_p": student.permutation_p,
         "seconds": seconds,
     }
+
+
+def _blank_completions(cfg: Any, folder: Path) -> None:
+    """Every arm's kept rows with their completions replaced by nothing (once)."""
+    from sl.datasets.services import read_dataset
+    from sl.experiment.data_models import TeacherRun
+    from sl.experiment.paths import ExperimentPaths
+    from sl.utils.file_utils import write_text_atomic
+
+    for teacher in cfg.teachers:
+        path = ExperimentPaths(folder).filtered(TeacherRun(teacher))
+        rows = [r.model_copy(update={"completion": ""}) for r in read_dataset(path)]
+        write_text_atomic(path, "".join(r.model_dump_json() + "\n" for r in rows))
 
 
 def recipe_summary(report: Any) -> dict[str, Any]:
