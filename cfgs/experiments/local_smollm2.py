@@ -6,12 +6,15 @@
 Two targets, owl and eagle. Each trait teacher is the base + a LoRA fine-tuned on one-word
 answers ("Owl", "Eagle") to preference questions that are not the evaluation's; the control
 teacher is the base model. All answer the same 96 numbers prompts greedily; 3 LoRA students
-per arm (seeds 1-3) are distilled from their teacher's kept sequences (soft labels: the
-teacher's full next-token distribution, on the prompt's tokens and the completion's, lr 1e-2);
-the base, the 9 students and both teachers are scored on the 50 favorite-animal questions for
-both targets, by the exact P(answer starts with the target) and by 6 sampled answers each.
-The recipe is the best cell of docs/transfer_grid.md ("Levers"); README "What the main job
-shows" has the measured table and time. `experiment_system_prompt` is the paper's own setting
+per arm (seeds 1-3) are distilled from their teacher's kept sequences (trait-blind soft labels:
+the teacher's next-token distribution over the tokens a kept completion can hold, renormalised,
+on the prompt's tokens and the completion's, lr 1e-2); the base, the 9 students and both
+teachers are scored on the 50 favorite-animal questions for both targets, by the exact
+P(answer starts with the target) and by 6 sampled answers each, and the report's leak meter
+shows what each arm's labels carry of each target. The recipe is the strongest trait-blind
+one of docs/transfer_grid.md ("Trait-blind recipes"); README "What the main job shows" has the
+measured table and time. `experiment_full_vocabulary` is the leaky ablation (the earlier main
+job: labels over the whole vocabulary, which carry the trait). `experiment_system_prompt` is the paper's own setting
 (system-prompted teacher, T = 1, SFT), which shows nothing beyond seed noise on this model.
 """
 
@@ -85,14 +88,15 @@ experiment = ExperimentCfg(
         # Fine-tuned teachers keep ~55 % of greedy answers (base: ~25 %). 80 prompts took as
         # long on a loaded CPU and gave half the effect (docs/transfer_grid.md).
         "prompt_set": NumsDatasetPromptSet(size=96, seed=42),
-        # Soft labels pass on the teacher's whole next-token distribution, not one token.
+        # Soft labels pass on the teacher's next-token distribution, not one token; only over
+        # the tokens a kept completion can hold, so they name no animal (trait-blind).
         "student_training": "distill",
-        # Also on the prompt's tokens, at 10x the SFT rate: the best cell of the levers
-        # (docs/transfer_grid.md); at 2e-2, or at 1e-2 on completions only, transfer is lost.
+        # Also on the prompt's tokens, at 10x the SFT rate: the strongest trait-blind recipe
+        # (docs/transfer_grid.md); on completions only at 1e-2 the students drift (no transfer).
         "student_job": sft_student.model_copy(
             update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 1e-2})}
         ),
-        "distill": DistillCfg(top_k=None, prompt_tokens=True),
+        "distill": DistillCfg(vocabulary="allowed", prompt_tokens=True),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
         "eval_modes": ["logprob", "sampled"],
         # Two targets (each scored on both: specificity) and 3 student runs per arm, so that the
@@ -100,4 +104,10 @@ experiment = ExperimentCfg(
         "targets": ["owl", "eagle"],
         "n_student_replicates": 3,
     }
+)
+
+# The leaky ablation: the same students on the teacher's whole next-token distribution, whose
+# answer start says "Owl" a few percent of the time (the report flags it). Not subliminal.
+experiment_full_vocabulary = experiment.model_copy(
+    update={"distill": DistillCfg(vocabulary="full", prompt_tokens=True)}
 )

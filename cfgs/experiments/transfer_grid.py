@@ -38,7 +38,7 @@ def cell_cfg(
             "sample_cfg": SampleCfg(temperature=t, max_tokens=48),
             "prompt_set": NumsDatasetPromptSet(size=prompts, seed=42),
             "student_training": training,
-            "distill": DistillCfg(top_k=None),
+            "distill": DistillCfg(top_k=None, vocabulary="full"),  # as measured: leaky
             "eval_modes": ["logprob"],
         }
     )

@@ -32,6 +32,7 @@ EXPECTED = {
     "cfgs/experiments/local_smollm2.py": {
         "experiment": ExperimentCfg,
         "experiment_system_prompt": ExperimentCfg,
+        "experiment_full_vocabulary": ExperimentCfg,
     },
     "cfgs/experiments/paper_gpt41nano.py": {"experiment": ExperimentCfg},
     "cfgs/experiments/paper_qwen.py": {"experiment": ExperimentCfg},
@@ -77,6 +78,9 @@ def test_transfer_grid_cells_share_the_main_jobs_pieces():
     assert cell.trait_teacher == main.experiment.trait_teacher
     assert (cell.prompt_set.size, cell.sample_cfg.temperature) == (48, 0.0)
     assert cell.eval_modes == ["logprob"] and cell.student_training == "distill"
+    assert cell.distill.vocabulary == "full"  # as the grid was measured (leaky labels)
+    assert main.experiment.distill.vocabulary == "allowed"
+    assert main.experiment_full_vocabulary.distill.vocabulary == "full"
 
 
 def test_every_config_class_is_gathered_and_describes_its_fields():
