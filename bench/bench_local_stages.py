@@ -29,7 +29,7 @@ import multiprocessing as mp
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -104,7 +104,9 @@ def sampled(approach: str, n_questions: int, n_samples: int) -> dict:
     return {"seconds": time.perf_counter() - started, "answers": n_answers}
 
 
-def _examples(n_rows: int, experiment_dir: str | None = None, vocabulary: str = "full"):
+def _examples(
+    n_rows: int, experiment_dir: str | None = None, vocabulary: Literal["allowed", "full"] = "full"
+):
     """Teacher targets on number rows: a finished main job's owl teacher on its own kept rows,
     or (no folder) the system-prompted owl teacher on the shipped gpt-4.1-nano rows; over the
     full vocabulary (what the plain step computes) or the allowed tokens."""
@@ -176,7 +178,7 @@ def _library_loss(student, batch, pad_id: int):
 
 def distill_step(
     approach: str, steps: int, batch_size: int, threads: int | None = None, barrier=None,
-    vocabulary: str = "full",
+    vocabulary: Literal["allowed", "full"] = "full",
 ) -> dict:  # fmt: skip
     """Seconds per step (after one warm-up step): `plain`, or the library's step with the
     student's base in `fp32` or `bf16`, over the `vocabulary` ('full' or 'allowed' tokens);
