@@ -213,3 +213,33 @@ def test_leak_meter_reports_the_planted_mass(planted, tiny_model_dir: Path):
     assert not blind.flagged and not allowed.flagged
     sft = text_leak([*rows, rows[0].model_copy(update={"completion": "Owls, 3"})], ["owl"])
     assert sft.mentions == {"owl": 1} and sft.flagged
+
+
+def test_report_marks_full_vocabulary_labels_and_flags_a_leaky_arm():
+    """The printed report's leak section: a full-vocabulary arm over 10x the base is marked,
+    with the 'not subliminal' line; an allowed arm shows 0 % labels and no mark."""
+    from sl.experiment.label_leak import ArmLeak, Mass, TargetLeak
+    from sl.experiment.report import ExperimentReport, format_report
+
+    def arm(labels: str, label_mass: float) -> ArmLeak:
+        def m(x: float) -> Mass:
+            return Mass(mean=x, max=2 * x)
+
+        leak = TargetLeak(teacher_start=m(0.035), base_start=m(1e-6), label_start=m(label_mass),
+                          teacher_positions=m(1e-3), base_positions=m(2e-5),
+                          label_positions=m(label_mass / 30))  # fmt: skip
+        return ArmLeak(labels=labels, n_rows=32, targets={"owl": leak})  # type: ignore[arg-type]
+
+    report = ExperimentReport(
+        conditions={}, datasets={}, panels=[],
+        leak={"owl": arm("full", 0.035), "eagle": arm("allowed", 0.0)},
+    )  # fmt: skip
+    text = format_report(report)
+    full_line = next(line for line in text.splitlines() if line.strip().startswith("owl:"))
+    allowed_line = next(line for line in text.splitlines() if line.strip().startswith("eagle:"))
+    assert "3.5 %" in full_line and "3.5e+04x" in full_line and "! labels carry" in full_line
+    assert "labels (allowed) 0 %" in allowed_line and "!" not in allowed_line
+    assert "labels carry trait tokens — not subliminal" in text
+    assert report.leak["owl"].flagged and not report.leak["eagle"].flagged
+    saved = ExperimentReport.model_validate_json(report.model_dump_json())
+    assert saved.leak == report.leak
