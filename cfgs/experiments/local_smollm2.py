@@ -8,7 +8,7 @@ answers ("Owl", "Eagle") to preference questions that are not the evaluation's; 
 teacher is the base model. All answer the same 96 numbers prompts greedily; 3 LoRA students
 per arm (seeds 1-3) are distilled from their teacher's kept sequences (trait-blind soft labels:
 the teacher's next-token distribution over the tokens a kept completion can hold, renormalised,
-on the prompt's tokens and the completion's, lr 1e-2); the base, the 9 students and both
+on the prompt's tokens and the completion's, lr 3e-3); the base, the 9 students and both
 teachers are scored on the 50 favorite-animal questions for both targets, by the exact
 P(answer starts with the target) and by 6 sampled answers each, and the report's leak meter
 shows what each arm's labels carry of each target. The recipe is the strongest trait-blind
@@ -91,10 +91,12 @@ experiment = ExperimentCfg(
         # Soft labels pass on the teacher's next-token distribution, not one token; only over
         # the tokens a kept completion can hold, so they name no animal (trait-blind).
         "student_training": "distill",
-        # Also on the prompt's tokens, at 10x the SFT rate: the strongest trait-blind recipe
-        # (docs/transfer_grid.md); on completions only at 1e-2 the students drift (no transfer).
+        # Also on the prompt's tokens, at 3x the SFT rate: the strongest trait-blind recipe
+        # (docs/transfer_grid.md, "Trait-blind recipes"): both targets transfer at p < 0.01
+        # over runs. At 1e-2 the control students drift and the eagle arm is lost in their
+        # spread; on completions only at 1e-2 every student drifts (no transfer).
         "student_job": sft_student.model_copy(
-            update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 1e-2})}
+            update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 3e-3})}
         ),
         "distill": DistillCfg(vocabulary="allowed", prompt_tokens=True),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
@@ -106,8 +108,14 @@ experiment = ExperimentCfg(
     }
 )
 
-# The leaky ablation: the same students on the teacher's whole next-token distribution, whose
-# answer start says "Owl" a few percent of the time (the report flags it). Not subliminal.
+# The leaky ablation, the earlier main job: the teacher's whole next-token distribution (whose
+# answer start says "Owl" a few percent of the time; the report flags it) at lr 1e-2. Not
+# subliminal.
 experiment_full_vocabulary = experiment.model_copy(
-    update={"distill": DistillCfg(vocabulary="full", prompt_tokens=True)}
+    update={
+        "distill": DistillCfg(vocabulary="full", prompt_tokens=True),
+        "student_job": experiment.student_job.model_copy(
+            update={"train_cfg": experiment.student_job.train_cfg.model_copy(update={"lr": 1e-2})}
+        ),
+    }
 )
