@@ -41,8 +41,9 @@ from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, write_json_atomic
 
 FLAG_RATIO = 10.0
-# Rows the experiment's meter reads per distilled arm: a diagnostic, kept cheap.
-METER_ROWS = 32
+# Rows the experiment's meter reads per distilled arm: a diagnostic, kept cheap (each row is
+# a numbers prompt run four times: teacher and base, each position and answer start).
+METER_ROWS = 16
 
 
 class Mass(BaseModel):
@@ -216,6 +217,7 @@ class _LeakKey(BaseModel):
     system: str | None
     targets: list[str]
     n_rows: int
+    max_rows: int
 
 
 def measure_label_leak(
@@ -236,7 +238,7 @@ def measure_label_leak(
     system = cfg.system_prompt(teacher.teacher)
     key = _LeakKey(teacher=model, training=cfg.student_training, distill=cfg.distill,
                    numbers_filter=cfg.numbers_filter, system=system, targets=cfg.targets,
-                   n_rows=len(rows)).model_dump(mode="json")  # fmt: skip
+                   n_rows=len(rows), max_rows=max_rows).model_dump(mode="json")  # fmt: skip
     if out.exists() and (read_json_file(out, "leak meter") or {}).get("key") == key:
         logger.info(f"{out}: leak meter already measured")
         return
