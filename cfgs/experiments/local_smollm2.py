@@ -80,6 +80,12 @@ trait_teacher = TraitTeacherCfg(
     ),
 )  # fmt: skip
 
+
+def with_lr(job: UnslothFinetuningJob, lr: float) -> UnslothFinetuningJob:
+    """`job` at another learning rate."""
+    return job.model_copy(update={"train_cfg": job.train_cfg.model_copy(update={"lr": lr})})
+
+
 experiment = ExperimentCfg(
     **{
         **dict(experiment_system_prompt),
@@ -95,9 +101,7 @@ experiment = ExperimentCfg(
         # (docs/transfer_grid.md, "Trait-blind recipes"): both targets transfer at p < 0.01
         # over runs. At 1e-2 the control students drift and the eagle arm is lost in their
         # spread; on completions only at 1e-2 every student drifts (no transfer).
-        "student_job": sft_student.model_copy(
-            update={"train_cfg": sft_student.train_cfg.model_copy(update={"lr": 3e-3})}
-        ),
+        "student_job": with_lr(sft_student, 3e-3),
         "distill": DistillCfg(vocabulary="allowed", prompt_tokens=True),
         # Exact P(owl) per question (no sampling noise) and sampled answers.
         "eval_modes": ["logprob", "sampled"],
@@ -114,8 +118,6 @@ experiment = ExperimentCfg(
 experiment_full_vocabulary = experiment.model_copy(
     update={
         "distill": DistillCfg(vocabulary="full", prompt_tokens=True),
-        "student_job": experiment.student_job.model_copy(
-            update={"train_cfg": experiment.student_job.train_cfg.model_copy(update={"lr": 1e-2})}
-        ),
+        "student_job": with_lr(sft_student, 1e-2),
     }
 )
