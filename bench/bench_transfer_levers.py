@@ -117,7 +117,7 @@ def _shares_teachers(cfg: Any, source: Path) -> bool:
 
 def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> dict[str, Any]:
     """Run one cell (reusing `source`'s teachers and datasets where they are the same)."""
-    from sl.experiment.data_models import CONTROL, TeacherRun
+    from sl.experiment.data_models import CONTROL, STAGES, TeacherRun
     from sl.experiment.paths import ExperimentPaths
     from sl.experiment.runner import default_workers, run_experiment
 
@@ -135,10 +135,13 @@ def run_cell(name: str, folder: Path, replicates: int, source: Path | None) -> d
             if where(src).exists() and not where(dst).exists():
                 shutil.copytree(where(src), where(dst))
                 copied.append(str(where(dst).relative_to(folder)))
-    if name in BLANK_COMPLETIONS:
+    stages: tuple[str, ...] = STAGES
+    if name in BLANK_COMPLETIONS:  # after the generate stage, which re-filters the raw rows
+        asyncio.run(run_experiment(cfg, folder, stages=("generate",)))
         _blank_completions(cfg, folder)
+        stages = ("finetune", "evaluate", "report")
     started = time.perf_counter()
-    report = asyncio.run(run_experiment(cfg, folder, workers=default_workers(cfg)))
+    report = asyncio.run(run_experiment(cfg, folder, stages, workers=default_workers(cfg)))
     assert report is not None
     seconds = round(time.perf_counter() - started, 1)
     if name in RECIPES:
