@@ -1,6 +1,6 @@
 """The leak meter: how much explicit trait mass a student's training labels carry.
 
-    leak = distill_leak(teacher, base, rows, ["owl"], DistillCfg(prompt_tokens=True))
+    leak = distill_leak(teacher, base, tokenizer, rows, ["owl"], DistillCfg(prompt_tokens=True))
     leak = text_leak(rows, ["owl"])           # SFT: rows naming the target (must be 0)
 
 Soft labels are the teacher's next-token distributions at the positions distillation scores
