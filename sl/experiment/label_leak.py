@@ -147,12 +147,15 @@ def _position_masses(
         with torch.inference_mode():
             logits = output_logits(lm, scored_hidden(lm, batch, pad_id)).float()
         probs = logits.softmax(-1)
-        restricted = probs if vocab is None else torch.zeros_like(probs)
-        if vocab is not None:
-            restricted[:, vocab] = logits[:, vocab].softmax(-1)
         for t, ids in first.items():
             full[t].append(probs[:, ids].sum(-1).double().cpu())
-            label[t].append(restricted[:, ids].sum(-1).double().cpu())
+        if vocab is None:  # the labels are the full distribution
+            for t in first:
+                label[t].append(full[t][-1])
+        else:  # renormalised over the vocabulary; its columns that are the target's tokens
+            restricted = logits[:, vocab].softmax(-1)
+            for t, ids in first.items():
+                label[t].append(restricted[:, torch.isin(vocab, ids)].sum(-1).double().cpu())
         for _, completion, k in batch:
             starts.append(offset + k)
             offset += k + len(completion)
