@@ -203,6 +203,11 @@ def recipe_summary(report: Any) -> dict[str, Any]:
     return out
 
 
+def _percents(values: Any, spec: str = ".3g") -> str:
+    """Fractions as space-separated percents."""
+    return " ".join(f"{100 * v:{spec}}" for v in values)
+
+
 def format_recipes(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table of recipe cells: per metric and target, control vs own students."""
     lines = [
@@ -215,9 +220,8 @@ def format_recipes(results: dict[str, dict[str, Any]]) -> str:
             if "/" not in key:
                 continue
             metric, target = key.split("/")
-            runs = " ".join(f"{100 * x:.3g}" for x in v["student_runs"])
-            control_runs = " ".join(f"{100 * x:.3g}" for x in v["control_runs"])
-            other = " ".join(f"{100 * x:.3g}" for x in v["other_students"].values())
+            runs, control_runs = _percents(v["student_runs"]), _percents(v["control_runs"])
+            other = _percents(v["other_students"].values())
             p = "—" if v["welch_p"] is None else f"{v['welch_p']:.2g}"
             lines.append(
                 f"| {name} | {metric} | {target} | {100 * v['control']:.3g} ({control_runs}) "
@@ -235,8 +239,8 @@ def format_levers(results: dict[str, dict[str, Any]]) -> str:
         "|" + "---|" * 9,
     ]
     for name, r in results.items():
-        runs = " ".join(f"{100 * v:.2f}" for v in r["student_runs"])
-        control_runs = " ".join(f"{100 * v:.3f}" for v in r["control_runs"])
+        runs = _percents(r["student_runs"], ".2f")
+        control_runs = _percents(r["control_runs"], ".3f")
         lines.append(
             f"| {name} | {r['rows_kept'].get('owl')}, {r['rows_kept'].get('control')} "
             f"| {100 * r['base']:.3f} | {100 * r['control']:.3f} ({control_runs}) "
