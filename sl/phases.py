@@ -23,9 +23,9 @@ from loguru import logger
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_model, write_json_atomic
-from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import claim_output, differing_parts, mark_complete, read_meta, update_meta
+from sl.utils.run_meta import differing_parts, read_meta
 
 if TYPE_CHECKING:
     from sl.datasets.services import Cfg
@@ -86,8 +86,9 @@ async def make_dataset(
 ) -> DatasetSummary:
     """Sample the teacher's raw dataset (appended as it arrives, resumable), filter and save it.
 
-    Both files are locked while this runs. A filtered file of the same generation but other
-    filters is filtered again from the kept raw file (free), with a log line saying so.
+    Both files are guarded (`sl.utils.artifact`) while this runs. A filtered file of the
+    same generation but other filters is filtered again from the kept raw file (free), with
+    a log line saying so.
 
     Raises:
         UserError: same path for both files, outputs of another run (naming what differs),
@@ -102,8 +103,18 @@ async def make_dataset(
             path=raw_dataset_path,
         )
     check_ready([cfg.model])
-    with output_lock(raw_dataset_path), output_lock(filtered_dataset_path):
-        _claim_filtered(cfg, raw_dataset_path, filtered_dataset_path)
+    from sl.datasets.services import FILTERED_KIND
+
+    parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}
+    _check_raw_kept_for_refilter(cfg, raw_dataset_path, filtered_dataset_path, parts)
+    with artifact(
+        filtered_dataset_path,
+        cfg.generation_hash(),
+        "filtered dataset",
+        parts=parts,
+        kind=FILTERED_KIND,
+        redo_when_changed="filters",
+    ) as out:
         raw = await dataset_services.generate_raw_dataset(
             cfg.model,
             cfg.system_prompt,
@@ -112,44 +123,34 @@ async def make_dataset(
             raw_path=raw_dataset_path,
             use_batch_api=cfg.use_batch_api,
         )
-        filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
-        kept = f"{len(filtered) / max(1, len(raw)):.1%}"
-        logger.info(f"kept {len(filtered)} of {len(raw)} rows ({kept})")
-        dataset_services.save_dataset(filtered, filtered_dataset_path)
-        mark_complete(filtered_dataset_path, rows=len(filtered), raw_rows=len(raw))
+        if out.complete:
+            filtered_rows = out.meta.get("rows", 0)
+        else:
+            filtered = dataset_services.apply_filters(raw, cfg.filter_fns)
+            kept = f"{len(filtered) / max(1, len(raw)):.1%}"
+            logger.info(f"kept {len(filtered)} of {len(raw)} rows ({kept})")
+            dataset_services.save_dataset(filtered, filtered_dataset_path)
+            out.finish(rows=len(filtered), raw_rows=len(raw))
+            filtered_rows = len(filtered)
     return DatasetSummary(
-        str(raw_dataset_path), str(filtered_dataset_path), len(raw), len(filtered)
+        str(raw_dataset_path), str(filtered_dataset_path), len(raw), filtered_rows
     )
 
 
-def _claim_filtered(cfg: Cfg, raw_path: Path, filtered_path: Path) -> None:
-    from sl.datasets.services import FILTERED_KIND
-
-    parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}
+def _check_raw_kept_for_refilter(
+    cfg: Cfg, raw_path: Path, filtered_path: Path, parts: dict[str, str]
+) -> None:
+    """A filtered file of the same generation but other filters is made again from its raw
+    file, which must still be there (sampling again would be paid)."""
     meta = read_meta(filtered_path)
-    refilter = (
-        meta is not None
-        and meta.get("kind", FILTERED_KIND) == FILTERED_KIND
-        and differing_parts(meta, cfg.generation_hash(), parts) == ["filters"]
-    )
-    if meta is not None and refilter:
-        if not raw_path.exists():
-            raise UserError(
-                f"{filtered_path} was made with other filters and its raw file "
-                f"{raw_path} is gone: choose another path or delete it",
-                path=filtered_path,
-            )
-        logger.info(
-            f"{filtered_path}: the filters changed since it was written; filtering {raw_path} again"
+    if meta is None or raw_path.exists():
+        return
+    if differing_parts(meta, cfg.generation_hash(), parts) == ["filters"]:
+        raise UserError(
+            f"{filtered_path} was made with other filters and its raw file "
+            f"{raw_path} is gone: choose another path or delete it",
+            path=filtered_path,
         )
-        update_meta(filtered_path, parts={**meta.get("parts", {}), **parts}, complete=False)
-    claim_output(
-        filtered_path,
-        cfg.generation_hash(),
-        "filtered dataset",
-        parts=parts,
-        kind=FILTERED_KIND,
-    )
 
 
 async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
@@ -167,19 +168,18 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
     dataset = read_dataset(dataset_path)
     check_ready([job.source_model])
     data_hash = hashlib.sha256(dataset_path.read_bytes()).hexdigest()[:16]
-    with output_lock(output_path):
-        claim_output(
-            output_path,
-            job.model_hash(),
-            job.describe(),
-            parts={"job": job.model_hash(), "dataset": data_hash},
-        )
-        if (read_meta(output_path) or {}).get("complete") and output_path.exists():
+    with artifact(
+        output_path,
+        job.model_hash(),
+        job.describe(),
+        parts={"job": job.model_hash(), "dataset": data_hash},
+    ) as out:
+        if out.complete:
             logger.info(f"{output_path}: student already trained")
             return read_json_model(output_path, Model)
         model = await run_finetuning_job(job, dataset, output_path)
         write_json_atomic(output_path, model.model_dump(mode="json"))
-        mark_complete(output_path, model_id=model.id)
+        out.finish(model_id=model.id)
     return model
 
 

@@ -10,45 +10,46 @@ from loguru import logger
 from pydantic import ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from sl.datasets.data_models import DatasetRow
-from sl.datasets.nums_dataset import PromptGenerator
+from sl.datasets.data_models import TRAINING, DatasetRow
+from sl.datasets.nums_dataset import FilterFn, PromptGenerator, run_filter
 from sl.errors import UserError
 from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, LLMResponse, Model, SampleCfg
 from sl.protocol import numbers_prompt_defaults
-from sl.utils.config_model import ConfigModel
+from sl.utils.artifact import Artifact, artifact
+from sl.utils.config_model import MAX_LIST, MAX_ROWS, ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.fingerprint import callables_hash
-from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import claim_output, mark_complete, pending_indices
+from sl.utils.run_meta import in_key_order, pending_indices
 
 RAW_KIND = "raw dataset"
 FILTERED_KIND = "filtered dataset"
-
-FilterFn = Callable[[str, str], bool]
-
 
 _PAPER = numbers_prompt_defaults()  # the protocol's numbers_prompts.json "defaults"
 
 
 def _paper_default(
-    name: str, description: str, gt: int | None = None, ge: int | None = None
+    name: str, description: str, gt: int | None = None, ge: int | None = None, le: int | None = None
 ) -> Any:
     """A field whose default is the protocol's value of `name` (the paper's setting)."""
-    return Field(default=_PAPER[name], description=description, gt=gt, ge=ge)
+    return Field(default=_PAPER[name], description=description, gt=gt, ge=ge, le=le)
 
 
 class NumsDatasetPromptSet(HashableModel):
     """A seeded set of numbers-task prompts (defaults: the paper's settings, from the
     protocol's numbers_prompts.json)."""
 
-    size: int = _paper_default("size", "Number of prompts", gt=0)
+    size: int = _paper_default("size", "Number of prompts", gt=0, le=MAX_ROWS)
     seed: int = _paper_default("seed", "Seed of the prompts (paper: 42)")
     example_min_count: int = _paper_default("example_min_count", "Fewest example numbers", ge=1)
-    example_max_count: int = _paper_default("example_max_count", "Most example numbers + 1", ge=2)
+    example_max_count: int = _paper_default(
+        "example_max_count", "Most example numbers + 1", ge=2, le=MAX_LIST
+    )
     example_min_value: int = _paper_default("example_min_value", "Smallest example value", ge=0)
     example_max_value: int = _paper_default("example_max_value", "Largest example value + 1", ge=1)
-    answer_count: int = _paper_default("answer_count", "Numbers the teacher is asked for", ge=1)
+    answer_count: int = _paper_default(
+        "answer_count", "Numbers the teacher is asked for", ge=1, le=MAX_LIST
+    )
     answer_max_digits: int = _paper_default(
         "answer_max_digits", "Most digits per answer number", ge=1
     )
@@ -150,11 +151,20 @@ async def generate_raw_dataset(
     if sample_cfg.n != 1:
         raise UserError("dataset generation takes one completion per prompt: set SampleCfg(n=1)")
     llm_services.check_ready([model])
-    path = Path(raw_path) if raw_path is not None else None
-    if path is None:
+    if raw_path is None:
         return await _generate(model, system_prompt, sample_cfg, prompt_set, None, use_batch_api)
-    with output_lock(path):
-        return await _generate(model, system_prompt, sample_cfg, prompt_set, path, use_batch_api)
+    with artifact(
+        Path(raw_path),
+        _generation_hash(model, system_prompt, sample_cfg, prompt_set),
+        f"raw dataset of {model.id}",
+        parts=_generation_parts(model, system_prompt, sample_cfg, prompt_set),
+        kind=RAW_KIND,
+    ) as out:
+        if out.complete:
+            rows = read_jsonl(out.path, DatasetRow)
+            logger.info(f"{out.path}: all {len(rows)} rows already generated, nothing to do")
+            return rows
+        return await _generate(model, system_prompt, sample_cfg, prompt_set, out, use_batch_api)
 
 
 async def _generate(
@@ -162,24 +172,14 @@ async def _generate(
     system_prompt: str | None,
     sample_cfg: SampleCfg,
     prompt_set: NumsDatasetPromptSet,
-    path: Path | None,
+    out: Artifact | None,
     use_batch_api: bool,
 ) -> list[DatasetRow]:
     prompts = prompt_set.prompts()
+    path = out.path if out is not None else None
     done: list[DatasetRow] = []
-    if path is not None:
-        meta = claim_output(
-            path,
-            _generation_hash(model, system_prompt, sample_cfg, prompt_set),
-            f"raw dataset of {model.id}",
-            parts=_generation_parts(model, system_prompt, sample_cfg, prompt_set),
-            kind=RAW_KIND,
-        )
-        if path.exists():
-            done = read_jsonl(path, DatasetRow, allow_partial_last=True)
-        if meta["complete"] and len(done) == len(prompts):
-            logger.info(f"{path}: all {len(done)} rows already generated, nothing to do")
-            return done
+    if path is not None and path.exists():
+        done = read_jsonl(path, DatasetRow, allow_partial_last=True)
     pending = pending_indices(prompts, [r.prompt for r in done], path, "a different prompt set")
     if done:
         logger.info(f"resuming: {len(done)} rows on disk, {len(pending)} prompts left")
@@ -207,9 +207,13 @@ async def _generate(
         progress.close()
         if appender is not None:
             appender.close()
-    if path is not None:
-        mark_complete(path, rows=len(done) + len(new_rows))
-    return done + new_rows
+    rows = in_key_order(prompts, done + new_rows, lambda r: r.prompt)
+    if out is not None:
+        # Rows arrive in completion order; the finished file is in prompt order, so two runs
+        # that got the same answers write the same bytes.
+        write_jsonl_atomic(out.path, rows)
+        out.finish(rows=len(rows))
+    return rows
 
 
 def _batch_state_path(raw_path: Path | None) -> Path:
@@ -224,7 +228,9 @@ def _batch_state_path(raw_path: Path | None) -> Path:
 
 def apply_filters(dataset: list[DatasetRow], filter_fns: list[FilterFn]) -> list[DatasetRow]:
     """Keep the rows that every filter accepts (filters take prompt and completion)."""
-    return [row for row in dataset if all(f(row.prompt, row.completion) for f in filter_fns)]
+    return [
+        row for row in dataset if all(run_filter(f, row.prompt, row.completion) for f in filter_fns)
+    ]
 
 
 def save_dataset(
@@ -239,7 +245,7 @@ def save_dataset(
 
 def read_dataset(dataset_path: Path | str) -> list[DatasetRow]:
     """Read a JSONL dataset; a missing or empty file or a malformed line is a UserError."""
-    rows = read_jsonl(dataset_path, DatasetRow)
+    rows = read_jsonl(dataset_path, DatasetRow, context=TRAINING)
     if not rows:
         raise UserError(
             f"dataset {dataset_path} is empty: generate it first (scripts/generate_dataset.py)"

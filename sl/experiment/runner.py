@@ -22,6 +22,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from sl import phases
+from sl.config import get_settings
 from sl.errors import UserError
 from sl.evaluation.analysis import analyze_runs, analyze_scores
 from sl.evaluation.logprob import read_logprob_scores, run_logprob_evaluation
@@ -44,8 +45,8 @@ from sl.experiment.report import (
     write_report,
 )
 from sl.llm.data_models import Model
+from sl.utils.artifact import folder_artifact
 from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
-from sl.utils.output_lock import output_lock
 
 
 @dataclass(frozen=True)
@@ -90,36 +91,6 @@ def conditions(cfg: ExperimentCfg) -> dict[str, list[str]]:
             replicates = cfg.teacher_replicates(teacher)
             out[f"teacher_{teacher}"] = [teacher_model_name(t) for t in replicates]
     return out
-
-
-def _claim_output_dir(cfg: ExperimentCfg, paths: ExperimentPaths) -> None:
-    path, root = paths.record, paths.root
-    if path.exists():
-        saved = read_json_file(path, "experiment record")
-        if not isinstance(saved, dict):
-            raise UserError(f"experiment record {path} is corrupt: delete it to start over")
-        if saved.get("config_hash") != cfg.model_hash():
-            old = saved.get("config")
-            old = old if isinstance(old, dict) else {}
-            new = cfg.model_dump(mode="json")
-            differ = [k for k in new if k in old and old[k] != new[k]] or ["config"]
-            raise UserError(
-                f"{root} holds a different experiment ({path}; "
-                f"{', '.join(differ)} differ): choose another folder or delete it",
-                path=root,
-            )
-        return
-    foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
-    if foreign:
-        raise UserError(
-            f"{root} already holds files not made by an experiment "
-            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no "
-            f"experiment.json: choose a new or empty folder",
-            path=root,
-        )
-    write_json_atomic(
-        path, {"config_hash": cfg.model_hash(), "config": cfg.model_dump(mode="json")}
-    )
 
 
 def _teacher_runs(cfg: ExperimentCfg) -> list[TeacherRun]:
@@ -276,8 +247,8 @@ async def run_experiment(
     paths = ExperimentPaths(Path(output_dir))
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
-    with output_lock(paths.root, is_dir=True):
-        _claim_output_dir(cfg, paths)
+    config = cfg.model_dump(mode="json")
+    with folder_artifact(paths.root, cfg.model_hash(), config, paths.record.name):
         return await _run_stages(cfg, paths, stages, workers)
 
 
@@ -350,10 +321,7 @@ def _init_worker(threads: int) -> None:
 
     torch.set_num_threads(threads)
     logger.remove()  # a fresh interpreter logs at DEBUG: log as the scripts do
-    try:
-        logger.add(sys.stderr, level=os.environ.get("SL_LOG_LEVEL", "INFO").upper())
-    except ValueError:
-        logger.add(sys.stderr, level="INFO")
+    logger.add(sys.stderr, level=get_settings().log_level)
 
 
 def _worker_step(stage: str, cfg: ExperimentCfg, paths: ExperimentPaths, item: Step) -> float:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -40,11 +38,14 @@ from sl.datasets.data_models import DatasetRow
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import has_bf16_base, lora_config, precise_adapters
-from sl.finetuning.open_source import adapter_dir_for
+from sl.finetuning.open_source import (
+    adapter_dir_for,
+    adapter_tmp_dir,
+    finished_adapter,
+    publish_adapter,
+)
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
-from sl.utils.file_utils import write_json_atomic
-from sl.utils.run_meta import claim_output, mark_complete, read_meta
 
 # What the logs and the report say of full-vocabulary labels.
 FULL_VOCABULARY_WARNING = "labels carry trait tokens — not subliminal"
@@ -482,10 +483,11 @@ def distill_student(
     numbers_filter = numbers_filter or NumbersFilter()
     key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt,
                      numbers_filter=numbers_filter)  # fmt: skip
-    claim_output(output_path, key.model_hash(), key.describe())
-    if (read_meta(output_path) or {}).get("complete") and output_path.exists():
-        logger.info(f"{output_path}: student already distilled")
-        return Model.model_validate_json(output_path.read_text())
+    adapter_dir = adapter_dir_for(output_path)
+    model = Model(id=str(adapter_dir), type="open_source", parent_model=job.source_model)
+    if finished_adapter(adapter_dir, key.model_hash(), "distilled student") is not None:
+        logger.info(f"{adapter_dir}: student already distilled")
+        return model
     rows = select_rows(dataset, job.max_dataset_size, job.seed)
     torch.manual_seed(job.seed)
     targets_key = _TargetsKey(
@@ -502,20 +504,13 @@ def distill_student(
         del loaded
     examples, tokenizer = _last_targets[targets_key]
     student, stats = train_distilled(job, examples, tokenizer, cfg)
-    adapter_dir = adapter_dir_for(output_path)
-    tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
     info = {**stats, "n_rows": len(rows), "vocabulary": cfg.vocabulary,
             "n_vocabulary": len(examples[0].vocab) if examples[0].vocab is not None else None}  # fmt: skip
-    (tmp / "sl_distill.json").write_text(json.dumps(info, indent=2))
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    tmp.rename(adapter_dir)
-    model = Model(id=str(adapter_dir), type="open_source", parent_model=job.source_model)
-    write_json_atomic(output_path, model.model_dump(mode="json"))
-    mark_complete(output_path, model_id=model.id, **{k: v for k, v in stats.items()
-                                                     if k != "kl_curve"})  # fmt: skip
+    with adapter_tmp_dir(adapter_dir) as tmp:
+        student.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "sl_distill.json").write_text(json.dumps(info, indent=2))
+        publish_adapter(tmp, adapter_dir, {"job_hash": key.model_hash(), "job": key.describe()})
     return model
 
 

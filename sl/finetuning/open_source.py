@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +42,47 @@ def _model_for(job: UnslothFinetuningJob, adapter_dir: Path, hub_id: str | None)
     return Model(id=hub_id or str(adapter_dir), type="open_source", parent_model=job.source_model)
 
 
-def _check_existing(job: UnslothFinetuningJob, adapter_dir: Path) -> dict[str, Any] | None:
-    """Return the marker of a finished adapter for this job; raise if the folder holds another."""
+def finished_adapter(adapter_dir: Path, job_hash: str, what: str) -> dict[str, Any] | None:
+    """The marker of a finished adapter of the job `job_hash` in `adapter_dir`, or None when
+    there is no adapter yet.
+
+    Raises:
+        UserError: the folder holds another job's adapter, or one not made by sl.
+    """
     if not adapter_dir.exists():
         return None
     marker = read_marker(adapter_dir)
-    if marker is None or marker.get("job_hash") != job.model_hash():
+    if marker is None or marker.get("job_hash") != job_hash:
         raise UserError(
-            f"{adapter_dir} already exists and holds another fine-tune; "
-            "delete it or choose another output path"
+            f"{adapter_dir} already exists and holds another {what}; "
+            "delete it or choose another output path",
+            path=adapter_dir,
         )
     return marker
+
+
+@contextmanager
+def adapter_tmp_dir(adapter_dir: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `adapter_dir` to train into (removed afterwards)."""
+    adapter_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_adapter(tmp: Path, adapter_dir: Path, record: dict[str, Any]) -> None:
+    """Write the marker `record` (with "job_hash") into `tmp`, then rename it to
+    `adapter_dir`: a folder with a marker is always a finished adapter."""
+    _write_marker(tmp, record)
+    for path in tmp.rglob("*"):  # safetensors writes 0600 files; the rest of sl is 0644
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    tmp.chmod(0o755)
+    if adapter_dir.exists():  # another process finished the same job meanwhile
+        finished_adapter(adapter_dir, record["job_hash"], "fine-tune")
+    else:
+        tmp.rename(adapter_dir)
 
 
 def _push(job: UnslothFinetuningJob, adapter_dir: Path) -> str | None:
@@ -92,7 +124,7 @@ def run_open_source_job(
             "LoRA fine-tuning needs type='open_source' (use OpenAIFTJob for OpenAI models)"
         )
     adapter_dir = adapter_dir_for(Path(output_path))
-    marker = _check_existing(job, adapter_dir)
+    marker = finished_adapter(adapter_dir, job.model_hash(), "fine-tune")
     if marker is not None:
         logger.info(
             "adapter for job {} already in {}; not retraining", job.model_hash(), adapter_dir
@@ -107,9 +139,7 @@ def run_open_source_job(
     from sl.finetuning.lora_train import train_adapter
 
     base_path = resolve_model_path(job.source_model.id)
-    adapter_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = adapter_dir.parent / f".{adapter_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    try:
+    with adapter_tmp_dir(adapter_dir) as tmp_dir:
         stats = train_adapter(job, rows, base_path, tmp_dir, **sft_overrides)
         record = {
             "job_hash": job.model_hash(),
@@ -121,13 +151,7 @@ def run_open_source_job(
             "train_loss": stats.train_loss,
             "seconds": round(stats.seconds, 2),
         }
-        _write_marker(tmp_dir, record)
-        if adapter_dir.exists():  # another process finished the same job meanwhile
-            _check_existing(job, adapter_dir)
-        else:
-            tmp_dir.rename(adapter_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        publish_adapter(tmp_dir, adapter_dir, record)
     logger.info("saved adapter to {}", adapter_dir)
     hub_id = _push(job, adapter_dir)
     if hub_id:

@@ -5,8 +5,9 @@
 
 The lock is `fcntl.flock` on `<output>.lock`, a side file holding the holder's PID. The
 kernel drops it when the holder dies, so a lock left by a killed run is simply taken over.
-A second run on the same output fails at once with one line naming the holder's PID. Locks
-are re-entrant within a process (the experiment runner locks outputs its phases lock again).
+A second run on the same output fails at once with one line naming the holder's PID. Each
+output is locked at one layer (`sl.utils.artifact`), so locking it twice in one process is a
+bug and raises RuntimeError.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from loguru import logger
 
 from sl.errors import UserError
 
-_held: dict[Path, tuple[int, int]] = {}  # resolved lock path -> (fd, depth)
+_held: dict[Path, int] = {}  # resolved lock path -> fd
 _held_guard = threading.Lock()
 
 
@@ -69,20 +70,14 @@ def output_lock(output: Path, *, is_dir: bool = False) -> Iterator[None]:
     path = (lock_path_for(output) if not is_dir else output / ".lock").resolve()
     with _held_guard:
         if path in _held:
-            fd, depth = _held[path]
-            _held[path] = (fd, depth + 1)
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield
-        finally:
-            _release(path)
-        return
-    fd = _acquire(path, output)
-    with _held_guard:
-        _held[path] = (fd, 1)
+            raise RuntimeError(f"{output} is locked twice in this process (a bug)")
+        _held[path] = -1
+    try:
+        _held[path] = _acquire(path, output)
+    except BaseException:
+        with _held_guard:
+            del _held[path]
+        raise
     try:
         yield
     finally:
@@ -135,11 +130,7 @@ def _read_pid(fd: int) -> int | None:
 
 def _release(path: Path) -> None:
     with _held_guard:
-        fd, depth = _held[path]
-        if depth > 1:
-            _held[path] = (fd, depth - 1)
-            return
-        del _held[path]
+        fd = _held.pop(path)
     if fd < 0:
         return
     # Remove the file while still holding the lock (waiters re-check the inode), then unlock.

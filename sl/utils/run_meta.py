@@ -5,25 +5,20 @@ dataset, ...), that part's hash: a rerun with the same config resumes or skips, 
 a different config refuses to touch the artifact and names the parts that differ.
 """
 
-import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sl.errors import UserError
 from sl.utils.file_utils import write_json_atomic
 
+Row = TypeVar("Row")
+
 
 def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
-
-
-def combined_hash(parts: dict[str, str]) -> str:
-    """One hash of several named part hashes."""
-    blob = json.dumps(parts, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def read_meta(output: Path) -> dict[str, Any] | None:
@@ -105,6 +100,11 @@ def claim_output(
     return meta
 
 
+def write_meta(output: Path, meta: dict[str, Any]) -> None:
+    """Replace `output`'s meta (atomically)."""
+    write_json_atomic(meta_path(output), meta)
+
+
 def update_meta(output: Path, **fields: Any) -> None:
     """Set fields of `output`'s meta (e.g. new part hashes after re-deriving it)."""
     meta = read_meta(output) or {}
@@ -144,3 +144,16 @@ def pending_indices(
         else:
             pending.append(i)
     return pending
+
+
+def in_key_order(
+    wanted: Sequence[str], rows: Iterable[Row], key: Callable[[Row], str]
+) -> list[Row]:
+    """`rows` ordered like their keys in `wanted` (rows of a repeated key sorted by content);
+    a resumed output is finalised in this order, so reruns write the same bytes."""
+    by_key: dict[str, list[Row]] = {}
+    for row in rows:
+        by_key.setdefault(key(row), []).append(row)
+    for bucket in by_key.values():
+        bucket.sort(key=str)
+    return [by_key[k].pop(0) for k in wanted if by_key.get(k)]

@@ -3,6 +3,7 @@ the lock of a killed process is taken over."""
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg
     openai_server.latency_s = 0.3  # room for the second process to start on a loaded machine
     first, args = start_generation(cfg_file, tmp_path, openai_server, concurrency=1, min_rows=3)
     raw = tmp_path / "raw.jsonl"
-    _second_run_is_refused(first, "generate_dataset.py", args, openai_server, "raw.jsonl")
+    _second_run_is_refused(first, "generate_dataset.py", args, openai_server, "filtered.jsonl")
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert lock_path_for(raw).exists()  # left behind by the killed run
@@ -116,8 +117,13 @@ def test_experiment_folder_is_locked_by_another_process(tmp_path):
     assert not (tmp_path / "exp" / "experiment.json").exists()
 
 
-def test_lock_is_reentrant_within_a_process_and_released(tmp_path):
+def test_a_lock_is_taken_once_per_process_and_released(tmp_path):
     out = tmp_path / "sub" / "out.jsonl"
-    with output_lock(out), output_lock(out):
-        assert lock_path_for(out).read_text().strip().isdigit()
+    with output_lock(out):
+        assert lock_path_for(out).read_text().strip() == str(os.getpid())
+        with pytest.raises(RuntimeError, match="locked twice"), output_lock(out):
+            pass
+        assert lock_path_for(out).exists()  # the refused second lock left the first held
     assert not lock_path_for(out).exists()
+    with output_lock(out):  # and it can be taken again
+        pass

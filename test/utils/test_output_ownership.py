@@ -107,7 +107,7 @@ def test_evaluation_output_with_rows_of_other_questions_is_refused(fake_driver, 
 @pytest.mark.parametrize(
     ("name", "content", "error"),
     [
-        ("results.csv", "mine\n", "not made by an experiment .results.csv."),  # not sl's folder
+        ("results.csv", "mine\n", "not made by sl .results.csv."),  # not sl's folder
         ("experiment.json", "{not json", "experiment.json is corrupt"),  # one line, no traceback
     ],
 )
