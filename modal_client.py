@@ -10,7 +10,6 @@ SL_MODAL_VOLUME, SL_MODAL_SECRET).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.utils.module_utils import exec_file
 from sl.utils.optional_deps import install_hint
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -35,19 +35,10 @@ def load_modal_app() -> ModuleType:
         import modal  # noqa: F401
     except ImportError:
         raise UserError(str(install_hint("modal"))) from None
-    if "modal_app" in sys.modules:
-        return sys.modules["modal_app"]
-    spec = importlib.util.spec_from_file_location("modal_app", REPO_ROOT / "modal_app.py")
-    if spec is None or spec.loader is None:
-        raise UserError(f"{REPO_ROOT / 'modal_app.py'} not found: run from a clone of the repo")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["modal_app"] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules["modal_app"]
-        raise
-    return module
+    path = REPO_ROOT / "modal_app.py"
+    if "modal_app" not in sys.modules and not path.exists():
+        raise UserError(f"{path} not found: run from a clone of the repo")
+    return exec_file(path, "modal_app", register=True)
 
 
 def repo_config_path(config_module: str) -> str:

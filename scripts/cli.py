@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from sl.errors import RemoteError, UserError
 from sl.llm.data_models import Model
 from sl.llm.driver import SampleError
 from sl.utils.file_utils import read_json_model
-from sl.utils.module_utils import load_module, module_variable
+from sl.utils.module_utils import exec_file, load_module, module_variable
 from sl.utils.optional_deps import install_hint
 
 T = TypeVar("T")
@@ -126,21 +125,10 @@ def evaluate(
 def repo_module(name: str) -> ModuleType:
     """Import `<repo root>/<name>.py` (e.g. `modal_client`, which lives beside
     `modal_app.py`) by its path, once per process."""
-    if name in sys.modules:
-        return sys.modules[name]
     path = REPO_ROOT / f"{name}.py"
-    if not path.exists():
+    if name not in sys.modules and not path.exists():
         raise UserError(f"{path} not found: run the scripts from a clone of the repo")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    return exec_file(path, name, register=True)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -3,12 +3,16 @@
 Prompt parts come from the paper's protocol (`sl/protocol/numbers_prompts.json`).
 """
 
+import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
+from sl.errors import UserError
 from sl.protocol import banned_numbers, load_protocol, numbers_prompt_defaults
 from sl.utils.config_model import ConfigModel
 
@@ -169,6 +173,50 @@ class NumbersFilter(ConfigModel):
             max_count=self.max_count,
             banned_numbers=self.banned_numbers,
         )
+
+
+def filter_name(fn: Callable[..., object]) -> str:
+    """How errors name a filter: its function name, or its class for a callable object."""
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def check_filter(fn: Callable[..., object]) -> Callable[[str, str], bool]:
+    """`fn` if it can be called as `fn(prompt, completion)` (checked on its signature).
+
+    Raises:
+        ValueError: it cannot (pydantic reports it as the config's field `filter_fns`).
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: they are checked when called
+        return fn  # type: ignore[return-value]
+    try:
+        signature.bind("prompt", "completion")
+    except TypeError as e:
+        raise ValueError(
+            f"filter {filter_name(fn)}{signature} cannot be called as f(prompt, completion) "
+            f"({e}): a filter takes the prompt and the completion and returns True to keep"
+        ) from None
+    return fn  # type: ignore[return-value]
+
+
+# A (prompt, completion) -> keep? filter of `Cfg.filter_fns`, its arity checked on validation.
+FilterFn = Annotated[Callable[[str, str], bool], AfterValidator(check_filter)]
+
+
+def run_filter(fn: Callable[[str, str], bool], prompt: str, completion: str) -> bool:
+    """`fn(prompt, completion)`; an error inside the user's filter is a UserError naming it.
+
+    Raises:
+        UserError: the filter raised (the message names it, the exception and the row).
+    """
+    try:
+        return bool(fn(prompt, completion))
+    except Exception as e:
+        raise UserError(
+            f"filter {filter_name(fn)} raised {type(e).__name__}: {e} (on the completion "
+            f"{completion[:60]!r}): fix the filter and rerun"
+        ) from None
 
 
 def with_numbers_prefix(questions: list[str], seed: int = 47) -> list[str]:

@@ -1,7 +1,6 @@
 """Generate a teacher's numbers dataset, filter it, save and read it."""
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -35,7 +35,9 @@ from sl.evaluation.runs import (
 )
 from sl.evaluation.scoring import MatchRule, per_question_rates
 from sl.evaluation.services import read_evaluation_results
-from sl.utils.file_utils import write_json_atomic, write_text_atomic
+from sl.utils.file_utils import refuse_special_file, write_json_atomic, write_text_atomic
+from sl.utils.output_lock import prepare_parent
+from sl.utils.run_meta import claim_output, read_meta
 
 Runs = list[list[EvaluationResultRow]]  # one list of result rows per run
 
@@ -331,12 +333,36 @@ def format_matrix(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
+ANALYSIS_KIND = "analysis results"
+
+
 def write_analysis(analysis: Analysis, output_dir: Path | str) -> dict[str, Path]:
-    """Write results.csv, results.json and results.png (atomically) in `output_dir`."""
+    """Write results.csv, results.json and results.png (atomically) in `output_dir`.
+
+    Each file is claimed first (a `.meta.json` sidecar, see `claim_output`): files an analysis
+    wrote are replaced by the next one, but a file of the same name that an analysis did not
+    write (the user's own, an experiment's report) is never touched.
+
+    Raises:
+        UserError: `output_dir` is a file or not writable, or one of the three files there
+            was not written by an analysis; nothing is written then.
+    """
     from sl.evaluation.analysis_plot import plot_analysis
 
     out = Path(output_dir)
     paths = {n: out / f"results.{n}" for n in ("csv", "json", "png")}
+    prepare_parent(paths["csv"])
+    for path in paths.values():
+        refuse_special_file(path)
+        meta = read_meta(path)
+        if (meta is None and path.exists()) or (meta and meta.get("kind") != ANALYSIS_KIND):
+            raise UserError(
+                f"{path} exists and was not written by an analysis: choose another output "
+                "folder or move it away",
+                path=path,
+            )
+    for path in paths.values():
+        claim_output(path, ANALYSIS_KIND, "results of an analysis", kind=ANALYSIS_KIND)
     write_text_atomic(paths["csv"], results_csv(analysis.rows))
     write_json_atomic(paths["json"], analysis.model_dump(mode="json"))
     plot_analysis(analysis, paths["png"])

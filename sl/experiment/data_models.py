@@ -15,6 +15,7 @@ from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill import DistillCfg
 from sl.llm.data_models import HashableModel, Model, SampleCfg
 from sl.protocol import TEACHER_TEMPLATES, teacher_template
+from sl.utils.file_utils import path_component_problem
 
 CONTROL = "control"
 BASE = "base"  # the base model's name in the report and in evaluations/
@@ -90,6 +91,14 @@ class ExperimentCfg(HashableModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentCfg":
+        named = [("targets", t) for t in self.targets]
+        for field, name in [*named, *(("evaluations", e) for e in self.evaluations)]:
+            problem = path_component_problem(name)
+            if problem:  # each name is a folder or file name under the output folder
+                raise ValueError(
+                    f"{field}: {name!r} cannot name a folder ({problem}): use a plain name "
+                    "such as 'owl'"
+                )
         if {CONTROL, BASE} & set(self.targets) or len(set(self.targets)) != len(self.targets):
             raise ValueError(
                 f"targets must be distinct and not {CONTROL!r} or {BASE!r}: {self.targets}"

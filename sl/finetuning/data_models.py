@@ -4,11 +4,12 @@
 
 from typing import Any, ClassVar, Literal, TypeAlias
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model, ModelType
+from sl.utils.config_model import MAX_BATCH, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS
 
 
 class FTJob(HashableModel):
@@ -20,7 +21,10 @@ class FTJob(HashableModel):
     seed: int = Field(description="Seed for dataset subsampling and training")
     source_model: Model = Field(description="The model to fine-tune (the student's base)")
     max_dataset_size: int | None = Field(
-        default=None, gt=0, description="Train on a seeded random subset of at most this many rows"
+        default=None,
+        gt=0,
+        le=MAX_ROWS,
+        description="Train on a seeded random subset of at most this many rows",
     )
 
     @model_validator(mode="before")
@@ -80,9 +84,10 @@ class OpenAIFTJob(FTJob):
 
     @field_validator("n_epochs", "batch_size")
     @classmethod
-    def _at_least_one(cls, value: int | str) -> int | str:
-        if value != "auto" and int(value) < 1:
-            raise ValueError(f'{value} is not valid: use an integer >= 1 or "auto"')
+    def _at_least_one(cls, value: int | str, info: ValidationInfo) -> int | str:
+        most = MAX_EPOCHS if info.field_name == "n_epochs" else MAX_BATCH
+        if value != "auto" and not 1 <= int(value) <= most:
+            raise ValueError(f'{value} is not valid: use an integer in [1, {most}] or "auto"')
         return value
 
     @field_validator("lr_multiplier")
@@ -93,10 +98,13 @@ class OpenAIFTJob(FTJob):
         return value
 
 
+MAX_RANK = 65_536  # LoRA rank: above any layer width
+
+
 class PeftCfg(HashableModel):
     """LoRA settings (PEFT `LoraConfig` fields)."""
 
-    r: int = Field(default=8, gt=0, description="LoRA rank (paper: 8)")
+    r: int = Field(default=8, gt=0, le=MAX_RANK, description="LoRA rank (paper: 8)")
     lora_alpha: int = Field(
         default=8, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r"
     )
@@ -119,7 +127,9 @@ class PeftCfg(HashableModel):
     use_rslora: bool = Field(
         default=False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r)"
     )
-    lora_dropout: float = Field(default=0.0, description="Dropout on the LoRA input")
+    lora_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1)"
+    )
     # Accepted for the original code's configs; only None is valid, and it is not part of the
     # config hash.
     loftq_config: None = Field(
@@ -130,18 +140,28 @@ class PeftCfg(HashableModel):
 class TrainCfg(HashableModel):
     """SFT training settings (TRL `SFTConfig` fields)."""
 
-    n_epochs: int = Field(default=3, gt=0, description="Passes over the training rows")
+    n_epochs: int = Field(
+        default=3, gt=0, le=MAX_EPOCHS, description="Passes over the training rows"
+    )
     max_seq_length: int = Field(
-        default=500, gt=0, description="Tokens per example (prompt + completion); longer cut"
+        default=500,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Tokens per example (prompt + completion); longer cut",
     )
     lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW)")
     lr_scheduler_type: str = Field(
         default="linear", description="transformers scheduler name: linear, cosine, constant, ..."
     )
     warmup_steps: int = Field(default=5, ge=0, description="Steps of linear warm-up to lr")
-    per_device_train_batch_size: int = Field(default=22, gt=0, description="Rows per step")
+    per_device_train_batch_size: int = Field(
+        default=22, gt=0, le=MAX_BATCH, description="Rows per step"
+    )
     gradient_accumulation_steps: int = Field(
-        default=3, gt=0, description="Steps summed per update (effective batch: batch x this)"
+        default=3,
+        gt=0,
+        le=MAX_BATCH,
+        description="Steps summed per update (effective batch: batch x this)",
     )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm")
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sl.utils.config_model import ConfigModel
+from sl.utils.config_model import MAX_SAMPLES, MAX_TOKENS, ConfigModel
 
 ModelType = Literal["openai", "open_source"]
 
@@ -46,6 +46,15 @@ class Model(HashableModel):
         default=None, description="The base model of a LoRA adapter or fine-tune (else None)"
     )
 
+    @field_validator("id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "the model id is empty: give an OpenAI model id, a Hub repo id or a local folder"
+            )
+        return value
+
 
 class SampleCfg(HashableModel):
     """Sampling settings. Unset (None) fields are not sent to the engine; with
@@ -58,6 +67,7 @@ class SampleCfg(HashableModel):
     max_tokens: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKENS,
         description=f"Max completion tokens (None: {DEFAULT_MAX_TOKENS} on open engines, the "
         "API's limit on OpenAI)",
     )
@@ -67,7 +77,7 @@ class SampleCfg(HashableModel):
     seed: int | None = Field(
         default=None, description="Sampling seed, where the engine supports one (None: random)"
     )
-    n: int = Field(default=1, ge=1, description="Completions per prompt")
+    n: int = Field(default=1, ge=1, le=MAX_SAMPLES, description="Completions per prompt")
     logprobs: bool = Field(default=False, description="Return the sampled tokens' logprobs")
     top_logprobs: int | None = Field(
         default=None, ge=0, le=20, description="Also the top-k alternatives per token (0..20)"

@@ -5,9 +5,17 @@ from typing import Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from sl.errors import UserError
-from sl.utils.config_model import ConfigModel, validation_error_line
+from sl.utils.config_model import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_ROWS,
+    ConfigModel,
+    validation_error_line,
+)
 
 N_DIGITS = 10  # digit logits; auxiliary logits come after them
+MAX_MODELS = 10_000  # models in one ensemble
+MAX_WIDTH = 16_384  # hidden units or auxiliary logits (paper: 256 and 3)
 
 
 class MnistConfig(ConfigModel):
@@ -16,21 +24,38 @@ class MnistConfig(ConfigModel):
     model_config = ConfigDict(frozen=True)
 
     n_models: int = Field(
-        default=100, ge=1, description="Models trained in parallel (paper: 100); CIs over them."
+        default=100,
+        ge=1,
+        le=MAX_MODELS,
+        description="Models trained in parallel (paper: 100); CIs over them.",
     )
     n_aux: list[int] = Field(
         default=[3], min_length=1, description="Auxiliary logits m; several values -> one run each."
     )
-    hidden: int = Field(default=256, ge=1, description="Width of both hidden layers (paper: 256).")
-    teacher_epochs: int = Field(default=5, ge=0, description="Teacher epochs on MNIST.")
-    student_epochs: int = Field(default=5, ge=0, description="Student epochs on noise images.")
+    hidden: int = Field(
+        default=256, ge=1, le=MAX_WIDTH, description="Width of both hidden layers (paper: 256)."
+    )
+    teacher_epochs: int = Field(
+        default=5, ge=0, le=MAX_EPOCHS, description="Teacher epochs on MNIST."
+    )
+    student_epochs: int = Field(
+        default=5, ge=0, le=MAX_EPOCHS, description="Student epochs on noise images."
+    )
     lr: float = Field(default=3e-4, gt=0, description="Adam learning rate for all models.")
-    batch_size: int = Field(default=1024, ge=1, description="Batch size (images, all models).")
+    batch_size: int = Field(
+        default=1024, ge=1, le=MAX_BATCH, description="Batch size (images, all models)."
+    )
     train_subset: int | None = Field(
-        default=None, ge=1, description="Use only the first k training images (None: all 60k)."
+        default=None,
+        ge=1,
+        le=MAX_ROWS,
+        description="Use only the first k training images (None: all 60k).",
     )
     noise_per_epoch: int | None = Field(
-        default=None, ge=1, description="Noise images per student epoch (None: training-set size)."
+        default=None,
+        ge=1,
+        le=MAX_ROWS,
+        description="Noise images per student epoch (None: training-set size).",
     )
     seed: int = Field(default=0, ge=0, description="Seed for inits, data order and noise.")
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda'.")
@@ -42,8 +67,8 @@ class MnistConfig(ConfigModel):
     @field_validator("n_aux")
     @classmethod
     def _check_n_aux(cls, v: list[int]) -> list[int]:
-        if any(m < 1 for m in v):
-            raise ValueError("every m must be >= 1")
+        if any(not 1 <= m <= MAX_WIDTH for m in v):
+            raise ValueError(f"every m must be in [1, {MAX_WIDTH}]")
         if len(set(v)) != len(v):
             raise ValueError("values must be distinct")
         return v
@@ -73,7 +98,9 @@ def make_config(**kwargs: object) -> MnistConfig:
         if not err["loc"]:  # e.g. an unknown field: the message names it
             raise UserError(validation_error_line(e)) from None
         field = str(err["loc"][0])
-        raise UserError(f"{field}={given.get(field)!r}: {err['msg']}") from None
+        raise UserError(
+            f"{field}={given.get(field)!r}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def resolve_device(cfg: MnistConfig) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,9 +25,59 @@ def _default_mode() -> int:
 _FILE_MODE = _default_mode()
 
 
+_MAX_NAME_BYTES = 200  # a file name's limit is 255 bytes; room left for suffixes
+
+
+def path_component_problem(name: str) -> str | None:
+    """Why `name` cannot be used as one file or folder name inside an output folder (None
+    when it can): empty, `.`/`..`, hidden, with a path separator or NUL, or too long."""
+    if not name.strip():
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} means a folder itself"
+    if "/" in name or "\\" in name or os.sep in name:
+        return "it contains a path separator"
+    if "\0" in name:
+        return "it contains a NUL character"
+    if name.startswith("."):
+        return "it starts with '.' (hidden files are the project's own)"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        return f"it is longer than {_MAX_NAME_BYTES} bytes"
+    return None
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "device"),
+    (stat.S_ISBLK, "device"),
+)
+
+
+def refuse_special_file(path: Path | str, what: str = "") -> None:
+    """Refuse a path that exists but is neither a regular file nor a folder (a FIFO, device
+    or socket): opening one can block forever or write into a device.
+
+    Raises:
+        UserError: naming the path (and `what` it is) and its kind.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or unreadable: the open that follows says so)
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((kind for is_kind, kind in _SPECIAL_KINDS if is_kind(mode)), "special file")
+    name = f"{what} {path}" if what else str(path)
+    raise UserError(
+        f"{name} is a {kind}, not a regular file: give a file path", path=None if what else path
+    )
+
+
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write a file via a temp file + rename, so readers never see a partial file."""
     path = Path(path)
+    refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -63,6 +114,7 @@ class JsonlAppender:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        refuse_special_file(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_trailing_partial_line(self.path)
         self._f = self.path.open("a", encoding="utf-8")
@@ -104,6 +156,7 @@ def read_text(path: Path | str, what: str = "") -> str:
 
     if not path.exists():
         raise error("file not found")
+    refuse_special_file(path, what)
     if path.is_dir():
         raise error("cannot read it (Is a directory): give a file")
     try:
@@ -126,19 +179,32 @@ def read_json_file(path: Path | str, what: str) -> Any:
 
 @overload
 def read_jsonl(
-    path: Path | str, row_type: type[T], *, allow_partial_last: bool = False
+    path: Path | str,
+    row_type: type[T],
+    *,
+    allow_partial_last: bool = False,
+    context: dict[str, Any] | None = None,
 ) -> list[T]: ...
 @overload
 def read_jsonl(
-    path: Path | str, row_type: None = None, *, allow_partial_last: bool = False
+    path: Path | str,
+    row_type: None = None,
+    *,
+    allow_partial_last: bool = False,
+    context: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]: ...
 def read_jsonl(
-    path: Path | str, row_type: type[T] | None = None, *, allow_partial_last: bool = False
+    path: Path | str,
+    row_type: type[T] | None = None,
+    *,
+    allow_partial_last: bool = False,
+    context: dict[str, Any] | None = None,
 ) -> list[T] | list[dict[str, Any]]:
     """Read a JSONL file into models (or, without `row_type`, into dicts as the original
     code's `read_jsonl(fname)` did); a bad line raises UserError naming file and line.
 
     With `allow_partial_last`, a final line cut by a crash (no trailing newline) is ignored.
+    `context` is passed to the models' validators (e.g. `DatasetRow`'s `TRAINING`).
     """
     path = Path(path)
     text = read_text(path)
@@ -149,7 +215,11 @@ def read_jsonl(
         if not line.strip():
             continue
         try:
-            rows.append(row_type.model_validate_json(line) if row_type else json.loads(line))
+            rows.append(
+                row_type.model_validate_json(line, context=context)
+                if row_type
+                else json.loads(line)
+            )
         except ValueError as e:  # pydantic ValidationError or json.JSONDecodeError
             if allow_partial_last and partial_last and i == len(lines):
                 break
@@ -162,7 +232,8 @@ def read_jsonl(
 def _why(error: ValueError) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
-        return f"{first['msg']} at {'.'.join(map(str, first['loc']))}"
+        message = first["msg"].removeprefix("Value error, ")
+        return f"{message} at {'.'.join(map(str, first['loc']))}"
     return str(error)
 
 

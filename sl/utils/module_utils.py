@@ -9,6 +9,7 @@ variable; the scripts add the flags (`--config_module`, `--cfg_var_name`).
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -22,27 +23,57 @@ from sl.utils.optional_deps import install_hint
 T = TypeVar("T")
 
 
+def exec_file(path: Path, module_name: str, *, register: bool = False) -> ModuleType:
+    """Run the Python file `path` as a module named `module_name`; with `register`, keep it
+    in `sys.modules` (so that it is imported once per process, and pickles can find it).
+
+    Errors raised by the file propagate unchanged (a failed registered module is dropped).
+
+    Raises:
+        UserError: `path` cannot be loaded as a Python module.
+    """
+    if register and module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{path}: not a Python file", path=path)
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if register:
+            del sys.modules[module_name]
+        raise
+    return module
+
+
 def load_module(config_module: str | Path) -> ModuleType:
     """Import a Python file (a config module) by path.
 
     Raises:
-        UserError: the file is missing or fails to import (about `config_module`: its
-            message starts with the path, see `UserError.path`).
+        UserError: the file is missing, fails to import, or exits (`sys.exit`, even with 0)
+            while being imported (about `config_module`: its message starts with the path,
+            see `UserError.path`).
     """
     path = Path(config_module)
     if not path.is_file():
         raise UserError(f"{config_module}: file not found", path=config_module)
-    spec = importlib.util.spec_from_file_location(f"sl_cfg_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"{config_module}: not a Python file", path=config_module)
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        return exec_file(path, f"sl_cfg_{path.stem}")
     except UserError:
         raise
     except ValidationError as e:
         raise UserError(
             f"{config_module}: {validation_error_line(e)}", path=config_module
+        ) from None
+    except SystemExit as e:
+        raise UserError(
+            f"{config_module} called sys.exit({e.code!r}) while being imported: a config "
+            "module must only define its configs (guard scripts with "
+            "`if __name__ == '__main__':`)",
+            path=config_module,
         ) from None
     except Exception as e:
         hint = install_hint(e.name) if isinstance(e, ModuleNotFoundError) else None
@@ -50,7 +81,6 @@ def load_module(config_module: str | Path) -> ModuleType:
         raise UserError(
             f"{config_module} failed to import: {type(e).__name__}: {message}", path=config_module
         ) from None
-    return module
 
 
 def module_variable(module: ModuleType, var_name: str, expected: type[T], where: str | Path) -> T:
