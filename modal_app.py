@@ -12,16 +12,16 @@ MNIST experiment run on a GPU image. Every function calls the same `sl.phases` b
 local scripts; it commits the Volume every COMMIT_INTERVAL_S and at the end, so a retried or
 preempted container resumes from what the previous one wrote.
 
-Settings read at import (set them in the shell that runs `modal run`/`modal deploy`):
-SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4), SL_MODAL_CPU_TIMEOUT_S (86400),
-SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2), SL_MODAL_COMMIT_INTERVAL_S (300),
-SL_MODAL_APP (sl), SL_MODAL_VOLUME (sl-data), SL_MODAL_SECRET (subliminal-learning-secrets).
+Settings read at import from `sl.config.Settings` (set them in the shell that runs
+`modal run`/`modal deploy`): SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4),
+SL_MODAL_CPU_TIMEOUT_S (86400), SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2),
+SL_MODAL_COMMIT_INTERVAL_S (300), SL_MODAL_APP (sl), SL_MODAL_VOLUME (sl-data),
+SL_MODAL_SECRET (subliminal-learning-secrets).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
@@ -33,31 +33,27 @@ import modal
 from loguru import logger
 
 from sl import phases
-from sl.config import env_int
+from sl.config import get_settings
 from sl.errors import UserError
 from sl.llm.data_models import Model
 from sl.utils.module_utils import load_config
 
 T = TypeVar("T")
+_SETTINGS = get_settings()
 
-
-def _env_int(name: str, default: int) -> int:
-    return env_int(name, default, minimum=0)
-
-
-APP_NAME = os.environ.get("SL_MODAL_APP") or "sl"
-VOLUME_NAME = os.environ.get("SL_MODAL_VOLUME") or "sl-data"
+APP_NAME = _SETTINGS.modal_app
+VOLUME_NAME = _SETTINGS.modal_volume
 # The original code's secret; it holds OPENAI_API_KEY, HF_TOKEN, HF_USER_ID (any sl setting).
-SECRET_NAME = os.environ.get("SL_MODAL_SECRET") or "subliminal-learning-secrets"
+SECRET_NAME = _SETTINGS.modal_secret
 VOLUME_ROOT = "/data"  # where the Volume is mounted in every container
 # Locally the repo root; in a container /root, where `sl/`, `cfgs/` and this file are added.
 CODE_ROOT = Path(__file__).resolve().parent
-GPU = os.environ.get("SL_MODAL_GPU") or "H100"  # open-model generation, fine-tuning, evaluation
-MNIST_GPU = os.environ.get("SL_MODAL_MNIST_GPU") or "L4"  # small MLPs: a small GPU is plenty
-CPU_TIMEOUT_S = _env_int("SL_MODAL_CPU_TIMEOUT_S", 24 * 3600)  # OpenAI fine-tunes can queue hours
-GPU_TIMEOUT_S = _env_int("SL_MODAL_GPU_TIMEOUT_S", 6 * 3600)
-RETRIES = _env_int("SL_MODAL_RETRIES", 2)  # a retry resumes from the Volume
-COMMIT_INTERVAL_S = _env_int("SL_MODAL_COMMIT_INTERVAL_S", 300)
+GPU = _SETTINGS.modal_gpu  # open-model generation, fine-tuning, evaluation
+MNIST_GPU = _SETTINGS.modal_mnist_gpu  # small MLPs: a small GPU is plenty
+CPU_TIMEOUT_S = _SETTINGS.modal_cpu_timeout_s  # OpenAI fine-tunes can queue hours
+GPU_TIMEOUT_S = _SETTINGS.modal_gpu_timeout_s
+RETRIES = _SETTINGS.modal_retries  # a retry resumes from the Volume
+COMMIT_INTERVAL_S = _SETTINGS.modal_commit_interval_s
 # Versions resolved together for linux x86_64 / Python 3.11 (2026-11). The wheels bring their
 # own CUDA 13 runtime, so the base is debian_slim; gcc is for Triton's kernel launchers.
 GPU_PINS = [

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from sl import phases
+from sl.config import get_settings
 from sl.errors import RemoteError, UserError
 from sl.llm.data_models import Model
 from sl.llm.driver import SampleError
@@ -193,24 +193,20 @@ def _to_stderr(message: str) -> None:
 
 
 def _setup_logging() -> None:
-    """Log to stderr at SL_LOG_LEVEL (INFO by default; DEBUG shows the tracebacks behind
-    errors)."""
-    level = os.environ.get("SL_LOG_LEVEL", "INFO").upper()
+    """Check every setting (a bad one is a UserError naming its variable) and log to stderr
+    at SL_LOG_LEVEL (INFO by default; DEBUG shows the tracebacks behind errors)."""
+    level = get_settings().log_level
     logger.remove()
-    try:
-        logger.add(_to_stderr, level=level)
-    except ValueError:
-        logger.add(_to_stderr, level="INFO")
-        logger.warning(f"SL_LOG_LEVEL={level!r} is not a log level: using INFO")
+    logger.add(_to_stderr, level=level)
 
 
 def run_script(main: Callable[[], Any], interrupted: str = RESUMES) -> None:
     """Run a script's main(); every error ends as one line on stderr with a non-zero exit
     code: 2 for user errors, 1 for failed requests or remote jobs and for bugs (whose
     traceback is logged at DEBUG: set SL_LOG_LEVEL=DEBUG to see it). `interrupted` is the
-    line printed on Ctrl-C."""
-    _setup_logging()
+    line printed on Ctrl-C. Settings are checked first, before any request or output."""
     try:
+        _setup_logging()
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

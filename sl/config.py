@@ -1,80 +1,215 @@
-"""Settings from the environment and an optional `.env` file (python-dotenv).
+"""Every environment setting of sl, typed and validated in one place (`Settings`).
 
-On Modal the same variables come from a `modal.Secret`; locally from `.env` or the shell.
-Settings are read on each call so that tests and notebooks can change the environment.
+Values come from the environment and an optional `.env` file (python-dotenv); on Modal from a
+`modal.Secret`. `get_settings()` reads them on each call, so that tests and notebooks can change
+the environment; the scripts call it at start-up, so a bad value is one line naming the variable
+before any request is sent or any output claimed. `settings_table()` renders the README's table
+of variables from the field descriptions (a test keeps the two equal).
 """
 
 import os
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from sl.errors import UserError
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
+# Set by Modal inside its containers (not a setting of sl): there the secret is the environment.
 IS_MODAL = bool(os.environ.get("MODAL_TASK_ID") or os.environ.get("MODAL_IS_REMOTE"))
 
-if not IS_MODAL and os.environ.get("SL_NO_DOTENV") != "1":
-    load_dotenv(ROOT_DIR / ".env", override=False)
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(DType)
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+
+def check_dtype(name: str, what: str = "dtype") -> DType:
+    """`name` if it is a weights dtype sl knows (`DTYPES`).
+
+    Raises:
+        UserError: Another name, in one line naming `what` and the allowed names.
+    """
+    if name not in DTYPES:
+        raise UserError(f"{what} {name!r} is not valid: use one of {', '.join(DTYPES)}")
+    return name  # type: ignore[return-value]  # checked against DTYPES just above
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("use an http(s) URL such as http://localhost:8000/v1")
+    return value
+
+
+def _modal_name(value: str) -> str:
+    # Modal's rule for app, volume and secret names.
+    if not (0 < len(value) < 64) or not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("use up to 63 letters, digits, '-', '_' or '.'")
+    return value
+
+
+def _no_spaces(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value):
+        raise ValueError("use a name without spaces")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+ModalName = Annotated[str, AfterValidator(_modal_name)]
+GpuName = Annotated[str, AfterValidator(_no_spaces)]
+UpperLogLevel = Annotated[
+    LogLevel, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
+]
+
+
+def _setting(default: Any, var: str, description: str, **constraints: Any) -> Any:
+    """A field read from the environment variable `var`; `description` goes to the README."""
+    return Field(default, validation_alias=var, description=description, **constraints)
 
 
 class Settings(BaseModel):
-    """All environment-driven settings in one place."""
+    """All environment-driven settings in one place (field → variable: `ENV_VARS`)."""
 
-    openai_api_key: SecretStr | None = Field(default=None, description="OPENAI_API_KEY")
-    openai_base_url: str | None = Field(
-        default=None, description="OPENAI_BASE_URL (OpenAI-compatible)"
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", validate_by_name=True)
+
+    openai_api_key: SecretStr | None = _setting(
+        None, "OPENAI_API_KEY", "OpenAI key (`none` for a local server without auth)"
     )
-    openai_max_concurrency: int = Field(
-        default=64, ge=1, description="OPENAI_MAX_CONCURRENCY: max in flight"
+    openai_base_url: HttpUrl | None = _setting(
+        None, "OPENAI_BASE_URL", "an OpenAI-compatible server, e.g. `http://localhost:8000/v1`; "
+        "unset: api.openai.com",
+    )  # fmt: skip
+    openai_max_concurrency: int = _setting(
+        64, "OPENAI_MAX_CONCURRENCY", "requests in flight at most", ge=1, le=10_000
     )
-    openai_start_rps: float = Field(
-        default=10.0, gt=0, description="OPENAI_START_RPS: initial request rate"
+    openai_start_rps: float = _setting(
+        10.0, "OPENAI_START_RPS", "starting request rate (req/s); adapts to rate-limit headers",
+        gt=0, le=10_000,
+    )  # fmt: skip
+    openai_max_retries: int = _setting(
+        6, "OPENAI_MAX_RETRIES", "retries of a request after a 5xx, timeout or connection error",
+        ge=0, le=100,
+    )  # fmt: skip
+    openai_timeout_s: float = _setting(
+        120.0, "OPENAI_TIMEOUT_S", "seconds one request may take", gt=0, le=3600
     )
-    openai_max_retries: int = Field(
-        default=6, ge=0, description="OPENAI_MAX_RETRIES for 5xx/timeouts/connection errors"
+    openai_poll_interval_s: float = _setting(
+        10.0, "OPENAI_POLL_INTERVAL_S", "first wait (s) between polls of a batch or fine-tuning job",
+        gt=0, le=3600,
+    )  # fmt: skip
+    openai_backoff_base_s: float = _setting(
+        1.0, "OPENAI_BACKOFF_BASE_S", "first retry delay (s); doubles per retry, with jitter",
+        ge=0, le=600,
+    )  # fmt: skip
+    hf_token: SecretStr | None = _setting(
+        None, "HF_TOKEN", "Hugging Face token: private/gated models, pushing adapters"
     )
-    openai_timeout_s: float = Field(default=120.0, gt=0, description="OPENAI_TIMEOUT_S per request")
-    openai_poll_interval_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="OPENAI_POLL_INTERVAL_S: first wait between batch/fine-tune polls",
+    hf_user_id: str | None = _setting(
+        None, "HF_USER_ID", "Hub user or org that adapters are pushed to (no token: not pushed)"
     )
-    openai_backoff_base_s: float = Field(
-        default=1.0, ge=0, description="OPENAI_BACKOFF_BASE_S first retry delay"
+    open_source_engine: Literal["auto", "vllm", "transformers"] = _setting(
+        "auto", "SL_OPEN_SOURCE_ENGINE",
+        "engine of open models: `vllm`, `transformers` or `auto` (vLLM if importable)",
+    )  # fmt: skip
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = _setting(
+        "auto", "SL_DEVICE",
+        "where open models run (generation, LoRA SFT, distillation, exact scoring): `auto` "
+        "(the GPU if torch sees one), `cpu`, `cuda`, `cuda:N`",
+    )  # fmt: skip
+    transformers_batch_size: int = _setting(
+        0, "SL_TRANSFORMERS_BATCH_SIZE",
+        "sequences per transformers `generate` call (n>1 counts each sample); `0`: as many as "
+        "the KV cache fits in half the free GPU memory, or a quarter of free RAM up to 8 GiB",
+        ge=0, le=1_000_000,
+    )  # fmt: skip
+    transformers_dtype: DType = _setting(
+        "auto", "SL_TRANSFORMERS_DTYPE",
+        "weights dtype of transformers generation: `auto` = bfloat16 on a GPU and on CPUs with "
+        "native bf16 (AMX / AVX-512 BF16), else float32; `float32`, `bfloat16`, `float16`",
+    )  # fmt: skip
+    logprob_dtype: DType = _setting(
+        "auto", "SL_LOGPROB_DTYPE",
+        "weights dtype of exact P(target) scoring: `auto` = float32 on the CPU (bf16 moves these "
+        "small probabilities by ~5 %), bfloat16 on a GPU that has it; `float32`, `bfloat16`, "
+        "`float16`",
+    )  # fmt: skip
+    vllm_chunk_size: int = _setting(
+        1024, "SL_VLLM_CHUNK_SIZE", "chats per vLLM `LLM.chat` call (results arrive per chunk)",
+        ge=1, le=1_000_000,
+    )  # fmt: skip
+    vllm_n_gpus: int = _setting(1, "VLLM_N_GPUS", "vLLM tensor-parallel size", ge=1, le=1024)
+    vllm_max_lora_rank: int = _setting(
+        8, "VLLM_MAX_LORA_RANK", "largest LoRA `r` vLLM serves (a larger adapter is refused)",
+        ge=1, le=4096,
+    )  # fmt: skip
+    vllm_max_num_seqs: int = _setting(
+        512, "VLLM_MAX_NUM_SEQS", "vLLM sequences per scheduler step", ge=1, le=1_000_000
     )
-    hf_token: SecretStr | None = Field(default=None, description="HF_TOKEN")
-    hf_user_id: str | None = Field(default=None, description="HF_USER_ID (user or org to push to)")
-    open_source_engine: str = Field(default="auto", description="SL_OPEN_SOURCE_ENGINE")
-    vllm_n_gpus: int = Field(default=1, ge=1)
-    vllm_max_lora_rank: int = Field(default=8, ge=1)
-    vllm_max_num_seqs: int = Field(default=512, ge=1)
-    vllm_max_model_len: int = Field(default=2048, ge=1)
-    vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
-    cache_dir: Path = Field(default=Path.home() / ".cache" / "sl", description="SL_CACHE_DIR")
+    vllm_max_model_len: int = _setting(
+        2048, "VLLM_MAX_MODEL_LEN", "vLLM context length (tokens)", ge=1, le=10_000_000
+    )
+    vllm_gpu_memory_utilization: float = _setting(
+        0.85, "VLLM_GPU_MEMORY_UTILIZATION", "share of GPU memory vLLM may take", gt=0, le=1
+    )
+    cache_dir: Path = _setting(
+        Path.home() / ".cache" / "sl", "SL_CACHE_DIR",
+        "cache: the converted embedded SmolLM2, fine-tuning outputs without `--output_path`",
+    )  # fmt: skip
+    log_level: UpperLogLevel = _setting(
+        "INFO", "SL_LOG_LEVEL",
+        "log level of the scripts: `DEBUG` (shows the traceback behind an error), `INFO`, "
+        "`WARNING`, ...",
+    )  # fmt: skip
+    no_dotenv: bool = _setting(
+        False, "SL_NO_DOTENV", "`1`: do not read `.env` (only the process environment counts)"
+    )
+    modal_app: ModalName = _setting("sl", "SL_MODAL_APP", "name of the Modal app")
+    modal_volume: ModalName = _setting(
+        "sl-data", "SL_MODAL_VOLUME", "name of the Modal volume holding the artifacts"
+    )
+    modal_secret: ModalName = _setting(
+        "subliminal-learning-secrets", "SL_MODAL_SECRET",
+        "name of the Modal secret with the API keys",
+    )  # fmt: skip
+    modal_gpu: GpuName = _setting(
+        "H100", "SL_MODAL_GPU", "GPU of the open-model Modal functions (`A100-80GB`, `L40S`, ...)"
+    )
+    modal_mnist_gpu: GpuName = _setting("L4", "SL_MODAL_MNIST_GPU", "GPU of the MNIST experiment")
+    modal_gpu_timeout_s: int = _setting(
+        6 * 3600, "SL_MODAL_GPU_TIMEOUT_S", "limit (s) of one GPU attempt on Modal", ge=1, le=86400
+    )
+    modal_cpu_timeout_s: int = _setting(
+        24 * 3600, "SL_MODAL_CPU_TIMEOUT_S",
+        "limit (s) of one CPU attempt on Modal (OpenAI fine-tunes can queue for hours)",
+        ge=1, le=86400,
+    )  # fmt: skip
+    modal_retries: int = _setting(
+        2, "SL_MODAL_RETRIES", "Modal retries after a crash or preemption", ge=0, le=10
+    )
+    modal_commit_interval_s: int = _setting(
+        300, "SL_MODAL_COMMIT_INTERVAL_S",
+        "how often (s) a running Modal job commits the volume (`0`: only at the end)",
+        ge=0, le=86400,
+    )  # fmt: skip
 
 
 # Settings field -> environment variable.
-ENV_VARS = {
-    "openai_api_key": "OPENAI_API_KEY",
-    "openai_base_url": "OPENAI_BASE_URL",
-    "openai_max_concurrency": "OPENAI_MAX_CONCURRENCY",
-    "openai_start_rps": "OPENAI_START_RPS",
-    "openai_max_retries": "OPENAI_MAX_RETRIES",
-    "openai_timeout_s": "OPENAI_TIMEOUT_S",
-    "openai_backoff_base_s": "OPENAI_BACKOFF_BASE_S",
-    "openai_poll_interval_s": "OPENAI_POLL_INTERVAL_S",
-    "hf_token": "HF_TOKEN",
-    "hf_user_id": "HF_USER_ID",
-    "open_source_engine": "SL_OPEN_SOURCE_ENGINE",
-    "vllm_n_gpus": "VLLM_N_GPUS",
-    "vllm_max_lora_rank": "VLLM_MAX_LORA_RANK",
-    "vllm_max_num_seqs": "VLLM_MAX_NUM_SEQS",
-    "vllm_max_model_len": "VLLM_MAX_MODEL_LEN",
-    "vllm_gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
-    "cache_dir": "SL_CACHE_DIR",
+ENV_VARS: dict[str, str] = {
+    name: str(field.validation_alias) for name, field in Settings.model_fields.items()
 }
+_SECRETS = ("OPENAI_API_KEY", "HF_TOKEN")
 
 
 def _env(name: str) -> str | None:
@@ -82,36 +217,50 @@ def _env(name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """An integer environment variable (unset or empty: `default`); bad values are a
-    UserError naming the variable."""
-    raw = _env(name)
-    if raw is None:
-        return default
+def _reading_dotenv() -> bool:
     try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"{name}={raw!r} is not an integer: unset it or give a number") from None
-    if value < minimum:
-        raise UserError(f"{name}={raw!r} is not valid: use an integer >= {minimum}")
-    return value
+        return not TypeAdapter(bool).validate_python(_env("SL_NO_DOTENV") or False)
+    except ValidationError:  # get_settings() reports it at start-up
+        return True
+
+
+if not IS_MODAL and _reading_dotenv():
+    load_dotenv(ROOT_DIR / ".env", override=False)
+
+
+def _problem(error: Any) -> str:
+    """What to do about one pydantic error, in a few words."""
+    if error["type"] == "literal_error":
+        return "use one of " + error["ctx"]["expected"].replace("'", "")
+    if error["type"] in ("int_parsing", "int_from_float"):
+        return "use an integer"
+    if error["type"] == "float_parsing":
+        return "use a number"
+    if error["type"] == "bool_parsing":
+        return "use 1 or 0"
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    if error["type"] == "string_pattern_mismatch":
+        return "use auto, cpu, cuda or cuda:N"
+    return error["msg"][0].lower() + error["msg"][1:]
 
 
 def get_settings() -> Settings:
     """Read settings from the current environment (after `.env` was loaded at import).
 
     Raises:
-        UserError: a variable has a bad value (one line naming it and the allowed range).
+        UserError: a variable has a bad value (one line naming it and what to use).
     """
-    values = {field: v for field, var in ENV_VARS.items() if (v := _env(var)) is not None}
+    values = {var: v for var in ENV_VARS.values() if (v := _env(var)) is not None}
     try:
         return Settings.model_validate(values)
     except ValidationError as e:
         first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        var = ENV_VARS.get(field, field)
-        shown = "<hidden>" if var in ("OPENAI_API_KEY", "HF_TOKEN") else repr(values.get(field))
-        raise UserError(f"{var}={shown} in environment/.env is not valid: {first['msg']}") from None
+        var = str(first["loc"][0]) if first["loc"] else ""
+        shown = "<hidden>" if var in _SECRETS else repr(values.get(var))
+        raise UserError(
+            f"{var}={shown} in environment/.env is not valid: {_problem(first)}"
+        ) from None
 
 
 def require_openai_key(settings: Settings) -> str:
@@ -122,6 +271,43 @@ def require_openai_key(settings: Settings) -> str:
             "(for a local OpenAI-compatible server without auth, set OPENAI_API_KEY=none)"
         )
     return settings.openai_api_key.get_secret_value()
+
+
+def _shown_default(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if isinstance(value, Path):
+        value = (
+            f"~/{value.relative_to(Path.home())}" if value.is_relative_to(Path.home()) else value
+        )
+    if isinstance(value, int | float):
+        value = _number(value)
+    return f"`{value}`"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown_range(metadata: list[Any]) -> str:
+    bounds = {"ge": "≥", "gt": ">", "le": "≤"}
+    shown = [
+        f"{sign} {_number(getattr(m, key))}" for m in metadata for key, sign in bounds.items()
+        if getattr(m, key, None) is not None
+    ]  # fmt: skip
+    return " (" + ", ".join(shown) + ")" if shown else ""
+
+
+def settings_table() -> str:
+    """The markdown table of every setting (variable, default, meaning and range), as in the
+    README."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        meaning = f"{field.description}{_shown_range(field.metadata)}"
+        rows.append(f"| `{ENV_VARS[name]}` | {_shown_default(field.default)} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 # The original code's module constants (`from sl import config; config.OPENAI_API_KEY`), read

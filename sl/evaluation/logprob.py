@@ -21,6 +21,7 @@ from loguru import logger
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from sl.config import get_settings
 from sl.llm.data_models import Model
 from sl.utils.file_utils import read_json_file, write_json_atomic
 
@@ -202,14 +203,13 @@ def target_probabilities(model: Model, questions: list[str], target: str) -> np.
 
 
 def scoring_dtype() -> str:
-    """Weights dtype for exact scoring: float32 on the CPU (bf16 activations shift these
-    small probabilities by ~5 %), bfloat16 on a GPU; `SL_LOGPROB_DTYPE` overrides it."""
-    import os
-
+    """Weights dtype for exact scoring: `SL_LOGPROB_DTYPE`, whose `auto` (the default) is
+    float32 on the CPU (bf16 activations shift these small probabilities by ~5 %, also on CPUs
+    with native bf16) and bfloat16 on a GPU that has it."""
     from sl.external.torch_models import resolve_device
 
-    chosen = os.environ.get("SL_LOGPROB_DTYPE")
-    if chosen:
+    chosen = get_settings().logprob_dtype
+    if chosen != "auto":
         return chosen
     return "float32" if resolve_device() == "cpu" else "auto"
 

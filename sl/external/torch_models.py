@@ -13,17 +13,15 @@ lets scoring and sampling run a batch's common prompt prefix once and reuse its 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
+from sl.config import check_dtype, get_settings
 from sl.errors import UserError
 from sl.external.chat_template import resolve_model
 from sl.llm.data_models import Model
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -34,7 +32,7 @@ def resolve_device(device: str | None = None) -> str:
     """
     import torch
 
-    name = device or os.environ.get("SL_DEVICE") or "auto"
+    name = device or get_settings().device
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     available = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(n_gpus)] if n_gpus else [])
     if name == "auto":
@@ -67,9 +65,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     """
     import torch
 
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not valid: use one of {DTYPES}")
-    if dtype == "auto":
+    if check_dtype(dtype) == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float32
     if dtype == "bfloat16" and device.startswith("cuda") and not native_bf16(device):
         raise UserError(f"{device} has no bfloat16 support: use dtype float16 or float32")

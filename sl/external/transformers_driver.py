@@ -24,8 +24,7 @@ from typing import Any
 from loguru import logger
 from tqdm import tqdm
 
-from sl.config import env_int
-from sl.errors import UserError
+from sl.config import check_dtype, get_settings
 from sl.external.chat_template import (
     InProcessDriver,
     ResolvedModel,
@@ -33,7 +32,6 @@ from sl.external.chat_template import (
     to_messages,
     truncate_at_stop,
 )
-from sl.external.torch_models import DTYPES
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 
@@ -77,8 +75,7 @@ class TransformersDriver(InProcessDriver):
     """A `Driver` running Hugging Face models in this process."""
 
     def __init__(self, batch_size: int | None = None, dtype: str = "auto"):
-        if dtype not in DTYPES:
-            raise UserError(f"transformers dtype {dtype!r} is not valid: use one of {DTYPES}")
+        check_dtype(dtype, "transformers dtype")
         self.batch_size = batch_size  # sequences per generate; None: as memory allows
         self.dtype = dtype
         self._models: dict[str, _Loaded] = {}
@@ -312,9 +309,8 @@ def get_driver() -> TransformersDriver:
     """The process-wide transformers driver (models stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        batch_size = env_int("SL_TRANSFORMERS_BATCH_SIZE", 0, minimum=0) or None
-        dtype = os.environ.get("SL_TRANSFORMERS_DTYPE") or "auto"
-        if dtype not in DTYPES:
-            raise UserError(f"SL_TRANSFORMERS_DTYPE={dtype!r} is not valid: use one of {DTYPES}")
-        _DRIVER = TransformersDriver(batch_size, dtype)
+        settings = get_settings()
+        _DRIVER = TransformersDriver(
+            settings.transformers_batch_size or None, settings.transformers_dtype
+        )
     return _DRIVER

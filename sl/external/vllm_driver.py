@@ -18,7 +18,7 @@ from typing import Any
 from loguru import logger
 from tqdm import tqdm
 
-from sl.config import env_int, get_settings
+from sl.config import get_settings
 from sl.errors import UserError
 from sl.external.chat_template import (
     InProcessDriver,
@@ -183,5 +183,5 @@ def get_driver() -> VLLMDriver:
     """The process-wide vLLM driver (engines stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        _DRIVER = VLLMDriver(env_int("SL_VLLM_CHUNK_SIZE", 1024))
+        _DRIVER = VLLMDriver(get_settings().vllm_chunk_size)
     return _DRIVER

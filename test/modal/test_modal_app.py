@@ -201,7 +201,7 @@ def test_settings_come_from_the_environment() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
-    assert "SL_MODAL_RETRIES='two' is not an integer" in out.stderr
+    assert "SL_MODAL_RETRIES='two' in environment/.env is not valid: use an integer" in out.stderr
 
 
 @dataclass
