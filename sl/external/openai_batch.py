@@ -1,12 +1,10 @@
 """Sampling through the OpenAI Batch API: half price, results within 24 h, resumable.
 
-The batch id is saved to a state file as soon as the batch exists; a rerun with the same
-requests resumes polling that batch instead of paying for a new one. Every call retries
-transient errors (connection, timeout, 429, 5xx) with backoff, so polling goes on after a
-blip; a batch creation that may have reached the server is looked up before it is retried.
+The batch is created once and polled to the end by `sl.external.openai_jobs`: its input
+file, key and id are saved in a state file, so a rerun with the same requests resumes that
+batch (or adopts the one a killed run was creating) instead of paying for a new one.
 """
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -15,15 +13,23 @@ from typing import Any
 
 from loguru import logger
 
-from sl.config import get_settings
 from sl.errors import RemoteError, UserError
-from sl.external.openai_client import make_async_client, with_retries
+from sl.external.openai_client import connect
 from sl.external.openai_driver import get_driver
+from sl.external.openai_jobs import JobKind, JobRun, job_key
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult, SampleError
-from sl.utils.file_utils import read_json_file, write_json_atomic
+from sl.utils.file_utils import read_json_file
 
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
+BATCH = JobKind(
+    noun="batch",
+    resource=lambda client: client.batches,
+    id_field="batch_id",
+    file_field="input_file_id",
+    job_file=lambda batch: batch.input_file_id,
+    terminal=frozenset({"completed", "failed", "expired", "cancelled"}),
+    failed=frozenset({"failed", "expired", "cancelled", "cancelling"}),
+)
 
 
 async def batch_sample(
@@ -48,22 +54,34 @@ async def batch_sample(
     ]
     payload = ("\n".join(lines) + "\n").encode()
     request_hash = hashlib.sha256(payload).hexdigest()[:16]
-    client = make_async_client()
+    connection = connect()
     try:
-        batch_id = await _existing_or_new_batch(client, state_path, payload, request_hash)
-        batch = await _poll(client, batch_id, state_path)
+        run = JobRun(connection, BATCH, state_path, _read_state(state_path, request_hash))
+        if not run.job_id:
+            await run.upload("batch_input.jsonl", payload, "batch")
+
+            def create(client: Any, metadata: dict[str, str]) -> Any:
+                return client.batches.create(
+                    input_file_id=run.state["input_file_id"],
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                    metadata=metadata,
+                )
+
+            await run.create_once(job_key(request_hash), create)
+        batch = await run.wait(on_poll=_log_counts)
         if batch.status != "completed" or not batch.output_file_id:
             raise RemoteError(
-                f"batch {batch_id} ended {batch.status}: {batch.errors}; delete {state_path} "
+                f"batch {batch.id} ended {batch.status}: {batch.errors}; delete {state_path} "
                 f"and rerun to submit a new batch"
             )
         output_id = batch.output_file_id
-        content = await with_retries(
-            lambda: client.files.content(output_id), f"downloading the results of {batch_id}"
+        content = await connection.call(
+            lambda c: c.files.content(output_id), f"downloading the results of {batch.id}"
         )
         output = content.text
     finally:
-        await client.close()
+        await connection.close()
     results, failures = _map_results(driver, model, output, len(chats))
     for i, responses in enumerate(results):
         if responses is not None and on_result is not None:
@@ -74,55 +92,23 @@ async def batch_sample(
     return [r for r in results if r is not None]
 
 
-async def _existing_or_new_batch(
-    client: Any, state_path: Path, payload: bytes, request_hash: str
-) -> str:
-    if state_path.exists():
-        state = read_json_file(state_path, "batch state")
-        if not isinstance(state, dict) or not isinstance(state.get("batch_id", ""), str):
-            raise UserError(f"batch state {state_path} is corrupt: delete it to start over")
-        if state.get("request_hash") == request_hash and state.get("batch_id"):
-            logger.info(f"resuming batch {state['batch_id']} from {state_path}")
-            return state["batch_id"]
+def _read_state(state_path: Path, request_hash: str) -> dict[str, Any]:
+    """The saved state of the batch of these requests; empty for a new batch."""
+    if not state_path.exists():
+        return {"request_hash": request_hash}
+    state = read_json_file(state_path, "batch state")
+    if not isinstance(state, dict) or not isinstance(state.get("batch_id", ""), str):
+        raise UserError(f"batch state {state_path} is corrupt: delete it to start over")
+    if state.get("request_hash") != request_hash:
         logger.warning(f"{state_path} is for other requests (finished earlier): new batch")
-    file = await with_retries(
-        lambda: client.files.create(file=("batch_input.jsonl", payload), purpose="batch"),
-        "uploading the batch input",
-    )
-    attempted = False
-
-    async def create() -> Any:
-        nonlocal attempted
-        if attempted:  # an earlier attempt may have created the batch: never pay twice
-            page = await client.batches.list(limit=100)
-            for candidate in page.data:
-                if candidate.input_file_id == file.id:
-                    return candidate
-        attempted = True
-        return await client.batches.create(
-            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-
-    batch = await with_retries(create, "creating the batch")
-    write_json_atomic(
-        state_path, {"batch_id": batch.id, "input_file_id": file.id, "request_hash": request_hash}
-    )
-    logger.info(f"created batch {batch.id} (state in {state_path})")
-    return batch.id
+        return {"request_hash": request_hash}
+    return state
 
 
-async def _poll(client: Any, batch_id: str, state_path: Path) -> Any:
-    interval = get_settings().openai_poll_interval_s
-    what = f"polling batch {batch_id} (its id is in {state_path}: rerun to resume)"
-    while True:
-        batch = await with_retries(lambda: client.batches.retrieve(batch_id), what)
-        counts = batch.request_counts
-        done = f"{counts.completed}/{counts.total}" if counts else "?"
-        logger.info(f"batch {batch_id}: {batch.status} ({done} requests done)")
-        if batch.status in TERMINAL:
-            return batch
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 300.0)
+async def _log_counts(batch: Any) -> None:
+    counts = batch.request_counts
+    if counts:
+        logger.info(f"batch {batch.id}: {counts.completed}/{counts.total} requests done")
 
 
 def _map_results(

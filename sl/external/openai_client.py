@@ -1,12 +1,14 @@
-"""OpenAI client construction, retries of transient errors, error causes in one line, and
-token accounting (shared by sampling, batches, fine-tuning)."""
+"""OpenAI client construction, the retry of transient errors and the circuit breaker that
+stops a client whose server is gone or refuses the key, error causes in one line, and token
+accounting (shared by sampling, batches, fine-tuning)."""
 
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from loguru import logger
@@ -19,6 +21,13 @@ T = TypeVar("T")
 # 429s are retried this many times before giving up on a single call (the sampling driver
 # keeps retrying longer while other requests succeed).
 MAX_RATE_LIMIT_RETRIES = 30
+# The longest single wait before a retry (backoff or a server's Retry-After), seconds.
+MAX_RETRY_WAIT_S = 60.0
+# The circuit breaker (see `CircuitBreaker`): connection errors with no answer in between
+# stop a client after this many seconds, or this many attempts spanning this many seconds.
+BREAKER_WINDOW_S = 30.0
+BREAKER_MAX_ATTEMPTS = 20
+BREAKER_MIN_SPAN_S = 5.0
 
 # USD per 1M tokens (input, output), standard tier; the Batch API costs half.
 PRICES_PER_M_TOKENS: dict[str, tuple[float, float]] = {
@@ -34,6 +43,12 @@ FT_PRICE_FACTOR = 2.0
 
 class MalformedResponseError(ValueError):
     """The server answered with a body that is not a usable completion (retried like a 5xx)."""
+
+
+def _malformed() -> tuple[type[Exception], ...]:
+    import openai
+
+    return (json.JSONDecodeError, openai.APIResponseValidationError, MalformedResponseError)
 
 
 def base_model_id(model_id: str) -> str:
@@ -81,8 +96,7 @@ def describe_error(error: BaseException, settings: Settings | None = None) -> st
         inner = body.get("error", body) if isinstance(body, dict) else {}
         message = inner.get("message") if isinstance(inner, dict) else None
         return f"HTTP {error.status_code} from {host}: {message or error.message}"
-    malformed = (json.JSONDecodeError, openai.APIResponseValidationError, MalformedResponseError)
-    if isinstance(error, malformed):
+    if isinstance(error, _malformed()):
         return f"malformed response body from {host}"
     return f"{type(error).__name__}: {error}"
 
@@ -98,10 +112,11 @@ def _causes(error: BaseException) -> list[BaseException]:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether a retry may succeed: connection errors, timeouts, 429 and 5xx."""
+    """Whether a retry may succeed: connection errors, timeouts, 429, 5xx and malformed
+    bodies."""
     import openai
 
-    if isinstance(error, openai.APIConnectionError | openai.RateLimitError):
+    if isinstance(error, (openai.APIConnectionError, openai.RateLimitError, *_malformed())):
         return True
     return isinstance(error, openai.APIStatusError) and error.status_code >= 500
 
@@ -129,46 +144,164 @@ def final_error(error: BaseException, what: str, attempts: int = 1) -> Exception
     return RemoteError(f"{what} failed{tries}: {cause}")
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Await `call()`, retrying transient errors with jittered exponential backoff (429s
-    wait for the server's Retry-After).
+class ServerUnreachableError(RemoteError):
+    """No request of a client got through for a while: every request of it stops."""
+
+
+class CircuitBreaker:
+    """What every request of one client shares: it stops them all, at once, when the server
+    cannot be reached or refuses the key, instead of letting each request retry on its own.
+
+    A refused key (401/403) is fatal at the first answer. Connection errors (refused,
+    unresolvable, timed out) are counted in a streak that any answer of the server ends;
+    the streak trips the breaker when it has lasted `BREAKER_WINDOW_S`, or counts
+    `BREAKER_MAX_ATTEMPTS` attempts over at least `BREAKER_MIN_SPAN_S` (so one burst of
+    refusals during a server restart does not end a long run). Once tripped, `check()`
+    raises the same one-line error for every request, and nothing more is sent.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.fatal: Exception | None = None
+        self._streak = 0
+        self._streak_start = 0.0
+
+    def check(self) -> None:
+        """Raise the recorded fatal error, if any (call before sending a request)."""
+        if self.fatal is not None:
+            raise self.fatal
+
+    def answered(self) -> None:
+        """The server answered (any HTTP status): it is reachable."""
+        if self._streak:
+            logger.info(f"{self.host} answers again")
+        self._streak = 0
+
+    def failed(self, error: BaseException, what: str) -> None:
+        """Record a failed attempt at `what`.
+
+        Raises:
+            UserError: the key was refused (recorded: every later request raises it too).
+            ServerUnreachableError: the connection errors tripped the breaker (recorded).
+        """
+        import openai
+
+        if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+            self.fatal = final_error(error, what)
+            raise self.fatal from error
+        if not isinstance(error, openai.APIConnectionError):
+            self.answered()
+            return
+        now = time.monotonic()
+        if not self._streak:
+            self._streak_start = now
+            logger.warning(
+                f"{describe_error(error)}: retrying; stopping if no request gets through "
+                f"within {BREAKER_WINDOW_S:g} s"
+            )
+        self._streak += 1
+        span = now - self._streak_start
+        enough = self._streak >= BREAKER_MAX_ATTEMPTS and span >= BREAKER_MIN_SPAN_S
+        if span >= BREAKER_WINDOW_S or enough:
+            self.fatal = ServerUnreachableError(
+                f"{what}: {self.host} cannot be reached: {self._streak} attempts over "
+                f"{span:.0f} s failed ({describe_error(error)}) and none got through; check "
+                f"OPENAI_BASE_URL and the network"
+            )
+            raise self.fatal from error
+
+
+class Retries:
+    """The retry budget of one request, shared by every OpenAI call: transient errors wait
+    (jittered exponential backoff; a 429 waits for the server's Retry-After), anything else
+    and an exhausted budget raise the one-line error. Every outcome is reported to the
+    client's breaker."""
+
+    def __init__(self, what: str, breaker: CircuitBreaker, settings: Settings) -> None:
+        self.what, self.breaker, self.settings = what, breaker, settings
+        self.failures = self.rate_limited = 0
+
+    def delay_after(self, error: Exception, patient: bool = False) -> float:
+        """Seconds to wait before retrying after `error` (at most `MAX_RETRY_WAIT_S`).
+        `patient`: 429s are retried past `MAX_RATE_LIMIT_RETRIES` (other requests succeed).
+
+        Raises:
+            UserError | RemoteError: `error` cannot be fixed by a retry, or too many
+                retries failed (chained to `error`); another exception (a bug) as it is.
+        """
+        import openai
+
+        self.breaker.failed(error, self.what)
+        attempts = self.failures + self.rate_limited + 1
+        if isinstance(error, openai.RateLimitError):
+            self.rate_limited += 1
+            if self.rate_limited > MAX_RATE_LIMIT_RETRIES and not patient:
+                raise final_error(error, self.what, attempts) from error
+            wait = retry_after_s(error)
+            if wait is None:
+                wait = backoff_delay(self.rate_limited, self.settings)
+            return min(wait, MAX_RETRY_WAIT_S)
+        if not is_transient(error):
+            if isinstance(error, openai.APIError):
+                raise final_error(error, self.what) from error
+            raise error
+        self.failures += 1
+        if self.failures > self.settings.openai_max_retries:
+            raise final_error(error, self.what, attempts) from error
+        return backoff_delay(self.failures, self.settings)
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], what: str, breaker: CircuitBreaker) -> T:
+    """Await `call()`, retrying transient errors (see `Retries`), unless `breaker` stopped
+    the client.
 
     Raises:
-        RemoteError: the call still failed after OPENAI_MAX_RETRIES retries, or failed in a
-            way a retry cannot fix; the message names the cause.
+        RemoteError: the call still failed after OPENAI_MAX_RETRIES retries, failed in a way
+            a retry cannot fix, or the server could not be reached; the message names the
+            cause.
         UserError: the server refused the API key.
     """
-    settings = get_settings()
-    failures = rate_limited = 0
+    retries = Retries(what, breaker, get_settings())
     while True:
+        breaker.check()
         try:
-            return await call()
+            result = await call()
         except Exception as e:
-            import openai
-
-            if not is_transient(e):
-                if isinstance(e, openai.APIError):
-                    raise final_error(e, what) from e
-                raise
-            if isinstance(e, openai.RateLimitError):
-                rate_limited += 1
-                give_up = rate_limited > MAX_RATE_LIMIT_RETRIES
-            else:
-                failures += 1
-                give_up = failures > settings.openai_max_retries
-            if give_up:
-                raise final_error(e, what, failures + rate_limited) from e
-            delay = retry_after_s(e) if isinstance(e, openai.RateLimitError) else None
-            if delay is None:
-                delay = backoff_delay(max(failures, 1), settings)
-            logger.warning(f"{what}: {describe_error(e, settings)}; retrying in {delay:.1f} s")
+            delay = retries.delay_after(e)
+            logger.warning(f"{what}: {describe_error(e)}; retrying in {delay:.1f} s")
             await asyncio.sleep(delay)
+        else:
+            breaker.answered()
+            return result
 
 
 def backoff_delay(failures: int, settings: Settings) -> float:
-    """Jittered exponential backoff after `failures` consecutive failures (at most 60 s)."""
+    """Jittered exponential backoff after `failures` consecutive failures (at most
+    `MAX_RETRY_WAIT_S`)."""
     delay = settings.openai_backoff_base_s * 2 ** (failures - 1) * random.uniform(0.5, 1.5)
-    return min(delay, 60.0)
+    return min(delay, MAX_RETRY_WAIT_S)
+
+
+@dataclass
+class Connection:
+    """An OpenAI client and its circuit breaker: what one run (a sampling call, a batch, a
+    fine-tuning job) talks through."""
+
+    client: Any  # openai.AsyncOpenAI
+    breaker: CircuitBreaker
+
+    async def call(self, request: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """`request(client)`, with retries (see `with_retries`)."""
+        return await with_retries(lambda: request(self.client), what, self.breaker)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def connect(settings: Settings | None = None) -> Connection:
+    """A new `Connection` to api.openai.com or OPENAI_BASE_URL."""
+    settings = settings or get_settings()
+    return Connection(make_async_client(settings), CircuitBreaker(server_host(settings)))
 
 
 def price_per_m_tokens(model_id: str) -> tuple[float, float] | None:

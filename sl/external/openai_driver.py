@@ -3,13 +3,14 @@
 Concurrency is bounded by OPENAI_MAX_CONCURRENCY (per process and event loop, across
 concurrent calls); requests are paced by requests *and* tokens, learned from the server's
 `x-ratelimit-*` headers and 429s (honouring Retry-After); 5xx, timeouts, connection errors and
-malformed bodies retry with jittered exponential backoff. A 429 is never fatal while the
-server answers other requests. A request that still fails is reported in a `SampleError`
-naming the cause, after every other result was delivered — never dropped silently.
+malformed bodies retry with jittered exponential backoff (`openai_client.Retries`, shared
+with the Batch and fine-tuning paths). A 429 is never fatal while the server answers other
+requests. A request that still fails is reported in a `SampleError` naming the cause, after
+every other result was delivered — never dropped silently. A refused key, or a server that
+cannot be reached (`openai_client.CircuitBreaker`), stops every request at once with one line.
 """
 
 import asyncio
-import json
 import time
 import weakref
 from collections.abc import Sequence
@@ -20,14 +21,16 @@ from loguru import logger
 from sl.config import get_settings
 from sl.errors import UserError
 from sl.external.openai_client import (
-    MAX_RATE_LIMIT_RETRIES,
+    CircuitBreaker,
+    Connection,
     MalformedResponseError,
+    Retries,
+    ServerUnreachableError,
     UsageTracker,
-    backoff_delay,
     base_model_id,
-    final_error,
     make_async_client,
     retry_after_s,
+    server_host,
 )
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
 from sl.llm.driver import OnResult, SampleError
@@ -147,53 +150,36 @@ class OpenAIDriver:
         return {k: v for k, v in params.items() if v is not None and k not in dropped}
 
     async def _request(
-        self, client: Any, model: Model, chat: Chat, cfg: SampleCfg
+        self, connection: Connection, model: Model, chat: Chat, cfg: SampleCfg
     ) -> list[LLMResponse]:
         import openai
 
-        settings = get_settings()
-        failures = rate_limited = 0
+        retries = Retries("chat completion", connection.breaker, get_settings())
         while True:
+            connection.breaker.check()
             params = self.request_params(model, chat, cfg)
             estimate = self.estimate_tokens(params)
             await self.limiter.acquire(estimate)
             try:
-                raw = await client.chat.completions.with_raw_response.create(**params)
+                raw = await connection.client.chat.completions.with_raw_response.create(**params)
                 completion = check_completion(raw.parse())
-            except openai.RateLimitError as e:
-                rate_limited += 1
-                stalled = time.monotonic() - self.last_success > RATE_LIMIT_PATIENCE_S
-                if rate_limited > MAX_RATE_LIMIT_RETRIES and stalled:
-                    raise final_error(e, "chat completion", failures + rate_limited) from e
-                self.limiter.on_rate_limited(retry_after_s(e))
-                continue
-            except openai.BadRequestError as e:
-                param = _unsupported_param(e)
+            except Exception as e:
+                param = _unsupported_param(e) if isinstance(e, openai.BadRequestError) else None
                 if param and param in params and param not in ("model", "messages"):
                     logger.warning(f"server rejects {param!r}: not sending it again")
                     self.dropped_params.setdefault(model.id, set()).add(param)
                     continue
-                raise final_error(e, "chat completion") from e
-            except openai.APIStatusError as e:
-                if e.status_code < 500:
-                    raise final_error(e, "chat completion") from e
-                failures += 1
-                error: BaseException = e
-            except (
-                openai.APIConnectionError,
-                openai.APIResponseValidationError,
-                json.JSONDecodeError,
-                MalformedResponseError,
-            ) as e:
-                failures += 1
-                error = e
+                stalled = time.monotonic() - self.last_success > RATE_LIMIT_PATIENCE_S
+                delay = retries.delay_after(e, patient=not stalled)
+                if isinstance(e, openai.RateLimitError):
+                    self.limiter.on_rate_limited(retry_after_s(e))  # the pacer waits for it
+                else:
+                    await asyncio.sleep(delay)
             else:
+                connection.breaker.answered()
                 self.last_success = time.monotonic()
                 self._observe_headers(raw.headers, estimate, self._learn_tokens(params, completion))
                 return self._convert(model, completion)
-            if failures > settings.openai_max_retries:
-                raise final_error(error, "chat completion", failures) from error
-            await asyncio.sleep(backoff_delay(failures, settings))
 
     def _observe_headers(self, headers: Any, estimate: float, actual: float | None) -> None:
         def number(name: str) -> float | None:
@@ -240,7 +226,8 @@ class OpenAIDriver:
         on_result: OnResult | None = None,
     ) -> list[list[LLMResponse]]:
         """Sample every chat concurrently; see the module docstring for the guarantees."""
-        client = make_async_client(get_settings())
+        settings = get_settings()
+        connection = Connection(make_async_client(settings), CircuitBreaker(server_host(settings)))
         semaphore = self._semaphore()
         results: list[list[LLMResponse] | None] = [None] * len(chats)
         failures: dict[int, BaseException] = {}
@@ -248,22 +235,25 @@ class OpenAIDriver:
         async def run_one(i: int) -> None:
             async with semaphore:
                 try:
-                    results[i] = await self._request(client, model, chats[i], sample_cfgs[i])
+                    results[i] = await self._request(connection, model, chats[i], sample_cfgs[i])
+                except (UserError, ServerUnreachableError):
+                    raise  # fatal for every request: the others are cancelled below
                 except Exception as e:  # reported below, after the other requests finish
                     failures[i] = e
                     return
             if on_result is not None:
                 on_result(i, results[i])  # type: ignore[arg-type]
 
+        tasks = [asyncio.ensure_future(run_one(i)) for i in range(len(chats))]
         try:
-            await asyncio.gather(*(run_one(i) for i in range(len(chats))))
+            await asyncio.gather(*tasks)
         finally:
-            await client.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await connection.close()
             self.usage.log(f"{model.id} so far")
         if failures:
-            user_errors = [e for e in failures.values() if isinstance(e, UserError)]
-            if user_errors:
-                raise user_errors[0]
             raise SampleError(failures)
         return [r for r in results if r is not None]
 

@@ -1,27 +1,21 @@
-"""Supervised fine-tuning through the OpenAI fine-tuning API, resumable by saved job id.
-
-Every call retries transient errors (connection, timeout, 429, 5xx) with backoff; polling
-goes on after a blip. Creating the job is guarded against paying twice: after an ambiguous
-failure (the request may have reached the server), the existing jobs are searched for one on
-the same training file before a new one is created.
+"""Supervised fine-tuning through the OpenAI fine-tuning API, created once and resumable
+(upload, create, poll: `sl.external.openai_jobs`).
 """
 
-import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from sl.config import get_settings
 from sl.errors import RemoteError, UserError
-from sl.external.openai_client import make_async_client, with_retries
+from sl.external.openai_client import Connection, connect
+from sl.external.openai_jobs import JobKind, JobRun, job_key
 from sl.llm.data_models import Model
-from sl.utils.file_utils import read_json_file, write_json_atomic, write_text_atomic
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from sl.utils.file_utils import read_json_file, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -87,34 +81,60 @@ def _read_state(state_path: Path, job: FineTuneSpec, data_hash: str) -> dict[str
     return state
 
 
+FINE_TUNING = JobKind(
+    noun="fine-tuning job",
+    resource=lambda client: client.fine_tuning.jobs,
+    id_field="job_id",
+    file_field="file_id",
+    job_file=lambda job: job.training_file,
+    terminal=frozenset({"succeeded", "failed", "cancelled"}),
+    failed=frozenset({"failed", "cancelled"}),
+)
+
+
 async def run_openai_ft_job(
     job: FineTuneSpec, rows: list[tuple[str, str]], output_path: Path
 ) -> Model:
     """Upload the (prompt, completion) rows, start the job (once), poll it to the end,
     return the tuned model.
 
-    The job id is saved next to `output_path` right after the job is created; a rerun with
-    the same job, data and output resumes polling that job instead of starting (and paying
-    for) a new one.
+    The state next to `output_path` keeps the uploaded file, the job's key and its id (see
+    `sl.external.openai_jobs`); a rerun with the same job, data and output resumes that job,
+    even one whose create request was cut off, instead of starting (and paying for) another.
 
     Raises:
-        RemoteError: the job failed, or the server stayed unreachable (the job id is kept:
-            a rerun resumes polling).
+        RemoteError: the job failed, or the server stayed unreachable (the state is kept:
+            a rerun resumes).
     """
     text = _training_jsonl(rows)
     data_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
     state_path = state_path_for(output_path)
     state = _read_state(state_path, job, data_hash)
     state.update(job_hash=job.job_hash, data_hash=data_hash)
-    client = make_async_client()
+    connection = connect()
     try:
-        if "job_id" not in state:
-            await _start(client, job, text, len(rows), output_path, state, state_path)
-        else:
-            logger.info(f"resuming fine-tuning job {state['job_id']} from {state_path}")
-        ft_job = await _poll(client, state["job_id"], state_path)
+        run = JobRun(connection, FINE_TUNING, state_path, state)
+        if not run.job_id:
+            write_text_atomic(train_file_for(output_path), text)
+            name = output_path.stem + "_train.jsonl"
+            await run.upload(name, text.encode(), "fine-tune", n_rows=len(rows))
+
+            def create(client: Any, metadata: dict[str, str]) -> Any:
+                return client.fine_tuning.jobs.create(
+                    model=job.source_model.id,
+                    training_file=state["file_id"],
+                    seed=job.seed,
+                    method={
+                        "type": "supervised",
+                        "supervised": {"hyperparameters": job.hyperparameters},
+                    },
+                    metadata=metadata,
+                )
+
+            await run.create_once(job_key(job.job_hash, data_hash), create)
+        ft_job = await run.wait(on_poll=_event_logger(connection, run.job_id))
     finally:
-        await client.close()
+        await connection.close()
     if ft_job.status != "succeeded" or not ft_job.fine_tuned_model:
         error = getattr(ft_job, "error", None)
         message = getattr(error, "message", None) or ft_job.status
@@ -126,78 +146,18 @@ async def run_openai_ft_job(
     return Model(id=ft_job.fine_tuned_model, type="openai", parent_model=job.source_model)
 
 
-async def _start(
-    client: Any,
-    job: FineTuneSpec,
-    text: str,
-    n_rows: int,
-    output_path: Path,
-    state: dict[str, Any],
-    state_path: Path,
-) -> None:
-    if "file_id" not in state:
-        train_path = train_file_for(output_path)
-        write_text_atomic(train_path, text)
-        file = await with_retries(
-            lambda: client.files.create(
-                file=(output_path.stem + "_train.jsonl", text.encode()), purpose="fine-tune"
-            ),
-            "uploading the training file",
-        )
-        state.update(file_id=file.id, n_rows=n_rows)
-        write_json_atomic(state_path, state)
-        logger.info(f"uploaded {n_rows} training rows as {file.id}")
-    attempted = False
+def _event_logger(connection: Connection, job_id: str | None) -> Callable[[Any], Awaitable[None]]:
+    """A poll step that logs the job's new events (training progress)."""
+    seen: set[str] = set()
 
-    async def create() -> Any:
-        nonlocal attempted
-        if attempted:  # an earlier attempt may have created the job: never pay twice
-            existing = await _find_job(client, job, state["file_id"])
-            if existing is not None:
-                logger.info(f"found job {existing.id} created by the interrupted request")
-                return existing
-        attempted = True
-        return await client.fine_tuning.jobs.create(
-            model=job.source_model.id,
-            training_file=state["file_id"],
-            seed=job.seed,
-            method={
-                "type": "supervised",
-                "supervised": {"hyperparameters": job.hyperparameters},
-            },
-        )
-
-    ft_job = await with_retries(create, "creating the fine-tuning job")
-    state["job_id"] = ft_job.id
-    write_json_atomic(state_path, state)
-    logger.info(f"created fine-tuning job {ft_job.id} (id saved in {state_path})")
-
-
-async def _find_job(client: Any, job: FineTuneSpec, file_id: str) -> Any:
-    page = await client.fine_tuning.jobs.list(limit=100)
-    for candidate in page.data:
-        if candidate.training_file == file_id and candidate.model == job.source_model.id:
-            return candidate
-    return None
-
-
-async def _poll(client: Any, job_id: str, state_path: Path) -> Any:
-    interval = get_settings().openai_poll_interval_s
-    last_status, seen_events = None, set()
-    what = f"polling fine-tuning job {job_id} (its id is in {state_path}: rerun to resume)"
-    while True:
-        ft_job = await with_retries(lambda: client.fine_tuning.jobs.retrieve(job_id), what)
-        if ft_job.status != last_status:
-            logger.info(f"job {job_id}: {ft_job.status}")
-            last_status = ft_job.status
-        events = await with_retries(
-            lambda: client.fine_tuning.jobs.list_events(job_id, limit=20), what
+    async def log_events(_: Any) -> None:
+        events = await connection.call(
+            lambda c: c.fine_tuning.jobs.list_events(job_id, limit=20),
+            f"reading the events of fine-tuning job {job_id}",
         )
         for event in reversed(events.data):
-            if event.id not in seen_events:
-                seen_events.add(event.id)
+            if event.id not in seen:
+                seen.add(event.id)
                 logger.info(f"job {job_id}: {event.message}")
-        if ft_job.status in TERMINAL:
-            return ft_job
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 300.0)
+
+    return log_events

@@ -1,9 +1,13 @@
 """An adaptive request pacer: evenly spaced requests, rates learned from the server.
 
 Two budgets bind, whichever is tighter: requests and tokens. Requests are paced one slot of
-`1/rate` seconds apart; the rate starts at a guess, jumps to just under the server's
-advertised limit when one is reported, grows slowly while requests succeed and shrinks
-multiplicatively on each 429 (with a pause for Retry-After). Once the server advertises a
+`1/rate` seconds apart, at the rate known when the slot comes (a rate learned meanwhile
+shortens a wait already begun); the rate starts at a guess, jumps to just under the server's
+advertised limit when one is reported, and shrinks multiplicatively on each 429 (with a
+pause for Retry-After). While nothing is known (no advertised limit, no 429 yet) it starts
+slowly like TCP: each success doubles it, to at least `SLOW_START_FLOOR_RPS` and at most twice
+the successes of the last second, so a low starting guess costs seconds, not minutes;
+afterwards it grows slowly while requests succeed. Once the server advertises a
 token limit (`x-ratelimit-limit-tokens`), each request also takes `tokens / token_rate`
 seconds of a second clock, charged with an estimate before the request and corrected with
 the tokens the server counted after it. It holds no asyncio objects, so one instance can be
@@ -13,7 +17,10 @@ shared across event loops.
 import asyncio
 import re
 import time
+from collections import deque
 
+# The request rate a first success lifts a lower starting guess to (requests/s).
+SLOW_START_FLOOR_RPS = 1.0
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
@@ -40,7 +47,8 @@ class AdaptiveRateLimiter:
         self.ceiling: float | None = None
         self.min_rps = min_rps
         self.headroom = headroom
-        self._next_slot = 0.0
+        self._last_slot = -float("inf")
+        self._recent_successes: deque[float] = deque()
         self.token_rate: float | None = None  # tokens/s, once the server advertises a limit
         self._next_token_slot = 0.0
         self._paused_until = 0.0
@@ -49,18 +57,18 @@ class AdaptiveRateLimiter:
 
     async def acquire(self, tokens: float = 0.0) -> None:
         """Wait for the next free slot of a request of about `tokens` tokens. Waiters re-check
-        at least every 50 ms, so a rate learned meanwhile applies at once (slots are never
-        reserved ahead at an old rate)."""
+        at least every 50 ms, so a rate learned meanwhile applies at once (the next slot is
+        reckoned from the last one at the current rate, never reserved ahead)."""
         while True:
             now = time.monotonic()
             # A late waiter may catch up by up to 50 ms of slots, no more (no bursts).
-            self._next_slot = max(self._next_slot, now - 0.05)
+            slot = max(self._last_slot + 1.0 / self.rate, now - 0.05)
             self._next_token_slot = max(self._next_token_slot, now - 0.05)
-            ready = max(self._next_slot, self._paused_until)
+            ready = max(slot, self._paused_until)
             if self.token_rate:
                 ready = max(ready, self._next_token_slot)
             if now >= ready:
-                self._next_slot += 1.0 / self.rate
+                self._last_slot = slot
                 if self.token_rate:
                     self._next_token_slot += tokens / self.token_rate
                 return
@@ -77,6 +85,14 @@ class AdaptiveRateLimiter:
             self.ceiling = ceiling
         if remaining is not None and remaining <= 0 and reset_s:
             self.pause(reset_s)
+        now = time.monotonic()
+        self._recent_successes.append(now)
+        while self._recent_successes[0] < now - 1.0:
+            self._recent_successes.popleft()
+        if self.ceiling is None and self.token_rate is None and not self.n_rate_limited:
+            measured = 2.0 * len(self._recent_successes)  # twice the successes of the last 1 s
+            self.rate = max(self.rate, min(2.0 * self.rate, measured), SLOW_START_FLOOR_RPS)
+            return
         # Additive increase, capped at the advertised limit when there is one.
         step = max(0.05, 0.01 * self.rate)
         self.rate = (

@@ -120,9 +120,9 @@ def test_paces_by_tokens_when_the_token_budget_binds(openai_server):
 
 
 def test_a_429_is_not_fatal_while_the_server_answers(openai_server, monkeypatch):
-    from sl.external import openai_driver
+    from sl.external import openai_client
 
-    monkeypatch.setattr(openai_driver, "MAX_RATE_LIMIT_RETRIES", 1)
+    monkeypatch.setattr(openai_client, "MAX_RATE_LIMIT_RETRIES", 1)
     openai_server.fail_next(100, status=429)  # about 5 per request, each above the cap
     responses = asyncio.run(llm.batch_sample(MODEL, _chats(20), SampleCfg()))
     assert len(responses) == 20 and openai_server.n_429 == 100

@@ -46,6 +46,9 @@ Failure injection
                               ``endpoint_counts``) answer ``status``; 0 drops the connection
                               unanswered, -1 handles the request and then drops the connection
                               (an answer lost on the way).
+``answer_late_next(route, n, delay_s)`` next n requests to ``route`` are handled at once (a job
+                              or batch is created) and answered ``delay_s`` later (a client
+                              killed meanwhile never learns the result).
 
 Counters
 --------
@@ -66,7 +69,9 @@ logprobs / top_logprobs; the answer names the dated snapshot of the aliases in
 ``GET /v1/fine_tuning/jobs/{id}/events`` (newest first), ``POST /v1/batches``,
 ``GET /v1/batches``, ``GET /v1/batches/{id}`` (each retrieve advances validating ->
 in_progress -> finalizing -> completed, when the input lines run through the chat logic into
-an output file of ``{"custom_id", "response": {"status_code": 200, "body"}}`` lines).
+an output file of ``{"custom_id", "response": {"status_code": 200, "body"}}`` lines). Jobs and
+batches keep the ``metadata`` they were created with; lists are newest first, paged by
+``limit`` and ``after`` (an object id) as the SDK's cursor pages ask.
 
 :func:`default_responder`: if the last user message mentions "number(s)", a comma-separated list
 of 3-digit numbers (count = an integer written before "numbers", clamped to 1..100, else 10);
@@ -340,6 +345,7 @@ class FakeOpenAIServer:
         self._timeout_queue: list[float] = []
         self._malformed_queue: list[bytes] = []
         self._route_failures: dict[str, list[int]] = {}
+        self._late_answers: dict[str, list[float]] = {}
         self._files: dict[str, bytes] = {}
         self._jobs: dict[str, dict[str, Any]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
@@ -421,6 +427,10 @@ class FakeOpenAIServer:
         with self._lock:
             self._route_failures.setdefault(route, []).extend([status] * n)
 
+    def answer_late_next(self, route: str, n: int = 1, delay_s: float = 5.0) -> None:
+        with self._lock:
+            self._late_answers.setdefault(route, []).extend([delay_s] * n)
+
     # -- counters ----------------------------------------------------------------------------
 
     def reset_stats(self) -> None:
@@ -471,6 +481,7 @@ class FakeOpenAIServer:
             self.requests_total += 1
             self._endpoint_counts[route] = self._endpoint_counts.get(route, 0) + 1
             injected = (self._route_failures.get(route) or [None]).pop(0)
+            late = (self._late_answers.get(route) or [0.0]).pop(0)
         if injected == 0:
             return 0, {}, b""  # the handler drops the connection
         out_headers = {"x-request-id": _new_id("req_"), "content-type": _JSON}
@@ -499,6 +510,7 @@ class FakeOpenAIServer:
             self._status_counts[status] = self._status_counts.get(status, 0) + 1
         if injected == -1:
             return 0, {}, b""  # handled, but the answer is lost
+        self._sleep(late)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return status, out_headers, data
 
@@ -679,6 +691,7 @@ class FakeOpenAIServer:
             "trained_tokens": None,
             "training_file": training_file,
             "validation_file": None,
+            "metadata": req.get("metadata"),
         }
         with self._lock:
             state = {"job": job, "retrieves": 0, "fail": self.ft_fail, "events": []}
@@ -748,6 +761,7 @@ class FakeOpenAIServer:
             "output_file_id": None,
             "created_at": int(time.time()),
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": req.get("metadata"),
         }
         with self._lock:
             self._batches[batch["id"]] = {"batch": batch, "retrieves": 0}
@@ -821,8 +835,12 @@ def _add_event(state: dict[str, Any], message: str) -> None:
 
 
 def _page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """One page of `items` (newest first): `limit` of them after the id `after`, if given."""
     limit = int(query.get("limit", 20))
-    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+    ids = [item["id"] for item in items]
+    start = ids.index(query["after"]) + 1 if query.get("after") in ids else 0
+    page = items[start : start + limit]
+    return {"object": "list", "data": page, "has_more": start + limit < len(items)}
 
 
 def _fake_logprobs(text: str, top_k: int, choice: int) -> list[dict[str, Any]]:
