@@ -197,23 +197,25 @@ def run_mnist_experiment(config: dict[str, Any], output_dir: Path) -> MnistSumma
     ones take the paper's defaults); write results.json and the plots into `output_dir`.
 
     A results.json of the same config already there is reused (a retry does not retrain);
-    one of another config is refused.
+    one of another config, a second run on the same folder, and plots sl did not make are
+    refused.
     """
     from sl.mnist.config import make_config
 
     cfg = make_config(**config)  # before the torch import: bad values fail fast
     from sl.mnist.config import resolve_device
     from sl.mnist.experiment import format_accuracy_table, train_and_evaluate
-    from sl.mnist.outputs import RESULTS_NAME, prepare_output_dir, write_outputs
+    from sl.mnist.outputs import prepare_output_dir, results_artifact, write_outputs
 
     resolve_device(cfg)  # no CUDA for device="cuda": fail before touching output_dir
-    prepare_output_dir(output_dir, cfg)
-    results_path = output_dir / RESULTS_NAME
-    if results_path.exists():  # same config, checked above
-        logger.info(f"{results_path}: already complete, nothing to do")
-        results = json.loads(results_path.read_text())
-    else:
-        results = train_and_evaluate(cfg)
-        write_outputs(results, output_dir)
+    prepare_output_dir(output_dir)
+    with results_artifact(output_dir, cfg) as out:
+        if out.complete:
+            logger.info(f"{out.path}: already complete, nothing to do")
+            results = json.loads(out.path.read_text())
+        else:
+            results = train_and_evaluate(cfg)
+            write_outputs(results, output_dir)
+            out.finish()
     means = {arm: float(s["mean"]) for arm, s in results["summary"].items()}
-    return MnistSummary(str(results_path), means, format_accuracy_table(results))
+    return MnistSummary(str(out.path), means, format_accuracy_table(results))

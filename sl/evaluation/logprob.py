@@ -12,7 +12,6 @@ questions as sampled answers (`sl.evaluation.comparison.compare`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,9 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from sl.config import get_settings
-from sl.llm.data_models import Model
+from sl.errors import UserError
+from sl.llm.data_models import HashableModel, Model
+from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, write_json_atomic
 
 
@@ -226,33 +227,54 @@ class LogprobResult(BaseModel):
 def run_logprob_evaluation(
     model: Model, questions: list[str], targets: list[str], output_path: Path
 ) -> dict[str, LogprobResult]:
-    """Score every target for `model`, written to `output_path` (JSON); a finished file of
-    the same model and questions is read back instead of recomputed."""
-    if output_path.exists():
-        saved = {
-            k: LogprobResult.model_validate(v)
-            for k, v in json.loads(output_path.read_text()).items()
-        }
-        if set(saved) == set(targets) and all(
-            r.questions == questions and r.model_id == model.id for r in saved.values()
-        ):
-            logger.info(f"{output_path}: logprob evaluation already complete")
-            return saved
-    from sl.external.torch_models import load_causal_lm
+    """Score every target for `model`, written to `output_path` (JSON, guarded by
+    `sl.utils.artifact`); a finished file of the same model, questions and targets is read
+    back instead of recomputed."""
+    key = _LogprobKey(model=model, questions=questions, targets=targets)
 
-    lm = load_causal_lm(model, dtype=scoring_dtype())
-    scores = question_probabilities(lm.module, lm.tokenizer, questions, targets)
-    results = {
-        t: LogprobResult(
-            model_id=model.id, target=t, questions=questions, probabilities=scores[t].tolist()
+    def is_finished(path: Path) -> bool:  # a file written before scores had a meta
+        try:
+            saved = _read_results(path)
+        except (UserError, ValueError):
+            return False
+        return set(saved) == set(targets) and all(
+            r.questions == questions and r.model_id == model.id for r in saved.values()
         )
-        for t in targets
-    }
-    write_json_atomic(output_path, {k: v.model_dump() for k, v in results.items()})
+
+    with artifact(
+        output_path, key.model_hash(), f"log-prob scores of {model.id}", adopt=is_finished
+    ) as out:
+        if out.complete:
+            logger.info(f"{output_path}: logprob evaluation already complete")
+            return _read_results(output_path)
+        from sl.external.torch_models import load_causal_lm
+
+        lm = load_causal_lm(model, dtype=scoring_dtype())
+        scores = question_probabilities(lm.module, lm.tokenizer, questions, targets)
+        results = {
+            t: LogprobResult(
+                model_id=model.id, target=t, questions=questions, probabilities=scores[t].tolist()
+            )
+            for t in targets
+        }
+        write_json_atomic(output_path, {k: v.model_dump() for k, v in results.items()})
+        out.finish()
     return results
+
+
+class _LogprobKey(HashableModel):
+    model: Model
+    questions: list[str]
+    targets: list[str]
+
+
+def _read_results(path: Path) -> dict[str, LogprobResult]:
+    data = read_json_file(path, "logprob scores")
+    if not isinstance(data, dict):
+        raise UserError(f"logprob scores {path} are not a JSON object: delete the file")
+    return {t: LogprobResult.model_validate(v) for t, v in data.items()}
 
 
 def read_logprob_scores(path: Path) -> dict[str, list[float]]:
     """target -> per-question P(target), from a file `run_logprob_evaluation` wrote."""
-    data = read_json_file(path, "logprob scores")
-    return {t: LogprobResult.model_validate(v).probabilities for t, v in data.items()}
+    return {t: r.probabilities for t, r in _read_results(path).items()}

@@ -5,10 +5,14 @@ soft-label distillation (`student_job`, run by the finetune stage).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from loguru import logger
 
 from sl import phases
-from sl.datasets.services import save_dataset
+from sl.datasets.services import read_dataset, save_dataset
 from sl.experiment.data_models import CONTROL, ExperimentCfg, StudentRun, TeacherRun
 from sl.experiment.paths import ExperimentPaths
 from sl.experiment.trait_teacher import OTHER_ANIMALS, trait_rows
@@ -16,6 +20,7 @@ from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.distill import DistillJob
 from sl.finetuning.services import AnyJob
 from sl.llm.data_models import Model
+from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_model
 
 
@@ -32,8 +37,16 @@ async def teacher_model(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Tea
         else teacher.teacher
     )
     trait_cfg = cfg.trait_teacher.replicate(teacher.replicate)
-    if not data_path.exists():
-        save_dataset(trait_rows(answers, trait_cfg, exclude), data_path)
+    rows = trait_rows(answers, trait_cfg, exclude)
+    key = hashlib.sha256(json.dumps([r.model_dump() for r in rows]).encode()).hexdigest()[:16]
+
+    def same_rows(path: Path) -> bool:  # written before trait data had a meta
+        return read_dataset(path) == rows
+
+    with artifact(data_path, key, f"trait data of {teacher.name}", adopt=same_rows) as out:
+        if not out.complete:
+            save_dataset(rows, data_path)
+            out.finish(rows=len(rows))
     job = trait_cfg.teacher_job(cfg.teacher_model)
     logger.info(f"fine-tuning the {teacher.name} teacher on {data_path}")
     return await phases.finetune(job, data_path, model_path)

@@ -14,8 +14,6 @@ batch split (which follows free memory).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from contextlib import nullcontext
@@ -34,6 +32,7 @@ from sl.external.chat_template import (
 )
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
+from sl.utils.seeds import repeat_index, stable_seed
 
 
 class _Loaded:
@@ -98,7 +97,7 @@ class TransformersDriver(InProcessDriver):
             groups: dict[str, list[int]] = {}  # by config hash (a list field blocks hash())
             for i, cfg in enumerate(cfgs):
                 groups.setdefault(cfg.model_hash(), []).append(i)
-            repeats = _repeat_index(chats)
+            repeats = repeat_index([c.model_dump_json() for c in chats])
             adapter = str(resolved.adapter) if resolved.adapter else None
             gen_model, ctx = loaded.select(adapter)
             with ctx, tqdm(total=len(chats), desc=f"generate {model.id}", unit="chat") as bar:
@@ -128,23 +127,6 @@ def _chat_len(chat: Chat) -> int:
     return sum(len(m.content) for m in chat.messages)
 
 
-def _repeat_index(chats: list[Chat]) -> list[int]:
-    """For each chat, how many equal chats come before it in the request."""
-    seen: dict[str, int] = {}
-    out = []
-    for chat in chats:
-        key = chat.model_dump_json()
-        out.append(seen.get(key, 0))
-        seen[key] = out[-1] + 1
-    return out
-
-
-def _stream_seed(seed: int, prompt: list[int], repeat: int, sample: int) -> int:
-    """The seed of one sample's random stream (a stable hash: the same in every process)."""
-    blob = json.dumps([seed, prompt, repeat, sample]).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
-
-
 def _generate(
     loaded: _Loaded,
     gen_model: Any,
@@ -153,7 +135,7 @@ def _generate(
     repeats: list[int] | None = None,
 ) -> list[list[LLMResponse]]:
     """One `generate` call for chats sharing a sampling config; n responses per chat
-    (`repeats`: each chat's `_repeat_index`, for seeded streams)."""
+    (`repeats`: each chat's `repeat_index`, for seeded streams)."""
     import torch
 
     from sl.external.torch_models import prefill, with_cache
@@ -178,7 +160,7 @@ def _generate(
         seeds = None
         if cfg.seed is not None:
             repeats = repeats or [0] * len(prompts)
-            seeds = [_stream_seed(cfg.seed, p, r, j)
+            seeds = [stable_seed(cfg.seed, p, r, j)
                      for p, r in zip(prompts, repeats, strict=True) for j in range(per_chat)]  # fmt: skip
         kwargs["logits_processor"] = _sampler(cfg, seeds)
     if cfg.stop:

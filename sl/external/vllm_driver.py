@@ -30,6 +30,7 @@ from sl.external.chat_template import (
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 from sl.utils.optional_deps import COMMANDS
+from sl.utils.seeds import repeat_index, stable_seed
 
 INSTALL_HINT = COMMANDS["vllm"]
 
@@ -78,8 +79,13 @@ def build_engine(base: str) -> Any:
     return vllm.LLM(**kwargs)
 
 
-def sampling_params(cfg: SampleCfg) -> Any:
-    """vLLM `SamplingParams` for a `SampleCfg` (temperature 0 = greedy)."""
+def sampling_params(cfg: SampleCfg, chat: Chat | None = None, repeat: int = 0) -> Any:
+    """vLLM `SamplingParams` for a `SampleCfg` (temperature 0 = greedy).
+
+    A seeded request gets a seed of its own, from the config's seed, the chat and its
+    `repeat` index among equal chats: its answers do not depend on what else is in the
+    batch, and equal chats asked twice get different samples.
+    """
     from vllm import SamplingParams
 
     logprobs = None
@@ -90,7 +96,9 @@ def sampling_params(cfg: SampleCfg) -> Any:
         temperature=cfg.temperature,
         top_p=cfg.top_p if cfg.top_p is not None else 1.0,
         max_tokens=cfg.max_tokens or DEFAULT_MAX_TOKENS,
-        seed=cfg.seed,
+        seed=None
+        if cfg.seed is None
+        else stable_seed(cfg.seed, chat and chat.model_dump(), repeat),
         stop=cfg.stop,
         logprobs=logprobs,
     )
@@ -158,12 +166,13 @@ class VLLMDriver(InProcessDriver):
                 lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
                 lora = LoRARequest(f"adapter{lora_id}", lora_id, path)
             results: list[list[LLMResponse]] = []
+            repeats = repeat_index([c.model_dump_json() for c in chats])
             with tqdm(total=len(chats), desc=f"vLLM {model.id}", unit="chat") as bar:
                 for start in range(0, len(chats), self.chunk_size):
                     chunk = range(start, min(start + self.chunk_size, len(chats)))
                     outputs = llm.chat(
                         [to_messages(chats[i]) for i in chunk],
-                        [sampling_params(cfgs[i]) for i in chunk],
+                        [sampling_params(cfgs[i], chats[i], repeats[i]) for i in chunk],
                         use_tqdm=False,
                         lora_request=lora,
                     )

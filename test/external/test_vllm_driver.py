@@ -74,3 +74,15 @@ async def test_seeded_sampling_of_many_long_prompts(driver, tiny_model_dir):
     finally:
         driver.chunk_size = 3
     assert [len(g) for g in groups] == [2] * 64
+
+
+async def test_seeded_answers_do_not_depend_on_the_batch(driver, tiny_model_dir):
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    cfg = SampleCfg(temperature=1.0, n=2, max_tokens=6, seed=11)
+    chats = [CHATS[0], CHATS[1], CHATS[0]]  # the same chat asked twice in one call
+    together = await driver.batch_sample(model, chats, [cfg] * 3)
+    alone = await driver.batch_sample(model, [CHATS[1]], [cfg])
+    assert texts([together[1]]) == texts(alone)  # same request, other batch: same answers
+    assert texts([together[0]]) != texts([together[2]])  # a repeat gets its own stream
+    after = await driver.batch_sample(model, [CHATS[0], CHATS[0]], [cfg] * 2)
+    assert texts(after) == texts([together[0], together[2]])

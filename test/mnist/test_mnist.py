@@ -170,3 +170,37 @@ def test_script_output_dir_not_writable(tmp_path):
     blocker.write_text("x")
     r = _script(*TINY_FLAGS, "--output_dir", str(blocker / "sub"))
     assert r.returncode == 2 and "--output_dir" in r.stderr
+
+
+HOLD_RESULTS = """
+import sys, time
+from pathlib import Path
+from sl.utils.output_lock import output_lock
+with output_lock(Path(sys.argv[1]) / "results.json"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_run_on_a_folder_is_refused_and_a_users_plot_is_kept(tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RESULTS, str(busy)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = _script(*TINY_FLAGS, "--output_dir", str(busy))
+        assert r.returncode == 2 and f"another run (PID {holder.pid})" in r.stderr, r.stderr
+        assert not (busy / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "mnist_aux_bars_m3.png").write_bytes(b"my figure")
+    r = _script(*TINY_FLAGS, "--output_dir", str(mine))
+    assert r.returncode == 2 and "mnist_aux_bars_m3.png, not made by sl" in r.stderr, r.stderr
+    assert (mine / "mnist_aux_bars_m3.png").read_bytes() == b"my figure"
+    assert not (mine / "results.json").exists()
