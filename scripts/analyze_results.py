@@ -10,11 +10,13 @@ The condition named like a target is that target's student. Writes results.csv (
 condition, match, mean, ci_low, ci_high, n_runs, n_responses, p_vs_control, test),
 results.json (also each run's value, the exact permutation test over run labels, the paired
 test over questions and specificity) and results.png (bars with 95 % t-CIs across runs).
+A rerun replaces what an analysis wrote there; a file of those names that no analysis wrote
+(the user's own, an experiment's report) is refused, never replaced.
 """
 
 from pathlib import Path
 
-from cli import ArgumentParser, naming_params, run_script
+from cli import ArgumentParser, naming_flags, naming_params, run_script
 
 from sl.evaluation.analysis import analyze_result_files, format_analysis, write_analysis
 from sl.evaluation.scoring import MATCH_RULES
@@ -51,7 +53,8 @@ def main() -> None:
         analysis = analyze_result_files(
             conditions, args.targets, control=args.control, base=args.base, match=args.match
         )
-    paths = write_analysis(analysis, args.output_dir)
+    with naming_flags(output_dir=args.output_dir):
+        paths = write_analysis(analysis, args.output_dir)
     print(format_analysis(analysis))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -351,6 +351,8 @@ def write_analysis(analysis: Analysis, output_dir: Path | str) -> dict[str, Path
 
     out = Path(output_dir)
     paths = {n: out / f"results.{n}" for n in ("csv", "json", "png")}
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file: give a folder", path=out)
     prepare_parent(paths["csv"])
     for path in paths.values():
         refuse_special_file(path)

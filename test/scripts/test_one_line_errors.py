@@ -20,7 +20,11 @@ from sl.utils.file_utils import JsonlAppender, write_text_atomic
 def _restore_logging():
     yield
     logger.remove()
-    logger.add(lambda message: sys.stderr.write(message), level="DEBUG")
+    logger.add(_to_stderr, level="DEBUG")
+
+
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(message)
 
 
 def one_line_error(capsys, fn, code=2):
@@ -221,6 +225,36 @@ BAD_CONFIGS = {
         "x = OpenAIFTJob(seed=1, source_model=Model(id='m', type='openai'), lr_multiplier=-1)\n",
         "lr_multiplier: -1.0 is not valid",
     ),
+    "lr multiplier nan": (
+        "from sl.finetuning.data_models import OpenAIFTJob\nfrom sl.llm.data_models import Model\n"
+        "x = OpenAIFTJob(seed=1, source_model=Model(id='m', type='openai'), "
+        "lr_multiplier=float('nan'))\n",
+        "lr_multiplier: Input should be a finite number (got nan)",
+    ),
+    "max tokens": (
+        "from sl.llm.data_models import SampleCfg\nx = SampleCfg(max_tokens=10**15)\n",
+        "max_tokens: Input should be less than or equal to 1000000",
+    ),
+    "prompt set size": (
+        "from sl.datasets.services import NumsDatasetPromptSet\n"
+        "x = NumsDatasetPromptSet(size=10**10)\n",
+        "size: Input should be less than or equal to 10000000",
+    ),
+    "samples per question": (
+        "from sl.evaluation.data_models import Evaluation\nfrom sl.llm.data_models import "
+        "SampleCfg\nx = Evaluation(questions=['q'], n_samples_per_question=10**10, "
+        "sample_cfg=SampleCfg())\n",
+        "n_samples_per_question: Input should be less than or equal to 100000",
+    ),
+    "empty model id": (
+        "from sl.llm.data_models import Model\nx = Model(id='', type='openai')\n",
+        "the model id is empty",
+    ),
+    "lora dropout": (
+        "from sl.finetuning.data_models import PeftCfg\nx = PeftCfg(lora_dropout=-3)\n",
+        "lora_dropout: Input should be greater than or equal to 0",
+    ),
+    "exits with 0": ("import sys\nsys.exit(0)\n", "called sys.exit(0) while being imported"),
 }
 
 
@@ -300,3 +334,21 @@ def test_atomic_writes_and_appends_get_the_same_permissions(tmp_path):
         appender.append({"x": 1})
     mode = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert mode["a.json"] == mode["b.jsonl"] != 0o600
+
+
+# --- rows and paths ---------------------------------------------------------------------------
+
+
+def test_dataset_row_with_an_empty_completion(capsys, openai_server, cfg_file, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"prompt": "p", "completion": "1, 2"}\n{"prompt": "p", "completion": ""}\n')
+    line = one_line_error(capsys, _ft(cfg_file, data, tmp_path / "m.json"))
+    assert f"{data}:2: malformed line (the completion is empty" in line
+    assert openai_server.requests_total == 0
+
+
+def test_fifo_as_dataset_fails_at_once(capsys, openai_server, cfg_file, tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    line = one_line_error(capsys, _ft(cfg_file, tmp_path / "fifo", tmp_path / "m.json"))
+    assert "fifo is a FIFO, not a regular file" in line
+    assert openai_server.requests_total == 0
