@@ -17,6 +17,9 @@ from sl.config import get_settings
 from sl.errors import UserError
 from sl.external.embedded_model import EMBEDDED_MODEL_ID, embedded_model_dir
 
+# A folder is a model if it holds one of these (a full model, or a LoRA adapter).
+_MODEL_FILES = ("config.json", "adapter_config.json")
+
 
 def _token() -> str | None:
     token = get_settings().hf_token
@@ -48,6 +51,11 @@ def resolve_model_path(model_id: str) -> Path:
     """
     path = Path(model_id).expanduser()
     if path.is_dir():
+        if not any((path / name).is_file() for name in _MODEL_FILES):
+            raise UserError(
+                f"model folder {model_id} holds no {' or '.join(_MODEL_FILES)}: not a model or "
+                "adapter (an unfinished download or fine-tune?); check the path"
+            )
         return path
     if looks_like_path(model_id) or path.exists():
         raise UserError(

@@ -265,3 +265,13 @@ def test_a_config_module_that_raises_is_reported(tmp_path):
     with pytest.raises(UserError, match=r"raises\.py failed to import: RuntimeError: no GPU here"):
         load_module(path)
     assert not any(name.startswith("sl_cfg_raises") for name in sys.modules)
+
+
+def test_an_empty_model_folder_is_not_a_model(tmp_path):
+    from sl.external.hf_driver import resolve_model_path
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"model folder .*/empty holds no config\.json or adapter"):
+        resolve_model_path(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "adapter_config.json").write_text("{}")
+    assert resolve_model_path(str(tmp_path / "empty")) == tmp_path / "empty"
