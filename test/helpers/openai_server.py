@@ -579,7 +579,8 @@ class FakeOpenAIServer:
         messages = req.get("messages") if isinstance(req.get("messages"), list) else []
         prompt = sum(_word_count(_message_text(m)) for m in messages or [])
         max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
-        n = req.get("n") if isinstance(req.get("n"), int) else 1
+        n = req.get("n")
+        n = n if isinstance(n, int) else 1
         return float(prompt + (n * max_tokens if isinstance(max_tokens, int) else 0))
 
     def _complete(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -672,7 +673,7 @@ class FakeOpenAIServer:
             raise _HTTPError(400, "Missing required parameter: 'model'.", param="model")
         if training_file not in self._files:
             raise _HTTPError(400, f"invalid training_file: {training_file}", param="training_file")
-        method = req.get("method") or {"type": "supervised"}
+        method: dict[str, Any] = req.get("method") or {"type": "supervised"}
         hyperparameters = (method.get(method["type"]) or {}).get("hyperparameters") or {}
         job = {
             "id": _new_id("ftjob-"),
