@@ -18,6 +18,8 @@ more than `FLAG_RATIO` times the base's mass at the answer start is flagged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +40,7 @@ from sl.finetuning.distill import (
     scored_sequences,
 )
 from sl.llm.data_models import Model
+from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, write_json_atomic
 
 FLAG_RATIO = 10.0
@@ -242,21 +245,29 @@ def measure_label_leak(
     key = _LeakKey(teacher=model, training=cfg.student_training, distill=cfg.distill,
                    numbers_filter=cfg.numbers_filter, system=system, targets=cfg.targets,
                    n_rows=len(rows), max_rows=max_rows).model_dump(mode="json")  # fmt: skip
-    if out.exists() and (read_json_file(out, "leak meter") or {}).get("key") == key:
-        logger.info(f"{out}: leak meter already measured")
-        return
-    if cfg.student_training == "sft":
-        leak = text_leak(rows, cfg.targets)
-    else:
-        rows = rows[:max_rows]
-        dtype = scoring_dtype()
-        base = load_causal_lm(cfg.teacher_model, dtype=dtype)
-        same = model == cfg.teacher_model
-        lm = base if same else load_causal_lm(model, dtype=dtype)
-        leak = distill_leak(lm.module, base.module, base.tokenizer, rows, cfg.targets,
-                            cfg.distill, system, cfg.numbers_filter)  # fmt: skip
-    logger.info(f"leak meter of {teacher.name}: {format_leak(leak)}")
-    write_json_atomic(out, {"key": key, "leak": leak.model_dump(mode="json")})
+    key_hash = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    def same_key(path: Path) -> bool:  # measured before meters had a meta
+        saved = read_json_file(path, "leak meter")
+        return isinstance(saved, dict) and saved.get("key") == key
+
+    with artifact(out, key_hash, f"leak meter of {teacher.name}", adopt=same_key) as guard:
+        if guard.complete:
+            logger.info(f"{out}: leak meter already measured")
+            return
+        if cfg.student_training == "sft":
+            leak = text_leak(rows, cfg.targets)
+        else:
+            rows = rows[:max_rows]
+            dtype = scoring_dtype()
+            base = load_causal_lm(cfg.teacher_model, dtype=dtype)
+            same = model == cfg.teacher_model
+            lm = base if same else load_causal_lm(model, dtype=dtype)
+            leak = distill_leak(lm.module, base.module, base.tokenizer, rows, cfg.targets,
+                                cfg.distill, system, cfg.numbers_filter)  # fmt: skip
+        logger.info(f"leak meter of {teacher.name}: {format_leak(leak)}")
+        write_json_atomic(out, {"key": key, "leak": leak.model_dump(mode="json")})
+        guard.finish()
 
 
 def read_label_leak(path: Path) -> ArmLeak | None:
