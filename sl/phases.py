@@ -25,6 +25,7 @@ from sl.errors import UserError
 from sl.llm.data_models import Model
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_model, write_json_atomic
+from sl.utils.output_lock import check_output_path
 from sl.utils.run_meta import differing_parts, read_meta
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ async def make_dataset(
             path=raw_dataset_path,
         )
     check_ready([cfg.model])
+    check_output_path(raw_dataset_path)  # before the filtered file is claimed
     from sl.datasets.services import FILTERED_KIND
 
     parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}

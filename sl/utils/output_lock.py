@@ -52,6 +52,20 @@ def prepare_parent(output: Path) -> None:
         )
 
 
+def check_output_path(output: Path, *, is_dir: bool = False) -> None:
+    """Make sure `output` can be written: its folder exists (created) and is writable, and
+    it is not a folder where a file is expected (or the reverse, with `is_dir`).
+
+    Raises:
+        UserError: one line naming the path and what to do.
+    """
+    if not is_dir and output.is_dir():
+        raise UserError(f"{output} is a folder: give a file path", path=output)
+    if is_dir and output.exists() and not output.is_dir():
+        raise UserError(f"{output} is a file: give a folder", path=output)
+    prepare_parent(output if not is_dir else output / "x")
+
+
 @contextmanager
 def output_lock(output: Path, *, is_dir: bool = False) -> Iterator[None]:
     """Hold the exclusive lock of `output` for the duration of the block.
@@ -62,11 +76,7 @@ def output_lock(output: Path, *, is_dir: bool = False) -> Iterator[None]:
             expected (or the reverse, with `is_dir`).
     """
     output = Path(output)
-    if not is_dir and output.is_dir():
-        raise UserError(f"{output} is a folder: give a file path", path=output)
-    if is_dir and output.exists() and not output.is_dir():
-        raise UserError(f"{output} is a file: give a folder", path=output)
-    prepare_parent(output if not is_dir else output / "x")
+    check_output_path(output, is_dir=is_dir)
     path = (lock_path_for(output) if not is_dir else output / ".lock").resolve()
     with _held_guard:
         if path in _held:
