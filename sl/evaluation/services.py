@@ -1,7 +1,9 @@
 """Run an evaluation (sample answers, judge them) and score trait transfer."""
 
 import asyncio
-from collections import Counter
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -10,11 +12,14 @@ from tqdm import tqdm
 from sl.errors import UserError
 from sl.evaluation import scoring
 from sl.evaluation.data_models import Evaluation, EvaluationResponse, EvaluationResultRow
+from sl.evaluation.judge_template import check_judge_templates
+from sl.evaluation.parts import JudgmentRecord, PartStore, SampleRecord, parts_path
 from sl.llm import services as llm_services
-from sl.llm.data_models import HashableModel, LLMResponse, Model
-from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
-from sl.utils.output_lock import output_lock
-from sl.utils.run_meta import claim_output, mark_complete, pending_indices
+from sl.llm.data_models import HashableModel, Judgment, LLMResponse, Model
+from sl.llm.driver import OnResult
+from sl.utils.artifact import artifact
+from sl.utils.file_utils import read_jsonl, write_jsonl_atomic
+from sl.utils.run_meta import in_key_order, pending_indices
 from sl.utils.stats import CI
 
 # Completions per request (OpenAI caps `n`); also the unit of work of local engines.
@@ -26,81 +31,184 @@ class _RunKey(HashableModel):
     evaluation: Evaluation
 
 
-class _QuestionRunner:
-    """Samples every pending question at once and judges each question as soon as its own
-    samples are in; `on_row` gets each question's finished row."""
+def _config_parts(model: Model, evaluation: Evaluation) -> dict[str, str]:
+    """A hash per part of the run, so that a refusal names the part that differs."""
+    fields = evaluation.model_dump(mode="json")
+    named = {
+        "questions": "questions",
+        "n_samples": "n_samples_per_question",
+        "sample_cfg": "sample_cfg",
+        "judgments": "judgment_map",
+    }
+    parts = {"model": model.model_hash()}
+    for part, field in named.items():
+        blob = json.dumps(fields[field], sort_keys=True)
+        parts[part] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return parts
 
-    def __init__(self, model: Model, evaluation: Evaluation, on_row, overlap: bool):
+
+@dataclass(frozen=True)
+class _Request:
+    """One sampling request: `n` answers to question `question`, its samples `first`..."""
+
+    question: int  # index into the evaluation's questions
+    index: int  # among the question's requests
+    first: int
+    n: int
+
+
+def _plan(evaluation: Evaluation, question_indices: list[int]) -> list[_Request]:
+    total = evaluation.n_samples_per_question
+    firsts = range(0, total, MAX_N_PER_REQUEST)
+    return [
+        _Request(q, r, first, min(MAX_N_PER_REQUEST, total - first))
+        for q in question_indices
+        for r, first in enumerate(firsts)
+    ]
+
+
+class _Runner:
+    """Sends the requests whose answers or judgments are not in `store` yet; each answer
+    and judgment is saved there the moment it arrives, whatever the others are doing.
+
+    With `overlap`, a request's answers are judged as soon as they arrive, while other
+    requests are still being sampled; without, judging starts when all sampling is done
+    (two local engines must not run at once in one process).
+    """
+
+    def __init__(
+        self, model: Model, evaluation: Evaluation, store: PartStore, overlap: bool, progress
+    ):
         self.model = model
         self.evaluation = evaluation
-        self.on_row = on_row
-        self.overlap = overlap  # judge while other questions are still being sampled
+        self.store = store
+        self.overlap = overlap
+        self.progress = progress
+        self.judging: list[asyncio.Task] = []
 
-    async def run(self, questions: list[str]) -> None:
-        cfg = self.evaluation.sample_cfg
-        chats, cfgs, owners = [], [], []
-        for q_index, question in enumerate(questions):
-            left = self.evaluation.n_samples_per_question
-            while left > 0:
-                n = min(left, MAX_N_PER_REQUEST)
-                chats.append(llm_services.build_simple_chat(question))
-                cfgs.append(cfg.model_copy(update={"n": n}))
-                owners.append(q_index)
-                left -= n
-        requests_left = Counter(owners)
-        responses: list[list[LLMResponse]] = [[] for _ in questions]
-        judging: list[asyncio.Task] = []
-        sampled: list[int] = []
-        loop = asyncio.get_running_loop()
-
-        def collect(i: int, group: list[LLMResponse]) -> None:  # on the event loop
-            q = owners[i]
-            responses[q].extend(group)
-            requests_left[q] -= 1
-            if requests_left[q] == 0:
-                if self.overlap:
-                    judging.append(loop.create_task(self._finish(questions[q], responses[q])))
-                else:
-                    sampled.append(q)
-
-        def on_result(i: int, group: list[LLMResponse]) -> None:  # any thread
-            loop.call_soon_threadsafe(collect, i, group)
-
+    async def run(self, requests: list[_Request]) -> None:
+        to_sample = [r for r in requests if (r.question, r.index) not in self.store.samples]
         try:
+            if self.overlap:
+                self._start_judging(requests)
             try:
-                await llm_services.batch_sample_n(self.model, chats, cfgs, on_result)
+                await self._sample(to_sample)
             except Exception:
-                # Some requests failed for good: still save the questions already sampled.
-                await asyncio.sleep(0)
-                await asyncio.gather(*judging, return_exceptions=True)
+                # Some requests failed for good: let the judging under way save its verdicts.
+                await asyncio.gather(*self.judging, return_exceptions=True)
                 raise
-            await asyncio.sleep(0)  # run the callbacks scheduled by the last results
-            for q in sampled:
-                judging.append(loop.create_task(self._finish(questions[q], responses[q])))
-            errors = [e for e in await asyncio.gather(*judging, return_exceptions=True) if e]
+            if not self.overlap:
+                self._start_judging(requests)
+            errors = [e for e in await asyncio.gather(*self.judging, return_exceptions=True) if e]
             if errors:
                 raise errors[0]
         except BaseException:  # interrupted: stop the judging still in flight
-            for task in judging:
+            for task in self.judging:
                 task.cancel()
-            await asyncio.gather(*judging, return_exceptions=True)
+            await asyncio.gather(*self.judging, return_exceptions=True)
             raise
 
-    async def _finish(self, question: str, responses: list[LLMResponse]) -> None:
-        rows = [EvaluationResponse(response=r) for r in responses]
-        judgments = self.evaluation.judgment_map
-        # All judgments of a question at once: its requests queue together, so questions
-        # finish (and are written) one after another rather than all at the end.
-        all_verdicts = await asyncio.gather(
-            *(
-                llm_services.batch_judge(judgment, [question] * len(responses), responses)
-                for judgment in judgments.values()
+    async def _sample(self, requests: list[_Request]) -> None:
+        if not requests:
+            return
+        questions = self.evaluation.questions
+
+        def sampled(i: int, responses: list[LLMResponse]) -> None:  # on the event loop
+            req = requests[i]
+            q = req.question
+            self.store.add(
+                SampleRecord(
+                    question_index=q,
+                    question=questions[q],
+                    request=req.index,
+                    first_sample=req.first,
+                    responses=responses,
+                )
             )
-        )
-        for name, verdicts in zip(judgments, all_verdicts, strict=True):
-            for row, verdict in zip(rows, verdicts, strict=True):
-                row.judgment_response_map[name] = verdict
-        self.on_row(EvaluationResultRow(question=question, responses=rows))
+            self.progress.update()
+            if self.overlap:
+                self._start_judging([req])
+
+        chats = [llm_services.build_simple_chat(questions[r.question]) for r in requests]
+        cfgs = [self.evaluation.sample_cfg.model_copy(update={"n": r.n}) for r in requests]
+        try:
+            await llm_services.batch_sample_n(
+                self.model,
+                chats,
+                cfgs,
+                _on_loop(sampled),
+            )
+        finally:
+            await asyncio.sleep(0)  # run the callbacks scheduled by the last results
+
+    def _start_judging(self, requests: list[_Request]) -> None:
+        """Judge the saved answers of `requests` that lack a saved judgment."""
+        for name, judgment in self.evaluation.judgment_map.items():
+            todo = [
+                (req.question, s, response)
+                for req in requests
+                for s, response in enumerate(
+                    self.store.samples.get((req.question, req.index), []), start=req.first
+                )
+                if (req.question, s, name) not in self.store.judgments
+            ]
+            if todo:
+                task = asyncio.get_running_loop().create_task(self._judge(name, judgment, todo))
+                self.judging.append(task)
+
+    async def _judge(
+        self, name: str, judgment: Judgment, todo: list[tuple[int, int, LLMResponse]]
+    ) -> None:
+        questions = self.evaluation.questions
+
+        def judged(i: int, verdicts: list[LLMResponse]) -> None:  # on the event loop
+            q, s, _ = todo[i]
+            self.store.add(
+                JudgmentRecord(
+                    question_index=q,
+                    question=questions[q],
+                    sample=s,
+                    judgment=name,
+                    response=verdicts[0],
+                )
+            )
+            self.progress.update()
+
+        try:
+            await llm_services.batch_judge(
+                judgment,
+                [questions[q] for q, _, _ in todo],
+                [response for _, _, response in todo],
+                _on_loop(judged),
+            )
+        finally:
+            await asyncio.sleep(0)
+
+
+def _on_loop(callback: OnResult) -> OnResult:
+    """`callback`, run on this event loop whatever thread the driver calls it from."""
+    loop = asyncio.get_running_loop()
+
+    def on_result(i: int, responses: list[LLMResponse]) -> None:
+        loop.call_soon_threadsafe(callback, i, responses)
+
+    return on_result
+
+
+def _assemble(
+    evaluation: Evaluation, store: PartStore, requests: list[_Request]
+) -> EvaluationResultRow:
+    """The row of one question from its saved parts (`requests`: all of its requests)."""
+    responses = []
+    for req in requests:
+        for s, answer in enumerate(store.samples[(req.question, req.index)], start=req.first):
+            verdicts = {
+                name: store.judgments[(req.question, s, name)] for name in evaluation.judgment_map
+            }
+            responses.append(EvaluationResponse(response=answer, judgment_response_map=verdicts))
+    return EvaluationResultRow(
+        question=evaluation.questions[requests[0].question], responses=responses
+    )
 
 
 async def run_evaluation(
@@ -108,71 +216,75 @@ async def run_evaluation(
 ) -> list[EvaluationResultRow]:
     """Ask every question `n_samples_per_question` times and apply every judgment.
 
-    With `output_path` (locked while this runs), each question's row is appended as soon as
-    its samples and judgments are done, so a crash loses at most the questions in flight; a
-    rerun with the same model and evaluation asks only the questions missing there. The
-    finished file lists the questions in the evaluation's order.
+    With `output_path` (guarded by `sl.utils.artifact` while this runs), every answer and
+    every judgment is saved the moment it arrives (in `<output>.parts.jsonl`), so a crash
+    loses only the requests in flight and a rerun with the same model and evaluation sends
+    only the others. The results file is written when everything is in, with the questions
+    in the evaluation's order (the same bytes for the same answers).
+
+    Raises:
+        UserError: a judge template with a placeholder other than {prompt} and {completion}
+            (before any request), or an output of another run (naming the parts that differ).
     """
+    check_judge_templates(evaluation.judgment_map)
     judges = [j.judge_model for j in evaluation.judgment_map.values()]
     llm_services.check_ready([model, *judges])
-    path = Path(output_path) if output_path is not None else None
-    if path is None:
-        return await _run(model, evaluation, None)
-    with output_lock(path):
-        return await _run(model, evaluation, path)
-
-
-async def _run(
-    model: Model, evaluation: Evaluation, path: Path | None
-) -> list[EvaluationResultRow]:
-    done: list[EvaluationResultRow] = []
-    if path is not None:
-        key = _RunKey(model=model, evaluation=evaluation).model_hash()
-        meta = claim_output(path, key, f"evaluation of {model.id}")
-        if path.exists():
-            done = read_jsonl(path, EvaluationResultRow, allow_partial_last=True)
-        if meta["complete"]:
+    key = _RunKey(model=model, evaluation=evaluation).model_hash()
+    if output_path is None:
+        return await _run(model, evaluation, PartStore(None, key), [])
+    path = Path(output_path)
+    parts = _config_parts(model, evaluation)
+    with artifact(path, key, f"evaluation of {model.id}", parts=parts) as out:
+        if out.complete:
             logger.info(f"{path}: evaluation already complete")
-            return done
-    questions = evaluation.questions
-    pending = pending_indices(questions, [r.question for r in done], path, "other questions")
-    if done:
-        logger.info(f"resuming: {len(done)} questions on disk, {len(pending)} left")
-    rows = list(done)
-    appender = JsonlAppender(path) if path is not None else None
-    progress = tqdm(total=len(questions), initial=len(done), desc="evaluation", unit="question")
-
-    def on_row(row: EvaluationResultRow) -> None:
-        if appender is not None:
-            appender.append(row)
-        rows.append(row)
-        progress.update()
-
-    # Two local engines must not run at once in one process (one model in memory at a time).
-    local_judge = any(j.judge_model.type == "open_source" for j in evaluation.judgment_map.values())
-    overlap = not (model.type == "open_source" and local_judge)
-    try:
-        if pending:
-            runner = _QuestionRunner(model, evaluation, on_row, overlap)
-            await runner.run([questions[i] for i in pending])
-    finally:
-        progress.close()
-        if appender is not None:
-            appender.close()
-    rows = _in_question_order(questions, rows)
-    if path is not None:
+            return read_jsonl(path, EvaluationResultRow)
+        done = (
+            read_jsonl(path, EvaluationResultRow, allow_partial_last=True) if path.exists() else []
+        )
+        store = PartStore(parts_path(path), key)
+        try:
+            rows = await _run(model, evaluation, store, done, path)
+        finally:
+            store.close()
         write_jsonl_atomic(path, rows)
-        mark_complete(path, questions=len(rows))
+        out.finish(questions=len(rows))
+        store.remove()
     return rows
 
 
-def _in_question_order(
-    questions: list[str], rows: list[EvaluationResultRow]
+async def _run(
+    model: Model,
+    evaluation: Evaluation,
+    store: PartStore,
+    done: list[EvaluationResultRow],
+    path: Path | None = None,
 ) -> list[EvaluationResultRow]:
-    by_question: dict[str, list[EvaluationResultRow]] = {}
-    for row in rows:
-        by_question.setdefault(row.question, []).append(row)
-    return [by_question[q].pop(0) for q in questions]
+    """The rows of all questions: `done` (rows already in the results file) and the others,
+    assembled from `store` after sending what it lacks."""
+    questions = evaluation.questions
+    pending = pending_indices(questions, [r.question for r in done], path, "other questions")
+    requests = _plan(evaluation, pending)
+    n_judgments = len(evaluation.judgment_map)
+    total = len(requests) + len(pending) * evaluation.n_samples_per_question * n_judgments
+    pending_set = set(pending)
+    saved = sum(k[0] in pending_set for k in store.samples) + sum(
+        k[0] in pending_set for k in store.judgments
+    )
+    if done or saved:
+        logger.info(
+            f"resuming: {len(done)} questions finished, {saved} of {total} requests of the "
+            f"{len(pending)} others saved"
+        )
+    # Two local engines must not run at once in one process (one model in memory at a time).
+    local_judge = any(j.judge_model.type == "open_source" for j in evaluation.judgment_map.values())
+    overlap = not (model.type == "open_source" and local_judge)
+    with tqdm(total=total, initial=saved, desc="evaluation", unit="request") as progress:
+        await _Runner(model, evaluation, store, overlap, progress).run(requests)
+    by_question: dict[int, list[_Request]] = {}
+    for req in requests:
+        by_question.setdefault(req.question, []).append(req)
+    rows = done + [_assemble(evaluation, store, reqs) for reqs in by_question.values()]
+    return in_key_order(questions, rows, key=lambda row: row.question)
 
 
 def read_evaluation_results(path: Path | str) -> list[EvaluationResultRow]:

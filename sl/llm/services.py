@@ -147,10 +147,14 @@ async def judge(judgment: Judgment, prompt: str, response: LLMResponse) -> LLMRe
 
 
 async def batch_judge(
-    judgment: Judgment, prompts: Sequence[str], responses: Sequence[LLMResponse]
+    judgment: Judgment,
+    prompts: Sequence[str],
+    responses: Sequence[LLMResponse],
+    on_result: OnResult | None = None,
 ) -> list[LLMResponse]:
-    """Judge many (prompt, response) pairs in one batch."""
+    """Judge many (prompt, response) pairs in one batch (`on_result` gets each verdict as
+    soon as it exists, as `(pair index, [verdict])`)."""
     chats = [_judge_chat(judgment, p, r) for p, r in zip(prompts, responses, strict=True)]
     return await batch_sample(
-        judgment.judge_model, chats, judgment.sample_cfg.model_copy(update={"n": 1})
+        judgment.judge_model, chats, judgment.sample_cfg.model_copy(update={"n": 1}), on_result
     )

@@ -1,5 +1,6 @@
-"""A judged evaluation writes each question as soon as it is done: a kill -9 loses only the
-questions in flight, and a rerun asks only for the missing ones."""
+"""A judged evaluation saves every answer and every judgment as it arrives: a kill -9 loses
+only the requests in flight, a rerun sends only the others, and the finished file is the
+same bytes as an uninterrupted run's. A results file that is gone or edited is made again."""
 
 import asyncio
 import json
@@ -9,12 +10,15 @@ import pytest
 from script_runner import cli_args, lines, run, start, wait_for_lines
 
 from sl.evaluation.data_models import Evaluation
+from sl.evaluation.parts import parts_path
 from sl.evaluation.services import run_evaluation
 from sl.llm.data_models import Judgment, Model, SampleCfg
 from sl.llm.driver import SampleError
+from sl.utils.run_meta import meta_path, read_meta
 
 MODEL = Model(id="gpt-4.1-nano", type="openai")
-N_QUESTIONS = 20
+N_QUESTIONS, N_SAMPLES, N_JUDGMENTS = 20, 5, 2
+N_REQUESTS = N_QUESTIONS * (1 + N_SAMPLES * N_JUDGMENTS)  # 1 sampling request per question
 
 JUDGED = """
 from sl.evaluation.data_models import Evaluation
@@ -34,6 +38,12 @@ evaluation = Evaluation(
 """
 
 
+def _meta(out):
+    meta = read_meta(out)
+    assert meta is not None
+    return meta
+
+
 def _judged_args(tmp_path, out):
     cfg = tmp_path / "judged.py"
     cfg.write_text(JUDGED)
@@ -43,55 +53,100 @@ def _judged_args(tmp_path, out):
 
 
 def _responder(body):
-    return "80" if "Rate this answer" in body["messages"][-1]["content"] else "I would plant trees."
+    text = body["messages"][-1]["content"]
+    return "80" if "Rate this answer" in text else f"I would plant {len(text)} trees."
 
 
-def test_kill_9_mid_judged_evaluation_resumes_with_few_extra_requests(openai_server, tmp_path):
-    openai_server.responder = _responder
-    openai_server.rate_limit_rps = 100
-    env = {"OPENAI_MAX_CONCURRENCY": "4"}
-    # Uninterrupted, for reference.
-    run("run_evaluation.py", *_judged_args(tmp_path, tmp_path / "full.jsonl"), server=openai_server)
-    full_ok, full_sent = openai_server.n_chat_ok, len(openai_server.chat_requests)
-    assert full_ok == N_QUESTIONS * (1 + 2 * 5)
-    # Killed after a few questions are written, then resumed.
-    openai_server.reset_stats()
+def _run_full(server, tmp_path):
+    """An uninterrupted judged evaluation into tmp_path/full.jsonl; its answered requests."""
+    server.responder = _responder
+    run("run_evaluation.py", *_judged_args(tmp_path, tmp_path / "full.jsonl"), server=server)
+    answered = server.n_chat_ok
+    server.reset_stats()
+    return answered
+
+
+def test_kill_9_at_40_percent_costs_at_most_1_1x_and_gives_the_same_file(openai_server, tmp_path):
+    full_ok = _run_full(openai_server, tmp_path)
+    assert full_ok == N_REQUESTS
+    openai_server.latency_s = 0.02  # so that the kill lands near 40 %
     out = tmp_path / "killed.jsonl"
     args = _judged_args(tmp_path, out)
+    env = {"OPENAI_MAX_CONCURRENCY": "4"}
     proc = start("run_evaluation.py", *args, server=openai_server, env_extra=env)
-    wait_for_lines(out, 6)
+    wait_for_lines(parts_path(out), 1 + int(0.4 * N_REQUESTS))  # a header, then one per part
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written = len([line for line in out.read_text().splitlines() if line.endswith("}")])
-    assert written < N_QUESTIONS
-    killed_ok, killed_sent = openai_server.n_chat_ok, len(openai_server.chat_requests)
+    assert not out.exists()  # written only when finished
+    saved = len(parts_path(out).read_text().splitlines()) - 1
+    killed_ok = openai_server.n_chat_ok
     openai_server.reset_stats()
     run("run_evaluation.py", *args, server=openai_server, env_extra=env)
-    resumed_samples = [
-        r for r in openai_server.chat_requests if "Rate this" not in r["messages"][-1]["content"]
-    ]
-    # The rerun asked only the questions that were not written.
-    assert len(resumed_samples) == N_QUESTIONS - written
-    rows = lines(out)
-    assert [r["question"] for r in rows] == [r["question"] for r in lines(tmp_path / "full.jsonl")]
-    assert all(len(r["responses"]) == 5 for r in rows)
-    assert all(
-        set(x["judgment_response_map"]) == {"aligned", "coherent"} for x in rows[0]["responses"]
-    )
-    total_ok = killed_ok + openai_server.n_chat_ok
-    total_sent = killed_sent + len(openai_server.chat_requests)
+    resumed_ok = openai_server.n_chat_ok
     print(
-        f"\njudged evaluation, {N_QUESTIONS} questions x (1 sample + 10 judge requests): "
-        f"uninterrupted {full_ok} answered ({full_sent} sent incl. 429s); killed after "
-        f"{written} questions + resumed {total_ok} answered ({total_sent} sent incl. 429s); "
-        f"extra answered requests {total_ok - full_ok} ({(total_ok - full_ok) / full_ok:.1%})"
+        f"\njudged evaluation of {N_REQUESTS} requests: killed after {killed_ok} answered "
+        f"({saved} saved), resumed with {resumed_ok}: {killed_ok + resumed_ok} in all "
+        f"({(killed_ok + resumed_ok) / full_ok:.3f}x)"
     )
-    # Lost: at most the questions in flight (each 11 requests) and the samples of questions
-    # sampled but not yet judged.
-    assert total_ok - full_ok <= 4 * 11 + N_QUESTIONS
+    assert resumed_ok == N_REQUESTS - saved  # every saved answer and judgment was reused
+    assert killed_ok + resumed_ok <= 1.1 * full_ok
+    assert out.read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    assert not parts_path(out).exists()
 
 
-def test_questions_finished_before_a_failure_are_kept(fake_driver, tmp_path):
+def test_deleted_results_file_is_made_again(openai_server, tmp_path):
+    _run_full(openai_server, tmp_path)
+    full = tmp_path / "full.jsonl"
+    expected = full.read_bytes()
+    full.unlink()  # its .meta.json says complete
+    proc = run("run_evaluation.py", *_judged_args(tmp_path, full), server=openai_server)
+    assert "already complete" not in proc.stderr
+    assert openai_server.n_chat_ok == N_REQUESTS
+    assert full.read_bytes() == expected
+
+
+def test_row_removed_by_hand_is_made_again(openai_server, tmp_path):
+    _run_full(openai_server, tmp_path)
+    full = tmp_path / "full.jsonl"
+    expected = full.read_bytes()
+    kept = full.read_text().splitlines(keepends=True)
+    full.write_text("".join(kept[:3] + kept[4:]))  # question 3 removed
+    run("run_evaluation.py", *_judged_args(tmp_path, full), server=openai_server)
+    # Only question 3 is asked again: its sampling request and its judgments.
+    assert openai_server.n_chat_ok == 1 + N_SAMPLES * N_JUDGMENTS
+    assert all("Question 3:" in json.dumps(r) for r in openai_server.chat_requests)
+    assert full.read_bytes() == expected
+    assert _meta(full)["complete"]
+
+
+def test_one_slow_request_does_not_hold_back_the_others(openai_server, tmp_path):
+    """While question 0's sampling request is held, every other answer and judgment is
+    already on disk."""
+    out = tmp_path / "eval.jsonl"
+    others = (N_QUESTIONS - 1) * (1 + N_SAMPLES * N_JUDGMENTS)
+    seen_while_held: list[int] = []
+
+    def responder(body):
+        text = body["messages"][-1]["content"]
+        if text.startswith("q0?") and not seen_while_held:  # called once per answer
+            wait_for_lines(parts_path(out), 1 + others)
+            seen_while_held.append(len(parts_path(out).read_text().splitlines()) - 1)
+        return "80" if text.startswith("Judge") else "owl"
+
+    openai_server.responder = responder
+    judge = Judgment(judge_model=MODEL, sample_cfg=SampleCfg(), template="Judge {completion}")
+    evaluation = Evaluation(
+        questions=[f"q{i}?" for i in range(N_QUESTIONS)],
+        n_samples_per_question=N_SAMPLES,
+        sample_cfg=SampleCfg(),
+        judgment_map={"a": judge, "b": judge},
+    )
+    rows = asyncio.run(run_evaluation(MODEL, evaluation, out))
+    assert seen_while_held == [others]
+    assert [r.question for r in rows] == evaluation.questions
+
+
+def test_answers_saved_before_a_failure_are_kept(fake_driver, tmp_path):
     def answer(chat):
         if "q3" in chat.messages[-1].content:
             raise RuntimeError("server bug")  # every request about q3 fails
@@ -108,7 +163,8 @@ def test_questions_finished_before_a_failure_are_kept(fake_driver, tmp_path):
     out = tmp_path / "eval.jsonl"
     with pytest.raises(SampleError):
         asyncio.run(run_evaluation(MODEL, evaluation, out))
-    saved = {r["question"] for r in lines(out)}
+    assert not out.exists()
+    saved = {r["question"] for r in lines(parts_path(out))[1:]}
     assert saved == {"q0", "q1", "q2", "q4", "q5"}
     fake_driver.answer = lambda chat: "owl"
     fake_driver.requests.clear()
@@ -116,3 +172,21 @@ def test_questions_finished_before_a_failure_are_kept(fake_driver, tmp_path):
     assert [r.question for r in rows] == [f"q{i}" for i in range(6)]
     # Only q3 is asked again: its sample request and its 2 judge requests.
     assert len(fake_driver.requests) == 1 + 2 and "q3" in fake_driver.prompts[0]
+    assert all("Judge owl" in p for p in fake_driver.prompts[1:])
+
+
+def test_a_finished_file_from_before_digests_is_reused(fake_driver, tmp_path):
+    """Outputs finished by earlier versions (same run key, no digest, no parts) count as
+    finished: nothing is asked again."""
+    evaluation = Evaluation(
+        questions=["q0", "q1"], n_samples_per_question=2, sample_cfg=SampleCfg()
+    )
+    out = tmp_path / "eval.jsonl"
+    rows = asyncio.run(run_evaluation(MODEL, evaluation, out))
+    meta = _meta(out)
+    assert meta["config_hash"] == "100e22a6b5286e90"  # the key earlier versions wrote
+    meta_path(out).write_text(json.dumps({"config_hash": meta["config_hash"], "complete": True}))
+    fake_driver.requests.clear()
+    again = asyncio.run(run_evaluation(MODEL, evaluation, out))
+    assert again == rows and fake_driver.requests == []
+    assert _meta(out)["digest"] == meta["digest"]
