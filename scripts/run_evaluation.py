@@ -4,7 +4,7 @@
         --cfg_var_name animal_evaluation --model_path data/owl/model.json \
         --output_path data/owl/evaluation_results.jsonl
 
-Finished questions are appended as they complete; rerun the same command to resume.
+Every answer and judgment is saved as it arrives; rerun the same command to resume.
 """
 
 from pathlib import Path
