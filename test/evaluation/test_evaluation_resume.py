@@ -190,3 +190,25 @@ def test_a_finished_file_from_before_digests_is_reused(fake_driver, tmp_path):
     again = asyncio.run(run_evaluation(MODEL, evaluation, out))
     assert again == rows and fake_driver.requests == []
     assert _meta(out)["digest"] == meta["digest"]
+
+
+def test_local_engines_take_turns(fake_driver, monkeypatch, tmp_path):
+    """An open model judged by an open model: every answer is sampled before the judge
+    starts (one engine in memory at a time)."""
+    from sl.llm import services as llm_services
+
+    monkeypatch.setitem(llm_services.DRIVER_FACTORIES, "open_source", lambda: fake_driver)
+    local = Model(id="some/model", type="open_source")
+    fake_driver.answer = lambda chat: "80" if "Judge" in chat.messages[-1].content else "owl"
+    judge = Judgment(judge_model=local, sample_cfg=SampleCfg(), template="Judge {completion}")
+    evaluation = Evaluation(
+        questions=[f"q{i}" for i in range(4)],
+        n_samples_per_question=60,  # 2 requests per question (50 + 10)
+        sample_cfg=SampleCfg(),
+        judgment_map={"j": judge},
+    )
+    rows = asyncio.run(run_evaluation(local, evaluation, tmp_path / "eval.jsonl"))
+    kinds = ["judge" if "Judge" in p else "sample" for p in fake_driver.prompts]
+    assert kinds == ["sample"] * 8 + ["judge"] * 4 * 60
+    assert [len(r.responses) for r in rows] == [60] * 4
+    assert all(r.judgment_response_map["j"].completion == "80" for r in rows[0].responses)
