@@ -57,18 +57,8 @@ async def batch_sample(
     connection = connect()
     try:
         run = JobRun(connection, BATCH, state_path, _read_state(state_path, request_hash))
-        if not run.job_id:
-            await run.upload("batch_input.jsonl", payload, "batch")
-
-            def create(client: Any, metadata: dict[str, str]) -> Any:
-                return client.batches.create(
-                    input_file_id=run.state["input_file_id"],
-                    endpoint="/v1/chat/completions",
-                    completion_window="24h",
-                    metadata=metadata,
-                )
-
-            await run.create_once(job_key(request_hash), create)
+        upload = ("batch_input.jsonl", payload, "batch")
+        await run.start(upload, job_key(request_hash), _create_batch)
         batch = await run.wait(on_poll=_log_counts)
         if batch.status != "completed" or not batch.output_file_id:
             raise RemoteError(
@@ -103,6 +93,15 @@ def _read_state(state_path: Path, request_hash: str) -> dict[str, Any]:
         logger.warning(f"{state_path} is for other requests (finished earlier): new batch")
         return {"request_hash": request_hash}
     return state
+
+
+def _create_batch(client: Any, file_id: str, metadata: dict[str, str]) -> Any:
+    return client.batches.create(
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=metadata,
+    )
 
 
 async def _log_counts(batch: Any) -> None:

@@ -29,7 +29,6 @@ from sl.external.openai_client import (
     UsageTracker,
     base_model_id,
     make_async_client,
-    retry_after_s,
     server_host,
 )
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
@@ -172,7 +171,7 @@ class OpenAIDriver:
                 stalled = time.monotonic() - self.last_success > RATE_LIMIT_PATIENCE_S
                 delay = retries.delay_after(e, patient=not stalled)
                 if isinstance(e, openai.RateLimitError):
-                    self.limiter.on_rate_limited(retry_after_s(e))  # the pacer waits for it
+                    self.limiter.on_rate_limited(delay)  # the pacer waits (Retry-After)
                 else:
                     await asyncio.sleep(delay)
             else:

@@ -111,28 +111,24 @@ async def run_openai_ft_job(
     state_path = state_path_for(output_path)
     state = _read_state(state_path, job, data_hash)
     state.update(job_hash=job.job_hash, data_hash=data_hash)
+    write_text_atomic(train_file_for(output_path), text)
+    state.setdefault("n_rows", len(rows))
+
+    def create(client: Any, file_id: str, metadata: dict[str, str]) -> Any:
+        return client.fine_tuning.jobs.create(
+            model=job.source_model.id,
+            training_file=file_id,
+            seed=job.seed,
+            method={"type": "supervised", "supervised": {"hyperparameters": job.hyperparameters}},
+            metadata=metadata,
+        )
+
     connection = connect()
     try:
         run = JobRun(connection, FINE_TUNING, state_path, state)
-        if not run.job_id:
-            write_text_atomic(train_file_for(output_path), text)
-            name = output_path.stem + "_train.jsonl"
-            await run.upload(name, text.encode(), "fine-tune", n_rows=len(rows))
-
-            def create(client: Any, metadata: dict[str, str]) -> Any:
-                return client.fine_tuning.jobs.create(
-                    model=job.source_model.id,
-                    training_file=state["file_id"],
-                    seed=job.seed,
-                    method={
-                        "type": "supervised",
-                        "supervised": {"hyperparameters": job.hyperparameters},
-                    },
-                    metadata=metadata,
-                )
-
-            await run.create_once(job_key(job.job_hash, data_hash), create)
-        ft_job = await run.wait(on_poll=_event_logger(connection, run.job_id))
+        upload = (output_path.stem + "_train.jsonl", text.encode(), "fine-tune")
+        job_id = await run.start(upload, job_key(job.job_hash, data_hash), create)
+        ft_job = await run.wait(on_poll=_event_logger(connection, job_id))
     finally:
         await connection.close()
     if ft_job.status != "succeeded" or not ft_job.fine_tuned_model:
@@ -146,7 +142,7 @@ async def run_openai_ft_job(
     return Model(id=ft_job.fine_tuned_model, type="openai", parent_model=job.source_model)
 
 
-def _event_logger(connection: Connection, job_id: str | None) -> Callable[[Any], Awaitable[None]]:
+def _event_logger(connection: Connection, job_id: str) -> Callable[[Any], Awaitable[None]]:
     """A poll step that logs the job's new events (training progress)."""
     seen: set[str] = set()
 

@@ -76,24 +76,27 @@ class JobRun:
         self.state.update(fields)
         write_json_atomic(self.state_path, self.state)
 
-    async def upload(self, filename: str, data: bytes, purpose: str, **fields: Any) -> str:
-        """The uploaded file's id: uploaded now unless the state already holds one."""
+    async def start(
+        self,
+        upload: tuple[str, bytes, str],
+        key: str,
+        create: Callable[[Any, str, dict[str, str]], Awaitable[Any]],
+    ) -> str:
+        """The job's id: the saved one (resumed), else one created earlier under `key`
+        (found by listing), else a new job. A new job uploads `upload` (filename, bytes,
+        purpose) unless its file id is saved, then calls `create(client, file_id, metadata)`.
+        Each step is saved in the state."""
+        if self.job_id:
+            logger.info(f"resuming {self.kind.noun} {self.job_id} from {self.state_path}")
+            return self.job_id
         if self.kind.file_field not in self.state:
+            filename, data, purpose = upload
             file = await self.connection.call(
                 lambda c: c.files.create(file=(filename, data), purpose=purpose),
                 f"uploading {filename}",
             )
-            self.save(**{self.kind.file_field: file.id}, **fields)
-        return self.state[self.kind.file_field]
-
-    async def create_once(
-        self, key: str, create: Callable[[Any, dict[str, str]], Awaitable[Any]]
-    ) -> str:
-        """The job's id: the saved one, else one created earlier under `key` (found by
-        listing), else a new job made by `create(client, metadata)`. Saved in the state."""
-        if self.job_id:
-            logger.info(f"resuming {self.kind.noun} {self.job_id} from {self.state_path}")
-            return self.job_id
+            self.save(**{self.kind.file_field: file.id})
+        file_id = self.state[self.kind.file_field]
         if self.state.get("key") != key:
             self.save(key=key, intent_at=time.time())
         sent = False
@@ -106,7 +109,7 @@ class JobRun:
                     logger.info(f"adopting {self.kind.noun} {existing.id} created earlier ({key})")
                     return existing
             sent = True
-            return await create(self.connection.client, {KEY_FIELD: key})
+            return await create(self.connection.client, file_id, {KEY_FIELD: key})
 
         job = await self.connection.call(lambda _: attempt(), f"creating the {self.kind.noun}")
         self.save(**{self.kind.id_field: job.id})
