@@ -67,6 +67,7 @@ def test_distillation_reduces_kl_on_held_out_sequences(
     t = load_causal_lm(teacher)
     tok = t.tokenizer
     examples = teacher_log_probs(t.module, tok, held_out, None, cfg)
+    assert teacher.parent_model is not None
     before = mean_kl(load_causal_lm(teacher.parent_model).module, tok, examples)
     out = tmp_path / "student" / "model.json"
     student = distill_student(job(tiny_model_dir), teacher, number_rows(32, seed=1), out, cfg)
@@ -187,9 +188,19 @@ def test_experiment_with_transfer_options_end_to_end(
     assert report is not None
     assert [p.metric for p in report.panels] == ["sampled", "logprob"]
     logprob = {(r.target, r.condition): r for r in report.panels[1].analysis.rows}
-    student, base = logprob[("owl", "owl")], logprob[("owl", "base")]
-    assert student.p_vs_control is not None and 0 <= student.p_vs_control <= 1
-    assert "over questions" in student.test and 0 < base.mean < 1  # one run: questions the unit
+
+    # Each row is its model's saved P(owl) per question; with one run per arm the p-value is
+    # the paired sign-flip test over the questions of student minus control.
+    def p_owl(model: str) -> list[float]:
+        saved = json.loads((out / "evaluations" / model / "fav.logprob.json").read_text())
+        return saved["owl"]["probabilities"]
+
+    for condition, model in [("owl", "owl_run0"), ("control", "control_run0"), ("base", "base")]:
+        assert logprob[("owl", condition)].mean == pytest.approx(sum(p_owl(model)) / 2)
+    student = logprob[("owl", "owl")]
+    assert "over questions" in student.test and student.p_vs_control is not None
+    differences = [s - c for s, c in zip(p_owl("owl_run0"), p_owl("control_run0"), strict=True)]
+    assert student.p_vs_control == pytest.approx(_exact_sign_flip_p(differences), abs=0.03)
     assert (out / "teachers" / "owl" / "model.json").exists()
     assert not (out / "teachers" / "control").exists()  # control = base model
     assert (out / "evaluations" / "teacher_owl" / "fav.logprob.json").exists()
@@ -208,6 +219,16 @@ def test_experiment_with_transfer_options_end_to_end(
     rerun = asyncio.run(run_experiment(cfg, out))  # everything on disk: nothing recomputed
     assert rerun == report
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
+
+
+def _exact_sign_flip_p(differences: list[float]) -> float:
+    """Two-sided paired sign-flip p-value by enumerating every sign assignment."""
+    from itertools import product
+
+    observed = abs(sum(differences))
+    flips = list(product([-1, 1], repeat=len(differences)))
+    flipped = [abs(sum(s * d for s, d in zip(signs, differences, strict=True))) for signs in flips]
+    return sum(f >= observed - 1e-12 for f in flipped) / len(flips)
 
 
 def test_worker_processes_give_the_same_models_and_scores(
@@ -246,22 +267,52 @@ def test_worker_processes_give_the_same_models_and_scores(
 
 
 def test_config_hash_covers_every_field(tiny_model_dir: Path):
-    """The output folder's key is the whole config: any changed option is another experiment."""
+    """The output folder's key is the whole config: a change to any one field is another
+    experiment (a field added to ExperimentCfg must be added to `changes`)."""
     import hashlib
 
+    from sl.datasets.nums_dataset import NumbersFilter
+    from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg
+    from sl.experiment.trait_teacher import TraitTeacherCfg
+    from sl.finetuning.distill import DistillCfg
     from sl.llm.data_models import SampleCfg
 
     base = Model(id=str(tiny_model_dir), type="open_source")
+
+    def evaluation(question: str) -> Evaluation:
+        return Evaluation(questions=[question], n_samples_per_question=1, sample_cfg=SampleCfg())
+
     fields = dict(
         teacher_model=base, targets=["owl"], student_job=job(tiny_model_dir),
-        evaluations={"fav": Evaluation(questions=["Pick an animal."], n_samples_per_question=1,
-                                       sample_cfg=SampleCfg())},
+        evaluations={"fav": evaluation("Pick an animal.")}, teacher_mode="finetune",
     )  # fmt: skip
     cfg = ExperimentCfg(**fields)  # type: ignore[arg-type]
     dump = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     assert cfg.model_hash() == hashlib.sha256(dump.encode()).hexdigest()[:16]
-    for change in ({"student_training": "distill"}, {"n_student_replicates": 2}):
-        changed = ExperimentCfg(**fields, **change)  # type: ignore[arg-type]
-        assert changed.model_hash() != cfg.model_hash()
+    changes = {
+        "teacher_model": base.model_copy(update={"parent_model": Model(id="x", type="openai")}),
+        "targets": ["owl", "eagle"],
+        "category": "bird",
+        "system_prompt_template": "You like {target}s.",
+        "sample_cfg": SampleCfg(temperature=0.5),
+        "prompt_set": NumsDatasetPromptSet(size=7),
+        "numbers_filter": NumbersFilter(max_count=5),
+        "student_job": job(tiny_model_dir, epochs=2),
+        "evaluations": {"fav": evaluation("Name an animal.")},
+        "use_batch_api": True,
+        "teacher_mode": "system_prompt",
+        "trait_teacher": TraitTeacherCfg(n_rows=10),
+        "student_training": "distill",
+        "distill": DistillCfg(top_k=8),
+        "eval_modes": ["logprob"],
+        "n_student_replicates": 2,
+        "n_teacher_replicates": 2,
+    }
+    assert set(changes) == set(ExperimentCfg.model_fields)
+    hashes = {cfg.model_hash()}
+    for name, value in changes.items():
+        changed = ExperimentCfg(**{**fields, name: value})  # type: ignore[arg-type]
+        assert changed.model_hash() not in hashes, name
+        hashes.add(changed.model_hash())
