@@ -22,8 +22,10 @@ from script_runner import (
     wait_for,
 )
 
+from sl.datasets.services import Cfg
 from sl.errors import UserError
 from sl.experiment.runner import run_experiment
+from sl.utils.module_utils import load_config
 from sl.utils.output_lock import lock_path_for, output_lock
 
 
@@ -41,10 +43,15 @@ def test_generation_is_locked_and_a_killed_lock_is_taken_over(openai_server, cfg
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert lock_path_for(raw).exists()  # left behind by the killed run
+    kept = raw.read_text().count("\n")  # whole rows the killed run wrote
+    asked_before = len(openai_server.chat_requests)
     openai_server.latency_s = 0.0
     run("generate_dataset.py", *args, server=openai_server)
-    prompts = [r["prompt"] for r in lines(raw)]
-    assert len(prompts) == 60 and len(set(prompts)) == len(set(prompts[:60]))
+    # The rerun asked only the prompts the killed run had no row for, and the file holds
+    # every prompt once, in the prompt set's order.
+    assert len(openai_server.chat_requests) - asked_before == 60 - kept
+    expected = load_config(cfg_file, "dataset_cfg", Cfg).prompt_set.prompts()
+    assert [r["prompt"] for r in lines(raw)] == expected and len(expected) == 60
     assert not lock_path_for(raw).exists()  # released and removed by the finished run
 
 
