@@ -22,6 +22,7 @@ from pathlib import Path
 from loguru import logger
 
 from sl.errors import UserError
+from sl.utils.file_utils import refuse_special_file
 
 _held: dict[Path, int] = {}  # resolved lock path -> fd
 _held_guard = threading.Lock()
@@ -54,7 +55,8 @@ def prepare_parent(output: Path) -> None:
 
 def check_output_path(output: Path, *, is_dir: bool = False) -> None:
     """Make sure `output` can be written: its folder exists (created) and is writable, and
-    it is not a folder where a file is expected (or the reverse, with `is_dir`).
+    it is not a folder where a file is expected (or the reverse, with `is_dir`), nor a FIFO
+    or device.
 
     Raises:
         UserError: one line naming the path and what to do.
@@ -63,6 +65,7 @@ def check_output_path(output: Path, *, is_dir: bool = False) -> None:
         raise UserError(f"{output} is a folder: give a file path", path=output)
     if is_dir and output.exists() and not output.is_dir():
         raise UserError(f"{output} is a file: give a folder", path=output)
+    refuse_special_file(output)  # a FIFO or device: refused before any work, not at the write
     prepare_parent(output if not is_dir else output / "x")
 
 

@@ -240,6 +240,14 @@ def test_a_fifo_is_refused_at_once(tmp_path, use):
     assert fifo.exists()  # not replaced either
 
 
+def test_a_fifo_is_refused_as_an_output_before_any_work(tmp_path):
+    from sl.utils.output_lock import check_output_path
+
+    os.mkfifo(tmp_path / "out.json")
+    with pytest.raises(UserError, match=r"out\.json is a FIFO, not a regular file"):
+        check_output_path(tmp_path / "out.json")
+
+
 def test_a_device_is_refused_as_an_output():
     error = _in_thread(lambda: write_text_atomic(Path("/dev/null"), "x"))
     assert str(error) == "/dev/null is a device, not a regular file: give a file path"
