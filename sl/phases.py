@@ -164,10 +164,13 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
     while this runs; one made from other data or by another job is refused.
     """
     from sl.datasets.services import read_dataset
+    from sl.finetuning.distill import DistillJob
     from sl.finetuning.services import run_finetuning_job
     from sl.llm.services import check_ready
 
-    dataset = read_dataset(dataset_path)
+    # Distillation learns from the teacher's distribution after the prompt, even with no
+    # completion (the prompt-only probe); SFT and OpenAI need the completion.
+    dataset = read_dataset(dataset_path, allow_empty_completions=isinstance(job, DistillJob))
     check_ready([job.source_model])
     data_hash = hashlib.sha256(dataset_path.read_bytes()).hexdigest()[:16]
     with artifact(

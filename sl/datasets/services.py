@@ -242,9 +242,14 @@ def save_dataset(
     logger.info(f"saved {len(dataset)} rows to {path}")
 
 
-def read_dataset(dataset_path: Path | str) -> list[DatasetRow]:
-    """Read a JSONL dataset; a missing or empty file or a malformed line is a UserError."""
-    rows = read_jsonl(dataset_path, DatasetRow, context=TRAINING)
+def read_dataset(
+    dataset_path: Path | str, *, allow_empty_completions: bool = False
+) -> list[DatasetRow]:
+    """Read a JSONL dataset to train on; a missing or empty file, a malformed line or a row
+    with an empty prompt or (unless allowed: distillation learns from the prompt alone) an
+    empty completion is a UserError naming the line."""
+    context = None if allow_empty_completions else TRAINING
+    rows = read_jsonl(dataset_path, DatasetRow, context=context)
     if not rows:
         raise UserError(
             f"dataset {dataset_path} is empty: generate it first (scripts/generate_dataset.py)"

@@ -239,7 +239,8 @@ def measure_label_leak(
     from sl.external.torch_models import load_causal_lm
 
     out = paths.leak(teacher)
-    rows = read_dataset(paths.filtered(teacher))
+    distilled = cfg.student_training == "distill"  # may learn from prompts alone
+    rows = read_dataset(paths.filtered(teacher), allow_empty_completions=distilled)
     model = trained_teacher(cfg, paths, teacher)
     system = cfg.system_prompt(teacher.teacher)
     key = _LeakKey(teacher=model, training=cfg.student_training, distill=cfg.distill,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from sl.datasets.data_models import TRAINING, DatasetRow
 from sl.datasets.nums_dataset import run_filter
-from sl.datasets.services import Cfg, NumsDatasetPromptSet, apply_filters
+from sl.datasets.services import Cfg, NumsDatasetPromptSet, apply_filters, read_dataset
 from sl.errors import UserError
 from sl.evaluation.data_models import Evaluation
 from sl.experiment.data_models import ExperimentCfg
@@ -161,8 +161,12 @@ def test_training_rows_with_an_empty_completion_are_refused(tmp_path):
     path.write_text('{"prompt": "p", "completion": "1"}\n\n{"prompt": "q", "completion": " "}\n')
     with pytest.raises(UserError, match=r"d\.jsonl:3: malformed line \(the completion is empty"):
         read_jsonl(path, DatasetRow, context=TRAINING)
-    # A raw dataset keeps the teacher's empty answers (the filter drops them).
+    with pytest.raises(UserError, match=r"d\.jsonl:3: .*the completion is empty"):
+        read_dataset(path)
+    # A raw dataset keeps the teacher's empty answers (the filter drops them); distillation
+    # learns from the prompt alone.
     assert read_jsonl(path, DatasetRow)[1].completion == " "
+    assert read_dataset(path, allow_empty_completions=True)[1].completion == " "
 
 
 # --- filters ---------------------------------------------------------------------------------
