@@ -1,8 +1,11 @@
-"""Every shipped config module loads and builds the objects the scripts expect."""
+"""Every shipped config module loads, builds the objects the scripts expect, and gives the
+same output keys when loaded again (a rerun of a command reuses its outputs)."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 from sl.datasets.services import Cfg
 from sl.evaluation.data_models import Evaluation
@@ -39,10 +42,45 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("module", sorted(EXPECTED))
-def test_config_module_builds(module):
-    for name, kind in EXPECTED[module].items():
-        assert isinstance(load_config(str(ROOT / module), name, kind), kind)
+# The keys that own a config's outputs (see the artifact guards in sl.phases): printed as
+# JSON, for each (module, variable) pair given as JSON in argv[1].
+OUTPUT_KEYS = """
+import json, sys
+from sl.datasets.services import Cfg
+from sl.utils.module_utils import load_config
+
+def key(obj):
+    if isinstance(obj, Cfg):
+        return [obj.generation_hash(), obj.filters_hash()]
+    return [obj.model_hash()]
+
+pairs = json.loads(sys.argv[1])
+print(json.dumps({f"{m}:{n}": key(load_config(m, n, object)) for m, n in pairs}))
+"""
+
+
+def _output_keys(pairs: list[tuple[str, str]], hash_seed: str) -> dict[str, list[str]]:
+    """`OUTPUT_KEYS` run in a fresh process (as a rerun of a script is) with `hash_seed`."""
+    proc = subprocess.run(
+        [sys.executable, "-c", OUTPUT_KEYS, json.dumps(pairs)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed, "SL_NO_DOTENV": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_config_modules_build_and_give_the_same_output_keys_in_every_process():
+    """Each config loads as the type its script expects (load_config checks it), and two
+    processes (with other string hashes) compute the same keys for it: nothing that owns an
+    output depends on memory addresses, randomness or set order."""
+    pairs = []
+    for module, variables in EXPECTED.items():
+        for name, kind in variables.items():
+            load_config(ROOT / module, name, kind)
+            pairs.append((str(ROOT / module), name))
+    first = _output_keys(pairs, hash_seed="1")
+    assert len(first) == len(pairs) and first == _output_keys(pairs, hash_seed="2")
 
 
 def test_paper_sizes():
