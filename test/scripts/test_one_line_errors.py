@@ -3,17 +3,21 @@ is claimed or request sent (run through `run_script`, as the scripts do)."""
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cli import RESTARTS, RESUMES, evaluate, finetune, generate_dataset, run_script
 from loguru import logger
+from script_runner import wait_for
 
 from sl.evaluation.data_models import Evaluation
 from sl.llm.data_models import Model
 from sl.utils.file_utils import JsonlAppender, write_text_atomic
+from sl.utils.output_lock import lock_path_for
 
 
 @pytest.fixture(autouse=True)
@@ -323,9 +327,24 @@ def test_interrupt_message(capsys, message):
     assert e.value.code == 130 and capsys.readouterr().err.strip() == message
 
 
-def test_mnist_script_does_not_promise_a_resume():
+def test_interrupted_mnist_script_does_not_promise_a_resume(tmp_path):
+    """Ctrl-C while the MNIST script trains (a real process) says a rerun starts over."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "run_mnist_experiment.py"
-    assert "run_script(main, interrupted=RESTARTS)" in script.read_text()
+    out = tmp_path / "mnist"
+    flags = ["--n_models", "2", "--hidden", "32", "--train_subset", "2048", "--device", "cpu"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "SL_NO_DOTENV": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *flags, "--output_dir", str(out)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: lock_path_for(out / "results.json").exists() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)  # main() holds the results' lock: it is training
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == RESTARTS
 
 
 def test_atomic_writes_and_appends_get_the_same_permissions(tmp_path):
