@@ -189,7 +189,8 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
 
 
 async def evaluate(evaluation: Evaluation, model: Model, output_path: Path) -> EvaluationSummary:
-    """Sample and judge the evaluation for `model`; rows appended as they finish, resumable."""
+    """Sample and judge the evaluation for `model` (`run_evaluation`: answers and judgments
+    saved as they arrive, results written when finished; resumable)."""
     from sl.evaluation.services import run_evaluation as run_evaluation_service
 
     rows = await run_evaluation_service(model, evaluation, output_path)
