@@ -175,7 +175,10 @@ def _blank_completions(cfg: Any, folder: Path) -> None:
 
     for teacher in cfg.teachers:
         path = ExperimentPaths(folder).filtered(TeacherRun(teacher))
-        rows = [r.model_copy(update={"completion": ""}) for r in read_dataset(path)]
+        rows = [
+            r.model_copy(update={"completion": ""})
+            for r in read_dataset(path, allow_empty_completions=True)
+        ]
         write_text_atomic(path, "".join(r.model_dump_json() + "\n" for r in rows))
 
 
