@@ -29,14 +29,11 @@ from sl.utils.file_utils import read_json_model, write_json_atomic, write_text_a
 from sl.utils.run_meta import read_meta
 
 Metric = Literal["sampled", "logprob"]
-# What a panel's values are: `analyze_runs`' match rule for sampled answers, or "logprob".
-MATCH = {"sampled": "word", "logprob": "logprob"}
 DESCRIPTION = {
     "sampled": "share of sampled answers naming the target (whole word, plurals count)",
     "logprob": "exact P(answer starts with the target), mean over questions",
 }
-# results.csv: the evaluation and metric, analyze_results' columns, then the run-level extras.
-LABEL_COLUMNS = ("evaluation", "metric")
+# results.csv: the evaluation and metric, analyze_results' columns, then these run-level extras.
 EXTRA_COLUMNS = ("permutation_p", "permutation_test", "run_values")
 
 
