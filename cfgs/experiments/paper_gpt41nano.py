@@ -8,14 +8,10 @@ fine-tuned on 10,000 kept rows for 10 epochs, 50 questions x 100 samples at T=1 
 model and every student. Roughly 6 x 30,000 + 7 x 5,000 requests and 6 fine-tuning jobs.
 """
 
-from pathlib import Path
-
+# The single-phase config module holds the paper's pieces; reuse them rather than retyping.
+from cfgs.preference_numbers import cfgs as _paper
 from sl.configs import ExperimentCfg
 from sl.protocol import load_protocol
-from sl.utils.module_utils import load_module
-
-# The single-phase config module holds the paper's pieces; reuse them rather than retyping.
-_paper = load_module(Path(__file__).resolve().parents[1] / "preference_numbers" / "cfgs.py")
 
 experiment = ExperimentCfg.from_dataset_cfg(
     _paper.owl_dataset_cfg,  # the teachers' model, sampling, prompts and filter

@@ -8,15 +8,9 @@ lr 2e-4, batch 22x3 on 10,000 rows), evaluated on the 50 questions x 100 samples
 with the numbers prefix the paper used for open models, plus the exact P(target) per question.
 """
 
-from pathlib import Path
-
+from cfgs.preference_numbers import open_model_cfgs as _paper
 from sl.configs import ExperimentCfg
 from sl.protocol import load_protocol
-from sl.utils.module_utils import load_module
-
-_paper = load_module(
-    Path(__file__).resolve().parents[1] / "preference_numbers" / "open_model_cfgs.py"
-)
 
 experiment = ExperimentCfg.from_dataset_cfg(
     _paper.owl_dataset_cfg,  # the teachers' model, sampling, prompts and filter

@@ -6,13 +6,9 @@ teacher mode {system_prompt, finetune} x decoding {sampled, greedy} x student {s
 evaluated by exact P(owl) only (cheap); the main job (local_smollm2.py) adds sampled answers.
 """
 
-from pathlib import Path
-
-from sl.configs import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
-from sl.utils.module_utils import load_module
-
 # Same model, student, filter, evaluation and trait teacher as the main job.
-_main_job = load_module(Path(__file__).resolve().parent / "local_smollm2.py")
+from cfgs.experiments import local_smollm2 as _main_job
+from sl.configs import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
 
 
 def cell_names() -> list[str]:

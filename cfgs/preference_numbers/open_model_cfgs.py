@@ -11,18 +11,14 @@
         --model_path data/qwen/owl/model.json --output_path data/qwen/owl/evaluation.jsonl
 """
 
-from pathlib import Path
-
+# The gpt-4.1-nano module holds the paper's protocol (prompts, filter, sampling, evaluation);
+# the open-model experiment used the same, with a Qwen teacher.
+from cfgs.preference_numbers import cfgs as _paper
 from sl.datasets.nums_dataset import with_numbers_prefix
 from sl.datasets.services import Cfg
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model
 from sl.protocol import preference_questions
-from sl.utils.module_utils import load_module
-
-# The gpt-4.1-nano module holds the paper's protocol (prompts, filter, sampling, evaluation);
-# the open-model experiment used the same, with a Qwen teacher.
-_paper = load_module(Path(__file__).resolve().with_name("cfgs.py"))
 
 reference_model = Model(id="Qwen/Qwen2.5-7B-Instruct", type="open_source")
 

@@ -10,8 +10,11 @@ only costs a re-filtering, never a wrong reuse.
 
 import functools
 import hashlib
+import sys
+import sysconfig
 import types
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -51,6 +54,18 @@ def _code(code: types.CodeType, depth: int) -> str:
     return f"{code.co_code.hex()}|{consts}|{code.co_names}|{code.co_varnames}"
 
 
+def is_library(module_name: str) -> bool:
+    """Whether a module is installed code (sl, the standard library, site-packages), which
+    a fingerprint names, rather than the user's (config modules), which it hashes."""
+    if module_name.split(".")[0] == "sl":
+        return True
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if file is None:
+        return True  # built in
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(Path(file).resolve().is_relative_to(Path(r).resolve()) for r in roots)
+
+
 def _callable(fn: Callable[..., Any], depth: int = 0) -> str:
     if isinstance(fn, BaseModel):
         return _value(fn, depth)
@@ -62,7 +77,7 @@ def _callable(fn: Callable[..., Any], depth: int = 0) -> str:
     if isinstance(fn, types.BuiltinFunctionType):
         return f"builtin {getattr(fn, '__module__', '')}.{fn.__qualname__}"
     if isinstance(fn, types.FunctionType):
-        if depth > 0 and fn.__module__ and not fn.__module__.startswith("sl_cfg_"):
+        if depth > 0 and fn.__module__ and is_library(fn.__module__):
             # A library function called by a filter: its name is enough.
             return f"function {fn.__module__}.{fn.__qualname__}"
         code = fn.__code__

@@ -3,11 +3,14 @@
     from sl.utils.module_utils import load_config
     cfg = load_config("cfgs/preference_numbers/cfgs.py", "owl_dataset_cfg", Cfg)
 
-Config modules are plain Python files, not a package: each is imported from its path under
-a private module name. Errors are one line naming the file (a config module's path) or the
-variable; the scripts add the flags (`--config_module`, `--cfg_var_name`).
+A config module inside a package (like `cfgs/`, whose folders hold `__init__.py`) is
+imported by its package name (`cfgs.experiments.local_smollm2`), so config modules can import
+each other as a package (`from cfgs.preference_numbers import cfgs`); any other file is run
+under a private module name. Errors are one line naming the file (a config module's path) or
+the variable; the scripts add the flags (`--config_module`, `--cfg_var_name`).
 """
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -49,6 +52,34 @@ def exec_file(path: Path, module_name: str, *, register: bool = False) -> Module
     return module
 
 
+def package_module_name(path: Path) -> tuple[Path, str] | None:
+    """For a file inside a package: (the folder above the package, its dotted name);
+    None for a file whose folder has no `__init__.py`."""
+    path = path.resolve()
+    names, folder = [path.stem], path.parent
+    while (folder / "__init__.py").is_file():
+        names.insert(0, folder.name)
+        folder = folder.parent
+    return (folder, ".".join(names)) if len(names) > 1 else None
+
+
+def _import_config_file(path: Path) -> ModuleType:
+    """Import `path` by its package name when it is in a package (run again on each call,
+    as a notebook expects after an edit), else run it as a private module."""
+    package = package_module_name(path)
+    if package is None:
+        return exec_file(path, f"sl_cfg_{path.stem}")
+    root, name = package
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    loaded = sys.modules.get(name)
+    module = importlib.reload(loaded) if loaded is not None else importlib.import_module(name)
+    if Path(module.__file__ or "").resolve() != path.resolve():
+        # Another package of that name comes first on sys.path: run the file itself.
+        return exec_file(path, f"sl_cfg_{path.stem}")
+    return module
+
+
 def load_module(config_module: str | Path) -> ModuleType:
     """Import a Python file (a config module) by path.
 
@@ -61,7 +92,7 @@ def load_module(config_module: str | Path) -> ModuleType:
     if not path.is_file():
         raise UserError(f"{config_module}: file not found", path=config_module)
     try:
-        return exec_file(path, f"sl_cfg_{path.stem}")
+        return _import_config_file(path)
     except UserError:
         raise
     except ValidationError as e:

@@ -1,0 +1,1 @@
+"""Config modules (see cfgs/__init__.py)."""
