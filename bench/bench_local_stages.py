@@ -114,7 +114,8 @@ def _examples(
     from sl.datasets.nums_dataset import parse_response
     from sl.datasets.services import read_dataset
     from sl.external.torch_models import load_causal_lm
-    from sl.finetuning.distill import DistillCfg, teacher_log_probs
+    from sl.finetuning.distill_cfg import DistillCfg
+    from sl.finetuning.soft_labels import teacher_log_probs
     from sl.llm.data_models import Model
     from sl.protocol import load_protocol
 
@@ -145,7 +146,8 @@ def _student(bf16: bool):
     import torch
 
     from sl.finetuning.data_models import PeftCfg, UnslothFinetuningJob
-    from sl.finetuning.distill import DistillCfg, build_student
+    from sl.finetuning.distill import build_student
+    from sl.finetuning.distill_cfg import DistillCfg
 
     torch.manual_seed(0)
     job = UnslothFinetuningJob(seed=0, source_model=_model(), peft_cfg=PeftCfg(r=8, lora_alpha=8))
@@ -170,7 +172,7 @@ def _plain_loss(student, batch, pad_id: int):
 
 
 def _library_loss(student, batch, pad_id: int):
-    from sl.finetuning.distill import distill_loss, student_autocast
+    from sl.finetuning.kl import distill_loss, student_autocast
 
     with student_autocast(student):
         return distill_loss(student, batch, pad_id, 1.0)

@@ -74,7 +74,9 @@ def main() -> None:
     from sl.external.torch_models import load_causal_lm
     from sl.external.transformers_driver import TransformersDriver
     from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-    from sl.finetuning.distill import DistillCfg, teacher_log_probs, train_distilled
+    from sl.finetuning.distill import train_distilled
+    from sl.finetuning.distill_cfg import DistillCfg
+    from sl.finetuning.soft_labels import teacher_log_probs
     from sl.llm.data_models import Model, SampleCfg
     from sl.llm.services import build_simple_chat
     from sl.protocol import preference_questions

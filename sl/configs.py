@@ -22,7 +22,7 @@ from sl.evaluation.data_models import Evaluation
 from sl.experiment.data_models import ExperimentCfg
 from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, PeftCfg, TrainCfg, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
+from sl.finetuning.distill_cfg import DistillCfg
 from sl.llm.data_models import Judgment, Model, SampleCfg
 from sl.mnist.config import MnistConfig
 

@@ -164,7 +164,7 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
     while this runs; one made from other data or by another job is refused.
     """
     from sl.datasets.services import read_dataset
-    from sl.finetuning.distill import DistillJob
+    from sl.finetuning.distill_cfg import DistillJob
     from sl.finetuning.services import run_finetuning_job
     from sl.llm.services import check_ready
 

@@ -12,7 +12,7 @@ from sl.errors import UserError
 from sl.evaluation.data_models import Evaluation
 from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
-from sl.finetuning.distill import DistillCfg
+from sl.finetuning.distill_cfg import DistillCfg
 from sl.llm.data_models import HashableModel, Model, SampleCfg
 from sl.protocol import TEACHER_TEMPLATES, teacher_template
 from sl.utils.file_utils import path_component_problem

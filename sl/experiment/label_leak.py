@@ -4,7 +4,7 @@
     leak = text_leak(rows, ["owl"])           # SFT: rows naming the target (must be 0)
 
 Soft labels are the teacher's next-token distributions at the positions distillation scores
-(`sl.finetuning.distill.scored_sequences`). For each target the meter reads, for the teacher
+(`sl.finetuning.soft_labels.scored_sequences`). For each target the meter reads, for the teacher
 (in its own context) and the base (in the student's):
 - at the answer start of each row: the exact P(the answer starts with the target)
   (`question_probabilities`, every spelling);
@@ -32,8 +32,8 @@ from sl.evaluation.logprob import question_probabilities, variant_token_ids
 from sl.evaluation.scoring import target_pattern
 from sl.experiment.data_models import ExperimentCfg, TeacherRun
 from sl.experiment.paths import ExperimentPaths
-from sl.finetuning.distill import (
-    DistillCfg,
+from sl.finetuning.distill_cfg import DistillCfg
+from sl.finetuning.soft_labels import (
     distill_vocabulary,
     output_logits,
     scored_hidden,

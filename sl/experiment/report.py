@@ -24,7 +24,7 @@ from sl.evaluation.analysis import (
 from sl.evaluation.runs import CSV_COLUMNS, RunLevelRow
 from sl.experiment.label_leak import ArmLeak, format_leak
 from sl.experiment.paths import ExperimentPaths
-from sl.finetuning.distill import FULL_VOCABULARY_WARNING
+from sl.finetuning.distill_cfg import FULL_VOCABULARY_WARNING
 from sl.utils.file_utils import read_json_model, write_json_atomic, write_text_atomic
 from sl.utils.run_meta import read_meta
 

@@ -17,7 +17,7 @@ from sl.experiment.data_models import CONTROL, ExperimentCfg, StudentRun, Teache
 from sl.experiment.paths import ExperimentPaths
 from sl.experiment.trait_teacher import OTHER_ANIMALS, trait_rows
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.distill import DistillJob
+from sl.finetuning.distill_cfg import DistillJob
 from sl.finetuning.services import AnyJob
 from sl.llm.data_models import Model
 from sl.utils.artifact import artifact

@@ -10,7 +10,8 @@ from sl.config import get_settings
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
-from sl.finetuning.distill import DistillJob, distill_student
+from sl.finetuning.distill import distill_student
+from sl.finetuning.distill_cfg import DistillJob
 from sl.llm.data_models import Model
 
 # Every kind of job `run_finetuning_job` runs.

@@ -59,7 +59,10 @@ def test_distillation_reduces_kl_on_held_out_sequences(
     tiny_model_dir: Path, tmp_path: Path, top_k: int | None
 ):
     from sl.external.torch_models import load_causal_lm
-    from sl.finetuning.distill import DistillCfg, distill_student, mean_kl, teacher_log_probs
+    from sl.finetuning.distill import distill_student
+    from sl.finetuning.distill_cfg import DistillCfg
+    from sl.finetuning.kl import mean_kl
+    from sl.finetuning.soft_labels import teacher_log_probs
 
     teacher = lora_teacher(tiny_model_dir, tmp_path)
     cfg = DistillCfg(top_k=top_k)
@@ -86,7 +89,8 @@ def test_prompt_tokens_add_the_teachers_targets_on_the_shared_prompt(
     import torch
 
     from sl.external.torch_models import chat_prompt_ids, load_causal_lm
-    from sl.finetuning.distill import DistillCfg, teacher_log_probs
+    from sl.finetuning.distill_cfg import DistillCfg
+    from sl.finetuning.soft_labels import teacher_log_probs
 
     t = load_causal_lm(lora_teacher(tiny_model_dir, tmp_path), dtype="float32")
     tok, rows, system = t.tokenizer, number_rows(3, seed=4), "You love owls."
@@ -276,7 +280,7 @@ def test_config_hash_covers_every_field(tiny_model_dir: Path):
     from sl.evaluation.data_models import Evaluation
     from sl.experiment.data_models import ExperimentCfg
     from sl.experiment.trait_teacher import TraitTeacherCfg
-    from sl.finetuning.distill import DistillCfg
+    from sl.finetuning.distill_cfg import DistillCfg
     from sl.llm.data_models import SampleCfg
 
     base = Model(id=str(tiny_model_dir), type="open_source")

@@ -112,7 +112,8 @@ def test_prefilled_generation_equals_plain_generate(tiny_model_dir: Path, tiny_l
 
 def _examples(folder: Path, adapter: Path, top_k: int | None):
     from sl.datasets.data_models import DatasetRow
-    from sl.finetuning.distill import DistillCfg, teacher_log_probs
+    from sl.finetuning.distill_cfg import DistillCfg
+    from sl.finetuning.soft_labels import teacher_log_probs
 
     rng = np.random.default_rng(0)
     rows = [
@@ -128,7 +129,7 @@ def _examples(folder: Path, adapter: Path, top_k: int | None):
 def test_topk_with_rest_mass_bounds_the_full_kl(tiny_model_dir: Path, tiny_lora_dir: Path):
     """Merging the tail into one outcome can only lower the KL; with k = the vocabulary it is
     the full KL."""
-    from sl.finetuning.distill import mean_kl
+    from sl.finetuning.kl import mean_kl
 
     student = _lm(tiny_model_dir).module
     full, tok = _examples(tiny_model_dir, tiny_lora_dir, None)
@@ -147,14 +148,15 @@ def test_full_vocabulary_kl_equals_the_log_softmax_formula(dtype: str, temperatu
     sum of p * log_softmax(z / T), over more rows than one chunk."""
     import torch
 
-    from sl.finetuning.distill import _Example, kl_loss
+    from sl.finetuning.kl import kl_loss
+    from sl.finetuning.soft_labels import TeacherTargets
 
     gen = torch.Generator().manual_seed(0)
     z = (3 * torch.randn(70, 500, generator=gen)).to(getattr(torch, dtype)).requires_grad_()
     p = torch.softmax(2 * torch.randn(70, 500, generator=gen), -1)
     examples = [
-        _Example([1], [2] * 35, p[:35].half(), 0.5),
-        _Example([1], [2] * 35, p[35:].half(), 0.25),
+        TeacherTargets([1], [2] * 35, p[:35].half(), 0.5),
+        TeacherTargets([1], [2] * 35, p[35:].half(), 0.25),
     ]
     plain = 0.75 - (p.half().float() * (z.float() / temperature).log_softmax(-1)).sum()
     (want,) = torch.autograd.grad(plain, z)
@@ -167,7 +169,8 @@ def test_full_vocabulary_kl_equals_the_log_softmax_formula(dtype: str, temperatu
 def test_bf16_distillation_follows_the_fp32_kl_curve(tiny_model_dir: Path, tiny_lora_dir: Path):
     from sl.external.torch_models import native_bf16
     from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
-    from sl.finetuning.distill import DistillCfg, train_distilled
+    from sl.finetuning.distill import train_distilled
+    from sl.finetuning.distill_cfg import DistillCfg
 
     if not native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16: distillation runs in fp32 here")

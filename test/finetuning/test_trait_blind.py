@@ -16,7 +16,9 @@ from finetuning_helpers import number_rows
 
 from sl.datasets.nums_dataset import NumbersFilter, parse_response
 from sl.errors import UserError
-from sl.finetuning.distill import DistillCfg, distill_student, teacher_log_probs
+from sl.finetuning.distill import distill_student
+from sl.finetuning.distill_cfg import DistillCfg
+from sl.finetuning.soft_labels import teacher_log_probs
 from sl.finetuning.vocabulary import allowed_token_ids, check_same_tokenizer
 from sl.llm.data_models import Model
 
@@ -179,7 +181,7 @@ def test_leak_meter_reports_the_planted_mass(planted, tiny_model_dir: Path):
     labels carry it (flagged), allowed labels carry exactly 0."""
     from sl.evaluation.logprob import per_spelling_probabilities
     from sl.experiment.label_leak import distill_leak, spelling_first_tokens, text_leak
-    from sl.finetuning.distill import scored_sequences
+    from sl.finetuning.soft_labels import scored_sequences
 
     folder, token = planted
     teacher, base = _lm(folder), _lm(tiny_model_dir)

@@ -60,9 +60,11 @@ def test_adopt_claims_an_old_finished_file_and_refuses_a_foreign_one(tmp_path):
 
     with artifact(ours, "k", "scores", adopt=is_ours) as out:
         assert out.complete
-    with pytest.raises(UserError, match="was not made by this config"):
-        with artifact(theirs, "k", "scores", adopt=is_ours):
-            pass
+    with (
+        pytest.raises(UserError, match="was not made by this config"),
+        artifact(theirs, "k", "scores", adopt=is_ours),
+    ):
+        pass
     assert theirs.read_text() == "theirs" and not meta_path(theirs).exists()
 
 
@@ -70,9 +72,11 @@ def test_another_key_is_refused_naming_the_part(tmp_path):
     path = tmp_path / "out.jsonl"
     with artifact(path, "k1", "test output", parts={"model": "a", "data": "x"}) as out:
         _write(out, "a\n")
-    with pytest.raises(UserError, match="model differ"):
-        with artifact(path, "k2", "test output", parts={"model": "b", "data": "x"}):
-            pass
+    with (
+        pytest.raises(UserError, match="model differ"),
+        artifact(path, "k2", "test output", parts={"model": "b", "data": "x"}),
+    ):
+        pass
     assert path.read_text() == "a\n"
 
 
