@@ -19,6 +19,7 @@ from typing import Any
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.llm.engines import engine_of
 from sl.utils.module_utils import exec_file
 from sl.utils.optional_deps import install_hint
 
@@ -101,7 +102,7 @@ def artifact_path(args: argparse.Namespace, name: str, folder: str, default: str
 
 def needs_gpu(models: Iterable[Model]) -> bool:
     """Whether any of these models runs on a local engine (vLLM, Unsloth): the GPU image."""
-    return any(m.type == "open_source" for m in models)
+    return any(engine_of(m).runs_locally for m in models)
 
 
 @contextmanager

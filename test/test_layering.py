@@ -5,11 +5,11 @@ functions count too):
   experiment, protocol, external, mnist, phases);
 - a driver (`sl.external.*`) imports no phase models (datasets, finetuning, evaluation,
   experiment);
-- no import cycles between sl's packages, but for the engine dispatch: `sl.llm.services`
-  picks a driver from its lazy factory table (`sl.external.<engine>`), and the drivers
-  implement `sl.llm.driver.Driver` on `sl.llm.data_models`. Both names are the original
-  code's public API, so the table stays in `sl.llm`; this is the only edge allowed to close
-  a cycle, and only from `sl.llm.services`.
+- no import cycles between sl's packages, but for the engine registry: `sl.llm.engines`
+  imports each engine's driver lazily (`sl.external.<engine>`), and the drivers implement
+  `sl.llm.driver.Driver` on `sl.llm.data_models`. `sl.llm.services` (the original code's
+  public API) dispatches through the registry, so it stays in `sl.llm`; this is the only edge
+  allowed to close a cycle, and only from `sl.llm.engines`.
 """
 
 import ast
@@ -19,7 +19,7 @@ SL = Path(__file__).resolve().parents[1] / "sl"
 DOMAIN = ("llm", "datasets", "finetuning", "evaluation", "experiment", "protocol", "external",
           "mnist", "phases")  # fmt: skip
 PHASES = ("datasets", "finetuning", "evaluation", "experiment")
-DISPATCH = ("sl.llm.services", "external")  # the lazy factory table (see the docstring)
+DISPATCH = ("sl.llm.engines", "external")  # the lazy driver factories (see the docstring)
 
 
 def module_name(path: Path) -> str:

@@ -17,6 +17,7 @@ from sl.evaluation.parts import JudgmentRecord, PartStore, SampleRecord, parts_p
 from sl.llm import services as llm_services
 from sl.llm.data_models import HashableModel, Judgment, LLMResponse, Model
 from sl.llm.driver import OnResult
+from sl.llm.engines import engine_of
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_jsonl, write_jsonl_atomic
 from sl.utils.run_meta import in_key_order, pending_indices
@@ -276,8 +277,10 @@ async def _run(
             f"{len(pending)} others saved"
         )
     # Two local engines must not run at once in one process (one model in memory at a time).
-    local_judge = any(j.judge_model.type == "open_source" for j in evaluation.judgment_map.values())
-    overlap = not (model.type == "open_source" and local_judge)
+    local_judge = any(
+        engine_of(j.judge_model).runs_locally for j in evaluation.judgment_map.values()
+    )
+    overlap = not (engine_of(model).runs_locally and local_judge)
     with tqdm(total=total, initial=saved, desc="evaluation", unit="request") as progress:
         await _Runner(model, evaluation, store, overlap, progress).run(requests)
     by_question: dict[int, list[_Request]] = {}

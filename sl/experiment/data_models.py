@@ -1,6 +1,7 @@
 """The one-command experiment: teachers (trait targets + control) → students → evaluations."""
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill_cfg import DistillCfg
 from sl.llm.data_models import HashableModel, Model, SampleCfg
+from sl.llm.engines import Engine, engine_of, models_where
 from sl.protocol import TEACHER_TEMPLATES, teacher_template
 from sl.utils.file_utils import path_component_problem
 
@@ -118,23 +120,30 @@ class ExperimentCfg(HashableModel):
                 f"student_job.source_model {self.student_job.source_model.id!r} differs from "
                 f"teacher_model {self.teacher_model.id!r}: subliminal transfer needs a shared base"
             )
-        open_only = {
-            "teacher_mode='finetune'": self.teacher_mode == "finetune",
-            "student_training='distill'": self.student_training == "distill",
-            "eval_modes 'logprob'": "logprob" in self.eval_modes,
+        # Option -> (whether it is used, what the teacher's engine must be able to do for it).
+        open_only: dict[str, tuple[bool, Callable[[Engine], bool]]] = {
+            "teacher_mode='finetune'": (
+                self.teacher_mode == "finetune",
+                lambda e: e.fine_tunes == "lora",
+            ),
+            "student_training='distill'": (
+                self.student_training == "distill",
+                lambda e: e.runs_locally,
+            ),
+            "eval_modes 'logprob'": ("logprob" in self.eval_modes, lambda e: e.can_score_logprobs),
         }
         if self.n_teacher_replicates > 1 and self.teacher_mode != "finetune":
             raise ValueError(
                 "n_teacher_replicates > 1 needs teacher_mode='finetune' (a system-prompted "
                 "teacher is the same model every time); use n_student_replicates"
             )
-        for option, used in open_only.items():
-            if used and (
-                self.teacher_model.type != "open_source"
-                or not isinstance(self.student_job, UnslothFinetuningJob)
+        for option, (used, capable) in open_only.items():
+            if used and not (
+                capable(engine_of(self.teacher_model))
+                and isinstance(self.student_job, UnslothFinetuningJob)
             ):
                 raise ValueError(
-                    f"{option} needs an open model (teacher_model.type='open_source') and an "
+                    f"{option} needs a teacher_model of {models_where(capable)} and an "
                     "UnslothFinetuningJob student_job; use the defaults for OpenAI models"
                 )
         return self

@@ -45,6 +45,7 @@ from sl.experiment.report import (
     write_report,
 )
 from sl.llm.data_models import Model
+from sl.llm.engines import engine_of
 from sl.utils.artifact import folder_artifact
 from sl.utils.file_utils import read_json_file, read_json_model, write_json_atomic
 
@@ -227,8 +228,8 @@ def default_workers(cfg: ExperimentCfg) -> int:
     else 1."""
     from sl.external.torch_models import resolve_device
 
-    open_models = cfg.teacher_model.type == "open_source"
-    return 2 if open_models and resolve_device() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    local = engine_of(cfg.teacher_model).runs_locally
+    return 2 if local and resolve_device() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
 async def run_experiment(

@@ -21,6 +21,7 @@ from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.llm.data_models import Model
+from sl.llm.engines import engine_of, models_where
 
 MARKER = "sl_job.json"  # written last inside a finished adapter folder
 
@@ -118,10 +119,11 @@ def run_open_source_job(
     Raises:
         UserError: Empty dataset, an adapter folder of another job, unusable settings.
     """
-    if job.source_model.type != "open_source":
+    if engine_of(job.source_model).fine_tunes != "lora":
         raise UserError(
-            f"source_model {job.source_model.id!r} has type {job.source_model.type!r}; "
-            "LoRA fine-tuning needs type='open_source' (use OpenAIFTJob for OpenAI models)"
+            f"source_model {job.source_model.id!r} has type {job.source_model.type!r}; LoRA "
+            f"fine-tuning needs {models_where(lambda e: e.fine_tunes == 'lora')} (use "
+            "OpenAIFTJob for OpenAI models)"
         )
     adapter_dir = adapter_dir_for(Path(output_path))
     marker = finished_adapter(adapter_dir, job.model_hash(), "fine-tune")

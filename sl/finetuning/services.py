@@ -13,6 +13,7 @@ from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill import distill_student
 from sl.finetuning.distill_cfg import DistillJob
 from sl.llm.data_models import Model
+from sl.llm.engines import engine_of, models_where
 
 # Every kind of job `run_finetuning_job` runs.
 AnyJob = FTJob | DistillJob
@@ -43,8 +44,11 @@ async def run_finetuning_job(
 
 
 async def _openai_job(job: OpenAIFTJob, dataset: list[DatasetRow], output_path: Path) -> Model:
-    if job.source_model.type != "openai":
-        raise UserError("OpenAIFTJob needs an openai source_model")
+    if engine_of(job.source_model).fine_tunes != "api":
+        raise UserError(
+            f"OpenAIFTJob fine-tunes {models_where(lambda e: e.fine_tunes == 'api')}, not "
+            f"{job.source_model.type!r} ones: use UnslothFinetuningJob for open models"
+        )
     from sl.external.openai_finetune import FineTuneSpec, run_openai_ft_job
 
     spec = FineTuneSpec(
@@ -64,8 +68,6 @@ async def _openai_job(job: OpenAIFTJob, dataset: list[DatasetRow], output_path: 
 async def _lora_job(
     job: UnslothFinetuningJob, dataset: list[DatasetRow], output_path: Path
 ) -> Model:
-    if job.source_model.type != "open_source":
-        raise UserError("UnslothFinetuningJob needs an open_source source_model")
     from sl.finetuning.open_source import run_open_source_job
 
     return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)

@@ -1,9 +1,11 @@
-"""Sampling and judging, dispatched by `Model.type` to an engine driver in `sl.external`."""
+"""Sampling and judging, dispatched to the driver of the model's engine (`sl.llm.engines`).
 
-from collections.abc import Callable, Iterable, Sequence
+`register_driver` and `DRIVER_FACTORIES` are kept here under their earlier names."""
+
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sl.config import get_settings, require_openai_key
+from sl.config import get_settings
 from sl.errors import UserError
 from sl.llm.data_models import (
     Chat,
@@ -15,68 +17,28 @@ from sl.llm.data_models import (
     SampleCfg,
 )
 from sl.llm.driver import Driver, OnResult
-
-
-def _openai_driver() -> Driver:
-    from sl.external.openai_driver import get_driver
-
-    return get_driver()
-
-
-def _open_source_driver() -> Driver:
-    engine = get_settings().open_source_engine
-    if engine == "auto":
-        import importlib.util
-
-        engine = "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-    if engine == "vllm":
-        from sl.external.vllm_driver import get_driver
-    elif engine == "transformers":
-        from sl.external.transformers_driver import get_driver
-    else:
-        raise UserError(
-            f"SL_OPEN_SOURCE_ENGINE={engine!r} is not valid: use auto, vllm or transformers"
-        )
-    return get_driver()
-
-
-DRIVER_FACTORIES: dict[str, Callable[[], Driver]] = {
-    "openai": _openai_driver,
-    "open_source": _open_source_driver,
-}
-
-
-def register_driver(model_type: str, factory: Callable[[], Driver]) -> Callable[[], Driver] | None:
-    """Make `factory` build the driver of the models of `model_type` (e.g. a fake in tests).
-
-    Returns:
-        The factory it replaces (None if there was none), to put back with another call.
-    """
-    previous = DRIVER_FACTORIES.get(model_type)
-    DRIVER_FACTORIES[model_type] = factory
-    return previous
+from sl.llm.engines import DRIVER_FACTORIES as DRIVER_FACTORIES
+from sl.llm.engines import engine_of, models_where
+from sl.llm.engines import register_driver as register_driver
 
 
 def get_driver(model: Model) -> Driver:
-    """The driver for a model's type; an unknown type lists the valid ones."""
-    factory = DRIVER_FACTORIES.get(model.type)
-    if factory is None:
-        raise UserError(
-            f"model type {model.type!r} is not supported: use one of {sorted(DRIVER_FACTORIES)}"
-        )
-    return factory()
+    """The driver of a model's engine; an unknown type lists the valid ones."""
+    return engine_of(model).driver()
 
 
 def check_ready(models: Iterable[Model]) -> None:
-    """Fail early, before any output is claimed or request sent: the settings are valid and
-    the API key is set when one of `models` is an OpenAI model.
+    """Fail early, before any output is claimed or request sent: the settings are valid,
+    every model's type is known, and the keys their engines need are set.
 
     Raises:
-        UserError: a bad setting or the missing key, in one line naming the variable.
+        UserError: a bad setting, an unknown type or a missing key, in one line naming it.
     """
     settings = get_settings()
-    if any(m.type == "openai" for m in models):
-        require_openai_key(settings)
+    for model in models:
+        key = engine_of(model).needs_key
+        if key is not None:
+            key.require(settings)
 
 
 def build_simple_chat(user_content: str, system_content: str | None = None) -> Chat:
@@ -108,8 +70,8 @@ async def batch_sample_n(
 ) -> list[list[LLMResponse]]:
     """Sample `cfg.n` completions per chat; one list of responses per chat, in input order.
 
-    With `batch_state_path` (OpenAI models only), requests go through the Batch API and the
-    batch id is kept in that file so that a rerun resumes the same batch.
+    With `batch_state_path` (engines with a Batch API only), requests go through the Batch
+    API and the batch id is kept in that file so that a rerun resumes the same batch.
     """
     if isinstance(sample_cfgs, SampleCfg):
         sample_cfgs = [sample_cfgs] * len(input_chats)
@@ -118,13 +80,14 @@ async def batch_sample_n(
     if not input_chats:
         return []
     if batch_state_path is not None:
-        if model.type != "openai":
-            raise UserError(f"the Batch API is for OpenAI models, not {model.type!r} ones")
-        from sl.external import openai_batch
-
-        return await openai_batch.batch_sample(
-            model, input_chats, sample_cfgs, batch_state_path, on_result
-        )
+        batch_api = engine_of(model).batch_api
+        if batch_api is None:
+            raise UserError(
+                f"the Batch API is for {models_where(lambda e: e.has_batch_api)}, not "
+                f"{model.type!r} ones"
+            )
+        batch_sample_fn = batch_api()
+        return await batch_sample_fn(model, input_chats, sample_cfgs, batch_state_path, on_result)
     return await get_driver(model).batch_sample(model, input_chats, sample_cfgs, on_result)
 
 
