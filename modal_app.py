@@ -8,9 +8,12 @@
 Artifact paths are relative to the root of the Volume (`sl-data`, mounted at VOLUME_ROOT);
 config modules are repo-relative paths (cfgs/ is shipped with the code). OpenAI-backed phases
 run on a small CPU image; open models (vLLM sampling, Unsloth/TRL LoRA fine-tuning) and the
-MNIST experiment run on a GPU image. Every function calls the same `sl.phases` body as the
-local scripts; it commits the Volume every COMMIT_INTERVAL_S and at the end, so a retried or
-preempted container resumes from what the previous one wrote.
+MNIST experiment run on a GPU image. Every phase function runs the same phase command
+(`sl.phase_commands.COMMANDS`) as the local scripts, with the scripts' `--set` overrides as
+`overrides_json` (a JSON list of `field.path=value`); it commits the Volume every
+COMMIT_INTERVAL_S and at the end, so a retried or preempted container resumes from what the
+previous one wrote. A user error comes back as a `PhaseFailed`, not raised (a retry cannot
+fix it).
 
 Settings read at import from `sl.config.Settings` (set them in the shell that runs
 `modal run`/`modal deploy`): SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4),
@@ -21,11 +24,12 @@ SL_MODAL_SECRET (subliminal-learning-secrets).
 
 from __future__ import annotations
 
-import asyncio
+import json
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +40,7 @@ from sl import phases
 from sl.config import get_settings
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.phase_commands import COMMANDS
 from sl.utils.module_utils import load_config
 
 T = TypeVar("T")
@@ -183,118 +188,151 @@ def _committing() -> Iterator[None]:
             logger.warning(f"final volume commit failed: {e}")
 
 
-def run_phase(body: Callable[..., T], *args: Any) -> T | phases.PhaseFailed:
-    """Run a phase body with the Volume committed as it goes; user errors come back as
-    `PhaseFailed` (retrying cannot fix them)."""
+@dataclass(frozen=True)
+class PhaseFailed:
+    """A user error inside a container, returned instead of raised so that Modal does not
+    retry what a retry cannot fix; the client (`modal_client.call_remote`) turns it back into
+    a `UserError`."""
+
+    message: str
+    path: str | None = None  # the path the error is about (UserError.path), if any
+
+
+def _returning_failures(body: Callable[[], T]) -> T | PhaseFailed:
+    """Run `body` with the Volume committed as it goes; user errors come back as
+    `PhaseFailed`."""
     with _committing():
         try:
-            result = body(*args)
+            result = body()
         except UserError as e:
             logger.error(f"error: {e}")
-            return phases.PhaseFailed(str(e), str(e.path) if e.path else None)
+            return PhaseFailed(str(e), str(e.path) if e.path else None)
     logger.info(str(result))
     return result
 
 
-Failed = phases.PhaseFailed
+def _json_arg(flag: str, text: str, expected: type, example: str) -> Any:
+    """The JSON value of a function's parameter (`flag`, as `modal run` names it).
+
+    Raises:
+        UserError: not JSON, or not an `expected` (a JSON object or list; a list of strings).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag} is not valid JSON: {e}") from None
+    what = {dict: "object", list: "list of strings"}[expected]
+    if not isinstance(value, expected) or (
+        expected is list and not all(isinstance(v, str) for v in value)
+    ):
+        raise UserError(f"{flag} must be a JSON {what}, e.g. {example}")
+    return value
 
 
-def _generate(
-    config_module: str, cfg_var_name: str, raw: str, filtered: str
-) -> phases.DatasetSummary | Failed:
-    def body() -> phases.DatasetSummary:
-        from sl.datasets.services import Cfg
+def _run(name: str, config_module: str, cfg_var_name: str, *paths: str, overrides: str) -> Any:
+    """Run the phase command `name` on the config module shipped with the code, with the
+    `overrides` (a JSON list of `field.path=value`), on Volume-relative paths."""
+    command = COMMANDS[name]
 
-        cfg = load_config(config_path(config_module), cfg_var_name, Cfg)
-        return asyncio.run(phases.make_dataset(cfg, on_volume(raw), on_volume(filtered)))
+    def body() -> Any:
+        sets = _json_arg("--overrides-json", overrides, list, '["prompt_set.size=100"]')
+        config = load_config(config_path(config_module), cfg_var_name, command.config_class(), sets)
+        return command.run(config, *map(on_volume, paths))
 
-    return run_phase(body)
-
-
-def _finetune(config_module: str, cfg_var_name: str, dataset: str, output: str) -> Model | Failed:
-    def body() -> Model:
-        from sl.finetuning.data_models import FTJob
-
-        job = load_config(config_path(config_module), cfg_var_name, FTJob)
-        return asyncio.run(phases.finetune(job, on_volume(dataset), on_volume(output)))
-
-    return run_phase(body)
+    return _returning_failures(body)
 
 
-def _evaluate(
-    config_module: str, cfg_var_name: str, model: str, output: str
-) -> phases.EvaluationSummary | Failed:
-    def body() -> phases.EvaluationSummary:
-        from sl.evaluation.data_models import Evaluation
-        from sl.utils.file_utils import read_json_model
-
-        evaluation = load_config(config_path(config_module), cfg_var_name, Evaluation)
-        student = read_json_model(on_volume(model), Model)
-        return asyncio.run(phases.evaluate(evaluation, student, on_volume(output)))
-
-    return run_phase(body)
+# Each phase has a CPU and a GPU function (Modal fixes the image per function); the
+# parameters are the phase command's, as `modal run` flags (`--raw-dataset-path`).
+NO_OVERRIDES = "[]"
 
 
 @cpu_function
 def generate_dataset(
-    config_module: str, cfg_var_name: str, raw_dataset_path: str, filtered_dataset_path: str
-) -> phases.DatasetSummary | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    raw_dataset_path: str,
+    filtered_dataset_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> phases.DatasetSummary | PhaseFailed:
     """Teacher dataset from an OpenAI model (see sl.phases.make_dataset)."""
-    return _generate(config_module, cfg_var_name, raw_dataset_path, filtered_dataset_path)
+    paths = (raw_dataset_path, filtered_dataset_path)
+    return _run("generate_dataset", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @gpu_function
 def generate_dataset_gpu(
-    config_module: str, cfg_var_name: str, raw_dataset_path: str, filtered_dataset_path: str
-) -> phases.DatasetSummary | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    raw_dataset_path: str,
+    filtered_dataset_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> phases.DatasetSummary | PhaseFailed:
     """Teacher dataset from an open model with vLLM."""
-    return _generate(config_module, cfg_var_name, raw_dataset_path, filtered_dataset_path)
+    paths = (raw_dataset_path, filtered_dataset_path)
+    return _run("generate_dataset", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @cpu_function
 def finetune(
-    config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
-) -> Model | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    dataset_path: str,
+    output_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> Model | PhaseFailed:
     """OpenAI fine-tuning job, polled until done (see sl.phases.finetune)."""
-    return _finetune(config_module, cfg_var_name, dataset_path, output_path)
+    paths = (dataset_path, output_path)
+    return _run("finetune", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @gpu_function
 def finetune_gpu(
-    config_module: str, cfg_var_name: str, dataset_path: str, output_path: str
-) -> Model | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    dataset_path: str,
+    output_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> Model | PhaseFailed:
     """LoRA fine-tuning of an open model (Unsloth/TRL); the adapter goes next to output_path."""
-    return _finetune(config_module, cfg_var_name, dataset_path, output_path)
+    paths = (dataset_path, output_path)
+    return _run("finetune", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @cpu_function
 def evaluate(
-    config_module: str, cfg_var_name: str, model_path: str, output_path: str
-) -> phases.EvaluationSummary | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    model_path: str,
+    output_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> phases.EvaluationSummary | PhaseFailed:
     """Evaluate an OpenAI model (see sl.phases.evaluate)."""
-    return _evaluate(config_module, cfg_var_name, model_path, output_path)
+    paths = (model_path, output_path)
+    return _run("evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @gpu_function
 def evaluate_gpu(
-    config_module: str, cfg_var_name: str, model_path: str, output_path: str
-) -> phases.EvaluationSummary | Failed:
+    config_module: str,
+    cfg_var_name: str,
+    model_path: str,
+    output_path: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> phases.EvaluationSummary | PhaseFailed:
     """Evaluate an open model (or with an open judge) with vLLM."""
-    return _evaluate(config_module, cfg_var_name, model_path, output_path)
+    paths = (model_path, output_path)
+    return _run("evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json)
 
 
 @mnist_function
-def run_mnist_experiment(output_dir: str, config_json: str = "{}") -> phases.MnistSummary | Failed:
+def run_mnist_experiment(
+    output_dir: str, config_json: str = "{}"
+) -> phases.MnistSummary | PhaseFailed:
     """MNIST auxiliary-logit experiment; `config_json` holds MnistConfig fields."""
-    import json
 
     def body() -> phases.MnistSummary:
-        try:
-            config = json.loads(config_json)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--config-json is not valid JSON: {e}") from None
-        if not isinstance(config, dict):
-            raise UserError('--config-json must be a JSON object, e.g. {"n_models": 10}')
+        config = _json_arg("--config-json", config_json, dict, '{"n_models": 10}')
         return phases.run_mnist_experiment(config, on_volume(output_dir))
 
-    return run_phase(body)
+    return _returning_failures(body)

@@ -20,6 +20,7 @@ from typing import Any
 from sl.errors import UserError
 from sl.llm.data_models import Model
 from sl.llm.engines import engine_of
+from sl.phase_commands import PhaseCommand
 from sl.utils.module_utils import exec_file
 from sl.utils.optional_deps import install_hint
 
@@ -98,6 +99,24 @@ def artifact_path(args: argparse.Namespace, name: str, folder: str, default: str
             raise UserError(f"--{name}_path is required: a path on the {volume} volume")
         path = default
     return volume_path(path, f"--{name}_path")
+
+
+def volume_paths(command: PhaseCommand, args: argparse.Namespace) -> dict[str, str]:
+    """The volume path of each file of a phase command (`artifact_path`: outputs default to
+    `<cfg_var_name>/<file>`), by its argument's name.
+
+    Raises:
+        UserError: a bad path, a missing input, or two files at one path.
+    """
+    paths: dict[str, str] = {}
+    for arg in command.paths:
+        default = f"{args.cfg_var_name}/{arg.default}" if arg.default else None
+        path = artifact_path(args, arg.name.removesuffix("_path"), arg.folder, default)
+        same = [name for name, given in paths.items() if given == path]
+        if same:
+            raise UserError(f"--{same[0]} and --{arg.name} must differ")
+        paths[arg.name] = path
+    return paths
 
 
 def needs_gpu(models: Iterable[Model]) -> bool:
@@ -223,12 +242,10 @@ def call_remote(function_name: str, *args: Any, detach: bool = False) -> Any:
     """
     import modal
 
-    from sl.phases import PhaseFailed
-
     app = load_modal_app()
     function = getattr(app, function_name)
     with modal_errors(), modal.enable_output(), app.app.run(detach=detach):
         result = function.remote(*args)
-    if isinstance(result, PhaseFailed):
+    if isinstance(result, app.PhaseFailed):
         raise UserError(result.message, path=result.path)
     return result

@@ -5,16 +5,16 @@ turns an error about a path a flag gave (`UserError.path`) into one that names t
 well: `data/x.jsonl is a folder: ...` becomes `--output_path data/x.jsonl is a folder: ...`;
 `naming_params` turns one about an argument (`UserError.param`) into one about its flag:
 `control ctrl: ...` becomes `--control ctrl: ...`.
-The phase commands below (config module + paths → `sl.phases` → summary) are what the
-phase scripts run.
+The phase scripts, local and Modal, are built from `sl.phase_commands.COMMANDS` (config
+module + paths → `sl.phases` → summary): `phase_script` and `modal_phase_script`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from sl import phases
 from sl.config import get_settings
 from sl.errors import RemoteError, UserError
 from sl.llm.data_models import Model
 from sl.llm.driver import SampleError
-from sl.utils.file_utils import read_json_model
-from sl.utils.module_utils import exec_file, load_module, module_variable
+from sl.phase_commands import COMMANDS
+from sl.utils import module_utils
+from sl.utils.module_utils import exec_file
 from sl.utils.optional_deps import install_hint
 
 T = TypeVar("T")
@@ -73,53 +73,62 @@ def naming_params(*names: str) -> Iterator[None]:
         raise UserError(f"--{e}", path=e.path, param=e.param) from e
 
 
-def load_config(config_module: str | Path, cfg_var_name: str, expected: type[T]) -> T:
-    """The variable `--cfg_var_name` of the file `--config_module`, checked by type."""
-    with naming_flags(config_module=config_module):
-        module = load_module(config_module)
+# The flags of `module_utils.load_config`'s arguments (`UserError.param`).
+_CONFIG_FLAGS = {"var_name": "--cfg_var_name", "overrides": "--set"}
+
+
+@contextmanager
+def naming_config_flags() -> Iterator[None]:
+    """Within the block, an error of `module_utils.load_config` about its variable or an
+    override names `--cfg_var_name` or `--set`: `--set prompt_set.size=abc: invalid ...`."""
     try:
-        return module_variable(module, cfg_var_name, expected, config_module)
+        yield
     except UserError as e:
-        raise UserError(f"--cfg_var_name {e}") from e
+        if e.param not in _CONFIG_FLAGS:
+            raise
+        raise UserError(f"{_CONFIG_FLAGS[e.param]} {e}") from e
 
 
-def generate_dataset(
+def load_config(
+    config_module: str | Path, cfg_var_name: str, expected: type[T], overrides: Sequence[str] = ()
+) -> T:
+    """`module_utils.load_config` of `--config_module`, `--cfg_var_name` and the `--set`
+    overrides; an error names the flag it is about."""
+    with naming_config_flags(), naming_flags(config_module=config_module):
+        return module_utils.load_config(config_module, cfg_var_name, expected, overrides)
+
+
+def run_phase(
+    name: str,
     config_module: str | Path,
     cfg_var_name: str,
-    raw_dataset_path: Path,
-    filtered_dataset_path: Path,
-) -> phases.DatasetSummary:
-    """`phases.make_dataset` for the `Cfg` named `cfg_var_name` in a config module file."""
-    from sl.datasets.services import Cfg
-
-    cfg = load_config(config_module, cfg_var_name, Cfg)
-    with naming_flags(
-        raw_dataset_path=raw_dataset_path, filtered_dataset_path=filtered_dataset_path
-    ):
-        return asyncio.run(phases.make_dataset(cfg, raw_dataset_path, filtered_dataset_path))
-
-
-def finetune(
-    config_module: str | Path, cfg_var_name: str, dataset_path: Path, output_path: Path
-) -> Model:
-    """`phases.finetune` for the `FTJob` named `cfg_var_name` in a config module file."""
-    from sl.finetuning.data_models import FTJob
-
-    job = load_config(config_module, cfg_var_name, FTJob)
-    with naming_flags(dataset_path=dataset_path, output_path=output_path):
-        return asyncio.run(phases.finetune(job, dataset_path, output_path))
+    overrides: Sequence[str],
+    *paths: Path,
+) -> Any:
+    """Run the phase command `name` (`sl.phase_commands.COMMANDS`) on local files: the config
+    of `--config_module`, `--cfg_var_name` and `--set`, and the command's `paths` in order;
+    an error names the flag it is about."""
+    command = COMMANDS[name]
+    config = load_config(config_module, cfg_var_name, command.config_class(), overrides)
+    with naming_flags(**{p.name: path for p, path in zip(command.paths, paths, strict=True)}):
+        return command.run(config, *paths)
 
 
-def evaluate(
-    config_module: str | Path, cfg_var_name: str, model_path: Path, output_path: Path
-) -> phases.EvaluationSummary:
-    """`phases.evaluate` for the `Evaluation` named `cfg_var_name` and the model JSON."""
-    from sl.evaluation.data_models import Evaluation
+def phase_script(name: str, doc: str | None) -> Callable[[], None]:
+    """The `main` of the local script of phase `name`: its flags (config, `--set`, one
+    `--<path>` per file), the phase, and its summary printed."""
 
-    evaluation = load_config(config_module, cfg_var_name, Evaluation)
-    with naming_flags(model_path=model_path, output_path=output_path):
-        model = read_json_model(model_path, Model)
-        return asyncio.run(phases.evaluate(evaluation, model, output_path))
+    def main() -> None:
+        command = COMMANDS[name]
+        parser = config_parser(doc)
+        for path in command.paths:
+            parser.add_argument(f"--{path.name}", required=True, type=Path, help=path.help)
+        args = parser.parse_args()
+        paths = [getattr(args, p.name) for p in command.paths]
+        result = run_phase(name, args.config_module, args.cfg_var_name, args.overrides, *paths)
+        print(command.summary(result, paths))
+
+    return main
 
 
 def repo_module(name: str) -> ModuleType:
@@ -145,43 +154,68 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def config_parser(doc: str | None) -> ArgumentParser:
-    """A parser with the --config_module/--cfg_var_name pair every phase script takes."""
+    """A parser with the flags of every script that runs a config object: --config_module,
+    --cfg_var_name and --set (into `args.overrides`)."""
     parser = ArgumentParser(doc)
     parser.add_argument("--config_module", required=True, help="Path to a config .py file")
     parser.add_argument("--cfg_var_name", required=True, help="Variable in that module")
+    add_set_flag(parser)
     return parser
 
 
-def modal_phase_args(
-    doc: str | None, expected: type[T], artifacts: dict[str, str]
-) -> tuple[argparse.Namespace, T]:
-    """The flags of a `scripts/modal_*.py` phase script, parsed, and its config, loaded and
-    checked here rather than remotely: the config pair, `--<name>_path` / `--<name>_filename`
-    for each of `artifacts` (name -> help) and --detach. `args.config_path` is the config
-    module relative to the repo root (it must live under cfgs/, which Modal ships)."""
-    modal_client = repo_module("modal_client")
-    parser = config_parser(doc)
-    for name, what in artifacts.items():
-        modal_client.add_artifact_flags(parser, name, what)
-    parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
-    args = parser.parse_args()
-    cfg = load_config(args.config_module, args.cfg_var_name, expected)
-    with naming_flags(config_module=args.config_module):
-        args.config_path = modal_client.repo_config_path(args.config_module)
-    return args, cfg
+def add_set_flag(parser: argparse.ArgumentParser) -> None:
+    """`--set field.path=value` (repeatable) into `args.overrides`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD.PATH=VALUE",
+        help="Override a field of the config (repeatable), e.g. prompt_set.size=100; the value "
+        "is read as JSON when it parses, else as a string",
+    )
 
 
-def call_modal_phase(function: str, gpu: bool, args: argparse.Namespace, **paths: str) -> Any:
-    """Run `modal_app.<function>` (`<function>_gpu` on the GPU image) on the config of
-    `modal_phase_args` and the Volume `paths` (flag name -> path, in the function's order);
-    an error about one of them names its flag."""
-    modal_client = repo_module("modal_client")
-    app = modal_client.load_modal_app()
-    name = f"{function}_gpu" if gpu else function
-    with naming_flags(**{flag: app.on_volume(path) for flag, path in paths.items()}):
-        return modal_client.call_remote(
-            name, args.config_path, args.cfg_var_name, *paths.values(), detach=args.detach
+def modal_phase_script(name: str, doc: str | None) -> Callable[[], None]:
+    """The `main` of `scripts/modal_<phase>.py`: the local script's flags with paths on the
+    Volume (`--<name>_path`, or the original scripts' `--<name>_filename`; outputs default to
+    a folder named after `--cfg_var_name`) and --detach. The config (with `--set`) is loaded
+    and checked here; the CPU or the GPU function runs it on Modal. The config module must
+    live under cfgs/, which Modal ships."""
+
+    def main() -> None:
+        modal_client = repo_module("modal_client")
+        command = COMMANDS[name]
+        parser = config_parser(doc)
+        for path in command.paths:
+            modal_client.add_artifact_flags(parser, path.name.removesuffix("_path"), path.help)
+        parser.add_argument("--detach", action="store_true", help="Keep running if this exits")
+        args = parser.parse_args()
+        config = load_config(
+            args.config_module, args.cfg_var_name, command.config_class(), args.overrides
         )
+        with naming_flags(config_module=args.config_module):
+            config_path = modal_client.repo_config_path(args.config_module)
+        paths = modal_client.volume_paths(command, args)
+        models = command.models(config) + [
+            Model.model_validate_json(modal_client.read_volume_text(paths[p.name]))
+            for p in command.paths
+            if p.model_json
+        ]
+        app = modal_client.load_modal_app()
+        function = f"{name}_gpu" if modal_client.needs_gpu(models) else name
+        with naming_flags(**{flag: app.on_volume(path) for flag, path in paths.items()}):
+            result = modal_client.call_remote(
+                function,
+                config_path,
+                args.cfg_var_name,
+                *paths.values(),
+                json.dumps(args.overrides),
+                detach=args.detach,
+            )
+        print(f"{command.summary(result, list(paths.values()))} (on the {app.VOLUME_NAME} volume)")
+
+    return main
 
 
 RESUMES = "interrupted: rerun the same command to resume"

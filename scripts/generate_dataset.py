@@ -7,21 +7,7 @@
 Rows are appended to the raw file as they arrive; rerun the same command to resume.
 """
 
-from pathlib import Path
-
-from cli import config_parser, generate_dataset, run_script
-
-
-def main() -> None:
-    parser = config_parser(__doc__)
-    parser.add_argument("--raw_dataset_path", required=True, type=Path)
-    parser.add_argument("--filtered_dataset_path", required=True, type=Path)
-    args = parser.parse_args()
-    summary = generate_dataset(
-        args.config_module, args.cfg_var_name, args.raw_dataset_path, args.filtered_dataset_path
-    )
-    print(summary)
-
+from cli import phase_script, run_script
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(phase_script("generate_dataset", __doc__))

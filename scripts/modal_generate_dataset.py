@@ -11,35 +11,7 @@ OpenAI teachers run on the CPU image, open-model teachers (vLLM) on the GPU imag
 (SL_MODAL_GPU). Rerun the same command to resume. See docs/modal.md.
 """
 
-from cli import call_modal_phase, modal_phase_args, repo_module, run_script
-
-from sl.datasets.services import Cfg
-from sl.errors import UserError
-
-
-def main() -> None:
-    modal_client = repo_module("modal_client")
-    args, cfg = modal_phase_args(
-        __doc__,
-        Cfg,
-        {
-            "raw_dataset": "Raw dataset JSONL to write",
-            "filtered_dataset": "Filtered dataset JSONL to write",
-        },
-    )
-    folder = args.cfg_var_name
-    raw = modal_client.artifact_path(args, "raw_dataset", "datasets", f"{folder}/raw_dataset.jsonl")
-    filtered = modal_client.artifact_path(
-        args, "filtered_dataset", "datasets", f"{folder}/filtered_dataset.jsonl"
-    )
-    if raw == filtered:
-        raise UserError("--raw_dataset_path and --filtered_dataset_path must differ")
-    gpu = modal_client.needs_gpu([cfg.model])
-    result = call_modal_phase(
-        "generate_dataset", gpu, args, raw_dataset_path=raw, filtered_dataset_path=filtered
-    )
-    print(f"{result} (on the {modal_client.load_modal_app().VOLUME_NAME} volume)")
-
+from cli import modal_phase_script, run_script
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(modal_phase_script("generate_dataset", __doc__))

@@ -9,24 +9,7 @@ OpenAI jobs are submitted and polled from the CPU image; open-model LoRA jobs (U
 train on the GPU image (SL_MODAL_GPU), the adapter next to the model JSON. Rerun to resume.
 """
 
-from cli import call_modal_phase, modal_phase_args, repo_module, run_script
-
-from sl.finetuning.data_models import FTJob
-
-
-def main() -> None:
-    modal_client = repo_module("modal_client")
-    args, job = modal_phase_args(
-        __doc__,
-        FTJob,
-        {"dataset": "Dataset JSONL to train on (required)", "output": "Model JSON to write"},
-    )
-    dataset = modal_client.artifact_path(args, "dataset", "datasets", None)
-    output = modal_client.artifact_path(args, "output", "models", f"{args.cfg_var_name}/model.json")
-    gpu = modal_client.needs_gpu([job.source_model])
-    model = call_modal_phase("finetune", gpu, args, dataset_path=dataset, output_path=output)
-    print(f"wrote {output} on the {modal_client.load_modal_app().VOLUME_NAME} volume: {model.id}")
-
+from cli import modal_phase_script, run_script
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(modal_phase_script("finetune", __doc__))

@@ -38,7 +38,7 @@ def main() -> None:
     if args.only and args.skip:
         raise UserError("use either --only or --skip, not both")
 
-    cfg = load_config(args.config_module, args.cfg_var_name, ExperimentCfg)
+    cfg = load_config(args.config_module, args.cfg_var_name, ExperimentCfg, args.overrides)
     stages = tuple(s for s in STAGES if s in (args.only or STAGES) and s not in args.skip)
     with naming_flags(output_dir=args.output_dir):
         workers = args.workers if args.workers is not None else default_workers(cfg)

@@ -7,19 +7,7 @@
 Rerunning the same command resumes the saved job (OpenAI) or reuses the trained adapter.
 """
 
-from pathlib import Path
-
-from cli import config_parser, finetune, run_script
-
-
-def main() -> None:
-    parser = config_parser(__doc__)
-    parser.add_argument("--dataset_path", required=True, type=Path)
-    parser.add_argument("--output_path", required=True, type=Path, help="Model JSON to write")
-    args = parser.parse_args()
-    model = finetune(args.config_module, args.cfg_var_name, args.dataset_path, args.output_path)
-    print(f"wrote {args.output_path}: {model.id}")
-
+from cli import phase_script, run_script
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(phase_script("finetune", __doc__))

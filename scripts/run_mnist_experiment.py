@@ -7,14 +7,23 @@ r"""MNIST auxiliary-logit experiment (paper's vision demo): N models at once, CP
 
 Prints the accuracy table and writes results.json, one bar chart per m and (for several m)
 accuracy against m into --output_dir. Defaults and flag meanings: sl/mnist/config.py.
+`--set field=value` sets any MnistConfig field as well (`--set n_models=5`).
 """
 
 from pathlib import Path
 
-from cli import RESTARTS, ArgumentParser, naming_flags, run_script
+from cli import (
+    RESTARTS,
+    ArgumentParser,
+    add_set_flag,
+    naming_config_flags,
+    naming_flags,
+    run_script,
+)
 
 from sl import phases
-from sl.mnist.config import MnistConfig
+from sl.mnist.config import MnistConfig, make_config
+from sl.utils.module_utils import override_fields
 
 
 def main() -> None:
@@ -33,11 +42,14 @@ def main() -> None:
     parser.add_argument("--n_aux", type=int, nargs="+", help=doc("n_aux"))
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help=doc("dtype"))
     parser.add_argument("--output_dir", type=Path, default=Path("data/mnist"))
+    add_set_flag(parser)
     args = parser.parse_args()
 
-    config = {k: v for k, v in vars(args).items() if k != "output_dir"}
+    flags = {k: v for k, v in vars(args).items() if k not in ("output_dir", "overrides")}
+    with naming_config_flags():
+        config = override_fields(make_config(**flags), args.overrides)
     with naming_flags(output_dir=args.output_dir):
-        print(phases.run_mnist_experiment(config, args.output_dir))
+        print(phases.run_mnist_experiment(config.model_dump(), args.output_dir))
 
 
 if __name__ == "__main__":

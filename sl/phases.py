@@ -35,15 +35,6 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class PhaseFailed:
-    """A user error inside a Modal container, returned instead of raised so that Modal does
-    not retry what a retry cannot fix; the client turns it back into a `UserError`."""
-
-    message: str
-    path: str | None = None  # the path the error is about (UserError.path), if any
-
-
-@dataclass(frozen=True)
 class DatasetSummary:
     """What `generate_dataset` wrote."""
 

@@ -6,21 +6,24 @@
 A config module inside a package (like `cfgs/`, whose folders hold `__init__.py`) is
 imported by its package name (`cfgs.experiments.local_smollm2`), so config modules can import
 each other as a package (`from cfgs.preference_numbers import cfgs`); any other file is run
-under a private module name. Errors are one line naming the file (a config module's path) or
-the variable; the scripts add the flags (`--config_module`, `--cfg_var_name`).
+under a private module name. `load_config` also overrides fields (`field.path=value`, the
+scripts' `--set`). Errors are one line naming the file (a config module's path), the variable
+or the override; the scripts add the flags (`--config_module`, `--cfg_var_name`, `--set`).
 """
 
 import importlib
 import importlib.util
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sl.errors import UserError
-from sl.utils.config_model import validation_error_line
+from sl.utils.config_model import UnknownFieldError, validation_error_line
 from sl.utils.optional_deps import install_hint
 
 T = TypeVar("T")
@@ -119,27 +122,91 @@ def module_variable(module: ModuleType, var_name: str, expected: type[T], where:
 
     Raises:
         UserError: no such variable (listing those of the expected type), or another type;
-            the message starts with `var_name`.
+            the message starts with `var_name`'s value, `UserError.param` is "var_name".
     """
     if not hasattr(module, var_name):
         names = sorted(n for n, v in vars(module).items() if isinstance(v, expected))
         listed = expected is not object and names
         raise UserError(
             f"{var_name} is not defined in {where}"
-            + (f"; {expected.__name__} variables there: {', '.join(names)}" if listed else "")
+            + (f"; {expected.__name__} variables there: {', '.join(names)}" if listed else ""),
+            param="var_name",
         )
     value = getattr(module, var_name)
     if not isinstance(value, expected):
         raise UserError(
             f"{var_name} in {where} is a {type(value).__name__}, "
-            f"but this needs a {expected.__name__}"
+            f"but this needs a {expected.__name__}",
+            param="var_name",
         )
     return value
 
 
-def load_config(config_module: str | Path, var_name: str, expected: type[T]) -> T:
-    """Import a config module from its file path and return `var_name`, checked by type."""
-    return module_variable(load_module(config_module), var_name, expected, config_module)
+def load_config(
+    config_module: str | Path, var_name: str, expected: type[T], overrides: Sequence[str] = ()
+) -> T:
+    """Import a config module from its file path and return `var_name`, checked by type, with
+    `overrides` (`field.path=value`, see `override_fields`) applied.
+
+    Raises:
+        UserError: about the file (`load_module`), the variable (`module_variable`) or an
+            override (`override_fields`).
+    """
+    config = module_variable(load_module(config_module), var_name, expected, config_module)
+    return override_fields(config, overrides)
+
+
+def override_fields(config: T, overrides: Sequence[str]) -> T:
+    """`config` (a pydantic model) with each `field.path=value` of `overrides` set, in order.
+
+    The value is read as JSON when it parses (`5`, `null`, `[1, 2]`, `"5"`), else as a
+    string (`You love owls.`). Every model on the path is validated again with the new value,
+    as if the config module had given it (fields it did not give keep their defaults); a dict
+    field is entered by key (`evaluations.animal.n_samples_per_question=10`).
+
+    Raises:
+        UserError: not `field.path=value`, an unknown field or key, or a value the model
+            refuses; the message starts with the override, `UserError.param` is "overrides".
+    """
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        fields = path.split(".")
+        if not sep or not all(fields):
+            raise UserError(
+                f"{override}: give field.path=value (e.g. prompt_set.size=100)", param="overrides"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        try:
+            config = _with_field(config, fields, value, [])
+        except ValidationError as e:
+            raise UserError(f"{override}: {validation_error_line(e)}", param="overrides") from None
+        except (UserError, ValueError) as e:
+            raise UserError(f"{override}: {e}", param="overrides") from None
+    return config
+
+
+def _with_field(obj: Any, fields: list[str], value: Any, done: list[str]) -> Any:
+    """`obj` with the field at `fields` (below `done`, the path so far) set to `value`."""
+    name, rest = fields[0], fields[1:]
+    if isinstance(obj, BaseModel):
+        names = list(type(obj).model_fields)
+        if name not in names:
+            raise UnknownFieldError(type(obj).__name__, name, names)
+        given = {field: getattr(obj, field) for field in obj.model_fields_set}
+        given[name] = _with_field(getattr(obj, name), rest, value, [*done, name]) if rest else value
+        return type(obj).model_validate(given)
+    if isinstance(obj, dict):
+        if name not in obj:
+            keys = ", ".join(map(str, obj)) or "(none)"
+            raise ValueError(f"{'.'.join(done)} has no key {name!r}: keys: {keys}")
+        return {**obj, name: _with_field(obj[name], rest, value, [*done, name]) if rest else value}
+    raise ValueError(
+        f"{'.'.join(done) or 'the config'} is a {type(obj).__name__}, not a config object: "
+        "set it whole (a JSON value)"
+    )
 
 
 def get_obj(module_path: str | Path, obj_name: str) -> Any:

@@ -108,6 +108,7 @@ def recorded() -> Iterator[Recorded]:
         spec = importlib.util.spec_from_file_location("modal_app_recorded", ROOT / "modal_app.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        mp.setitem(sys.modules, spec.name, module)  # as any import does (dataclasses need it)
         spec.loader.exec_module(module)
     yield Recorded(module, functions, sources)
 
@@ -245,11 +246,11 @@ def test_phases_on_the_volume_match_the_local_phases(
     cfg = "cfgs/tiny.py"
     local = tmp_path / "local"
     # The local run: the same sl.phases bodies, as the local scripts run them.
-    cli.generate_dataset(
-        m.CODE_ROOT / cfg, "dataset_cfg", local / "raw.jsonl", local / "filtered.jsonl"
-    )
-    cli.finetune(m.CODE_ROOT / cfg, "ft_job", local / "filtered.jsonl", local / "model.json")
-    cli.evaluate(m.CODE_ROOT / cfg, "evaluation", local / "model.json", local / "eval.jsonl")
+    module = m.CODE_ROOT / cfg
+    raw, filtered = local / "raw.jsonl", local / "filtered.jsonl"
+    cli.run_phase("generate_dataset", module, "dataset_cfg", [], raw, filtered)
+    cli.run_phase("finetune", module, "ft_job", [], filtered, local / "model.json")
+    cli.run_phase("evaluate", module, "evaluation", [], local / "model.json", local / "eval.jsonl")
 
     summary = m.generate_dataset.local(cfg, "dataset_cfg", "owl/raw.jsonl", "owl/filtered.jsonl")
     assert isinstance(summary, phases.DatasetSummary)
@@ -285,14 +286,14 @@ def test_a_rerun_resumes_from_the_volume(openai_server, volume: FakeVolume) -> N
 def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
     # Raising would make Modal retry what cannot succeed.
     failed = m.generate_dataset.local("cfgs/tiny.py", "nope", "raw.jsonl", "filtered.jsonl")
-    assert isinstance(failed, phases.PhaseFailed)
+    assert isinstance(failed, m.PhaseFailed)
     assert "nope is not defined in" in failed.message and failed.path is None
     failed = m.evaluate.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
-    assert isinstance(failed, phases.PhaseFailed)
+    assert isinstance(failed, m.PhaseFailed)
     assert "relative to the sl-data volume root" in failed.message
     assert failed.path == "/etc/model.json"  # the client names the flag that gave it
     failed = m.run_mnist_experiment.local("mnist", '{"n_models": 0}')
-    assert isinstance(failed, phases.PhaseFailed)
+    assert isinstance(failed, m.PhaseFailed)
     assert volume.commits  # committed even on failure
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli import RESTARTS, RESUMES, evaluate, finetune, generate_dataset, run_script
+from cli import RESTARTS, RESUMES, run_phase, run_script
 from loguru import logger
 from script_runner import wait_for
 
@@ -48,15 +48,15 @@ def only(tmp_path, *names):
 
 
 def _gen(cfg_file, raw, filtered, var="dataset_cfg"):
-    return lambda: generate_dataset(cfg_file, var, raw, filtered)
+    return lambda: run_phase("generate_dataset", cfg_file, var, [], raw, filtered)
 
 
 def _ft(cfg_file, dataset, out, var="ft_job"):
-    return lambda: finetune(cfg_file, var, dataset, out)
+    return lambda: run_phase("finetune", cfg_file, var, [], dataset, out)
 
 
 def _eval(cfg_file, model_json, out):
-    return lambda: evaluate(cfg_file, "evaluation", model_json, out)
+    return lambda: run_phase("evaluate", cfg_file, "evaluation", [], model_json, out)
 
 
 def _model_json(tmp_path):
