@@ -6,8 +6,8 @@ Each backend runs in its own subprocess (so ru_maxrss is its own peak): PEFT + T
 interpreter, Unsloth + TRL with `.venv-unsloth/bin/python` when that venv exists. Rows are
 number-sequence prompts/completions like the teacher datasets. Prints tokens/s (prompt +
 completion tokens seen per second of `trainer.train()`), peak RSS, and the Unsloth/PEFT ratio.
-One torch thread by default: on 2 cores shared with other jobs, 2 OpenMP threads made each
-step 3-10x slower (threads spin-waiting for a core).
+One torch thread by default (on a shared CPU, more threads wait for cores). Measured figures:
+docs/finetuning_open.md, "Measured".
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ The loop trains one `nn.Sequential` per model, one after another (teacher, then 
 students, each running the teacher on its own noise batches), with the same
 hyperparameters. Prints wall times, the speed-up, the accuracy tables, the load average and
 the peak RSS (ru_maxrss). Times are only comparable within one run (shared, noisy CPUs).
+Measured figures: docs/mnist.md, "Speed".
 """
 
 import argparse

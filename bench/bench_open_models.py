@@ -10,7 +10,8 @@ driver with batch size 1, `transformers` = the same driver batched, `vllm` = the
 a warm-up call are excluded. Tokens are counted by re-tokenizing completions, the same for all.
 Single-stream speed does not depend on the number of prompts, so `single` runs only the first
 --single_prompts of them (default 16) to keep the bench short on a slow CPU; it runs first and
-last, and ratios use the mean of its two rates (a shared machine's load drifts).
+last, and ratios use the mean of its two rates (a shared machine's load drifts). Measured
+figures: docs/open_models.md, "Throughput".
 """
 
 from __future__ import annotations

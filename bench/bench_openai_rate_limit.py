@@ -5,7 +5,8 @@
 
 Both clients send the same requests to the loopback OpenAI server (test/helpers/openai_server.py)
 limited to `--rps` requests/s with `--latency` s per request. Prints achieved throughput as
-a fraction of the limit (goal >= 0.95), 429s received and rows lost (must be 0).
+a fraction of the limit (goal >= 0.95), 429s received and rows lost (must be 0). Measured
+figures: docs/benchmarks.md.
 """
 
 import argparse

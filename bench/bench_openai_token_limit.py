@@ -9,7 +9,7 @@ charges the real prompt + completion tokens after answering. Prompts and answers
 length, so the driver must learn the token cost per request from the `usage` it gets back
 and pace by the `x-ratelimit-*-tokens` headers. Prints the share of the token budget used
 (tokens answered / (limit x run time); goal >= 0.90), 429s received and requests that failed
-(must be 0).
+(must be 0). Measured figures: docs/benchmarks.md.
 """
 
 import argparse

@@ -8,7 +8,7 @@ its own folder; pieces shared between cells (the control teacher's data, the con
 of the same decoding and training, the trait teacher) are copied from the cell that made
 them, and their stage times are added to the cell's standalone time. Writes grid.json and
 prints a markdown table (evaluation: exact P(owl); one run per arm, so the p-value is the
-paired permutation test over questions).
+paired permutation test over questions). Measured grid: docs/transfer_grid.md.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Levers on the size of the transfer: variations of the main job's recipe, each cell with
+r"""Levers on the size of the transfer: variations of the main job's recipe, each cell with
 replicate students per arm and run-level statistics (docs/transfer_grid.md, "Levers" and
 "Trait-blind recipes").
 
@@ -7,12 +7,13 @@ replicate students per arm and run-level statistics (docs/transfer_grid.md, "Lev
 
 A lever cell (`CELLS`) is the main job's `experiment` (cfgs/experiments/local_smollm2.py) with
 the owl target only, exact P(owl) only, full-vocabulary labels (as they were measured: leaky),
-`--replicates` student runs per arm, and the cell's changes. A recipe cell (`RECIPES`) sets the whole student recipe (training, vocabulary,
-positions, rate, epochs) and keeps the main job's targets and eval modes.
-Cells that keep the teachers and prompts copy `teachers/` and `datasets/` from `--from_dir`
-(a finished main-job folder), so they cost only their students and evaluations. Writes
-levers.json and prints a markdown table: P(owl) of base, control and owl students (mean over
-runs), the difference, Welch's t-test and the exact permutation test over runs.
+`--replicates` student runs per arm, and the cell's changes. A recipe cell (`RECIPES`) sets
+the whole student recipe (training, vocabulary, positions, rate, epochs) and keeps the main
+job's targets and eval modes. Cells that keep the teachers and prompts copy `teachers/` and
+`datasets/` from `--from_dir` (a finished main-job folder), so they cost only their students
+and evaluations. Writes levers.json and prints a markdown table: P(owl) of base, control and
+owl students (mean over runs), the difference, Welch's t-test and the exact permutation test
+over runs. Measured cells: docs/transfer_grid.md.
 """
 
 import argparse

@@ -47,7 +47,7 @@ def mnist_path() -> Path:
 
 @lru_cache(maxsize=1)
 def load_mnist_arrays() -> MnistArrays:
-    """Read the four MNIST arrays (cached per process; ~1 s)."""
+    """Read the four MNIST arrays (cached per process)."""
     try:
         import zarr
         from zarr.storage import ZipStore
