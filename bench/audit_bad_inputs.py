@@ -1,6 +1,6 @@
 """Audit: bad inputs through the real scripts, each classified by how it ends.
 
-    .venv/bin/python bench/audit_bad_inputs.py            # ~1-2 min on 2 cores
+    .venv/bin/python bench/audit_bad_inputs.py
     .venv/bin/python bench/audit_bad_inputs.py --verbose  # also each case's error line
 
 Each case runs one script as a subprocess (with a timeout) against the loopback
