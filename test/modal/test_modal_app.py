@@ -3,6 +3,7 @@ function bodies run with `.local()` on a temporary "volume", and the clients wit
 """
 
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ import modal_client  # noqa: E402
 from sl import phases  # noqa: E402
 from sl.errors import UserError  # noqa: E402
 from sl.llm.data_models import Model  # noqa: E402
+from sl.phase_commands import COMMANDS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The .* function is executing locally")
 
@@ -74,12 +76,14 @@ class Recorded:
     module: Any
     functions: dict[str, dict[str, Any]]  # function name -> keyword arguments of app.function
     sources: dict[int, list[tuple[str, tuple, dict[str, Any]]]]  # id(image) -> local sources
+    parameters: dict[str, list[str]]  # function name -> its parameters (`modal run` flags)
 
 
 @pytest.fixture(scope="module")
 def recorded() -> Iterator[Recorded]:
     functions: dict[str, dict[str, Any]] = {}
     sources: dict[int, list[tuple[str, tuple, dict[str, Any]]]] = {}
+    parameters: dict[str, list[str]] = {}
     original_function = modal.App.function
 
     def function(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -87,6 +91,7 @@ def recorded() -> Iterator[Recorded]:
 
         def record(f: Any) -> Any:
             functions[f.__name__] = kwargs
+            parameters[f.__name__] = list(inspect.signature(f).parameters)
             return decorator(f)
 
         return record
@@ -110,7 +115,7 @@ def recorded() -> Iterator[Recorded]:
         module = importlib.util.module_from_spec(spec)
         mp.setitem(sys.modules, spec.name, module)  # as any import does (dataclasses need it)
         spec.loader.exec_module(module)
-    yield Recorded(module, functions, sources)
+    yield Recorded(module, functions, sources, parameters)
 
 
 def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
@@ -135,6 +140,16 @@ def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
     assert m.secret.name == m.SECRET_NAME == "subliminal-learning-secrets"
     gpu_default = os.environ.get("SL_MODAL_GPU", "H100")
     assert gpu_default == m.GPU
+
+
+def test_phase_functions_take_the_phase_commands_arguments(recorded: Recorded) -> None:
+    """Each phase's CPU and GPU function takes what its phase command (the table the local
+    scripts are built from) says, in order, then the `--set` overrides."""
+    for name, command in COMMANDS.items():
+        expected = ["config_module", "cfg_var_name", *(p.name for p in command.paths)]
+        for function in (name, f"{name}_gpu"):
+            assert recorded.parameters[function] == [*expected, "overrides_json"], function
+    assert recorded.parameters["run_mnist_experiment"] == ["output_dir", "config_json"]
 
 
 def test_app_volume_and_secret_names_come_from_the_environment() -> None:
@@ -283,6 +298,30 @@ def test_a_rerun_resumes_from_the_volume(openai_server, volume: FakeVolume) -> N
     assert openai_server.n_chat_ok == n_chat  # every row came from the volume
 
 
+def test_overrides_reach_the_phase_on_the_volume(openai_server, volume: FakeVolume) -> None:
+    summary = m.generate_dataset.local(
+        config_module="cfgs/tiny.py",
+        cfg_var_name="dataset_cfg",
+        raw_dataset_path="raw.jsonl",
+        filtered_dataset_path="filtered.jsonl",
+        overrides_json=json.dumps(["prompt_set.size=5", "system_prompt=You love cats."]),
+    )
+    assert isinstance(summary, phases.DatasetSummary) and summary.raw_rows == 5  # module: 12
+    assert len(_rows(volume.root / "raw.jsonl")) == 5
+    systems = {r["messages"][0]["content"] for r in openai_server.chat_requests}
+    assert systems == {"You love cats."}
+    for overrides, message in [
+        ('["prompt_set.nope=1"]', "prompt_set.nope=1: NumsDatasetPromptSet has no field 'nope'"),
+        ('"prompt_set.size=5"', "--overrides-json must be a JSON list of strings"),
+        ("[5]", "--overrides-json must be a JSON list of strings"),
+        ("[", "--overrides-json is not valid JSON"),
+    ]:
+        failed = m.generate_dataset.local("cfgs/tiny.py", "dataset_cfg", "r2", "f2", overrides)
+        assert isinstance(failed, m.PhaseFailed) and failed.message.startswith(message), failed
+    written = ["filtered.jsonl", "filtered.jsonl.meta.json", "raw.jsonl", "raw.jsonl.meta.json"]
+    assert sorted(p.name for p in volume.root.iterdir()) == written  # not r2, f2
+
+
 def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
     # Raising would make Modal retry what cannot succeed.
     failed = m.generate_dataset.local("cfgs/tiny.py", "nope", "raw.jsonl", "filtered.jsonl")
@@ -337,6 +376,9 @@ CLIENTS = {
     "modal_run_evaluation.py": [
         "--cfg_var_name", "animal_evaluation", "--model_path", "owl/model.json",
         "--output_path", "owl/eval.jsonl",
+    ],
+    "modal_run_finetuning.py with --set": [
+        "--cfg_var_name", "ft_job", "--dataset_path", "owl/filtered.jsonl", "--set", "n_epochs=2",
     ],
     # As the original MODAL_DEPLOYMENT.md has them: only the config, or its *_filename flags.
     "modal_generate_dataset.py only the config": ["--cfg_var_name=owl_dataset_cfg"],
@@ -456,3 +498,30 @@ def test_artifact_paths_default_to_a_folder_named_after_the_variable() -> None:
         path(name="dataset", default=None)
     with pytest.raises(UserError, match="relative to the sl-data volume root"):
         path("--output_filename", "../x.json")
+
+
+def test_volume_paths_of_a_phase_command() -> None:
+    import argparse
+
+    def paths(name: str, *argv: str) -> dict[str, str]:
+        parser = argparse.ArgumentParser()
+        for arg in COMMANDS[name].paths:
+            modal_client.add_artifact_flags(parser, arg.name.removesuffix("_path"), arg.help)
+        args = parser.parse_args(argv)
+        args.cfg_var_name = "owl_cfg"
+        return modal_client.volume_paths(COMMANDS[name], args)
+
+    assert paths("generate_dataset") == {
+        "raw_dataset_path": "owl_cfg/raw_dataset.jsonl",
+        "filtered_dataset_path": "owl_cfg/filtered_dataset.jsonl",
+    }
+    assert paths("evaluate", "--model_filename", "m.json") == {
+        "model_path": "models/m.json",
+        "output_path": "owl_cfg/evaluation_results.jsonl",
+    }
+    with pytest.raises(UserError, match="--raw_dataset_path and --filtered_dataset_path must"):
+        paths(
+            "generate_dataset", "--raw_dataset_path", "a.jsonl", "--filtered_dataset_path=a.jsonl"
+        )
+    with pytest.raises(UserError, match="--dataset_path is required"):
+        paths("finetune")
