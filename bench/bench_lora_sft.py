@@ -114,7 +114,7 @@ def main() -> None:
         worker(args)
         return
 
-    from sl.external.hf_driver import resolve_model_path
+    from sl.external.hf_hub import resolve_model_path
 
     base = resolve_model_path(MODEL_ID)
     results = [run_backend(Path(sys.executable), "peft", base, args)]

@@ -49,7 +49,7 @@ def run_mode(mode: str, n_prompts: int, max_tokens: int, batch_size: int) -> dic
     import torch
     from transformers import AutoTokenizer
 
-    from sl.external.chat_template import resolve_model
+    from sl.external.model_resolution import resolve_model
     from sl.llm.data_models import Model, SampleCfg
     from sl.llm.services import build_simple_chat
 

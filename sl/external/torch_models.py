@@ -20,7 +20,7 @@ from loguru import logger
 
 from sl.config import check_dtype, get_settings
 from sl.errors import UserError
-from sl.external.chat_template import resolve_model
+from sl.external.model_resolution import resolve_model
 from sl.llm.data_models import Model
 
 

@@ -20,13 +20,8 @@ from tqdm import tqdm
 
 from sl.config import get_settings
 from sl.errors import UserError
-from sl.external.chat_template import (
-    InProcessDriver,
-    ResolvedModel,
-    lora_rank,
-    stop_reason,
-    to_messages,
-)
+from sl.external.local_driver import InProcessDriver, stop_reason, to_messages
+from sl.external.model_resolution import ResolvedModel, lora_rank
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 from sl.utils.optional_deps import COMMANDS

@@ -37,13 +37,14 @@ from sl.datasets.nums_dataset import NumbersFilter
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.distill_cfg import DistillCfg, DistillJob
 from sl.finetuning.kl import distill_loss, student_autocast
-from sl.finetuning.lora_data import lora_config, precise_adapters
+from sl.finetuning.lora_data import lora_config
 from sl.finetuning.open_source import (
     adapter_dir_for,
     adapter_tmp_dir,
     finished_adapter,
     publish_adapter,
 )
+from sl.finetuning.precision import precise_adapters
 from sl.finetuning.soft_labels import TeacherTargets, teacher_log_probs
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
@@ -183,7 +184,7 @@ def _check_tokenizer(teacher: Model, teacher_tokenizer: Any, student_base: Model
     """The teacher's tokenizer must be the student's base's (`check_same_tokenizer`)."""
     from transformers import AutoTokenizer
 
-    from sl.external.chat_template import resolve_model
+    from sl.external.model_resolution import resolve_model
     from sl.finetuning.vocabulary import check_same_tokenizer
 
     base = resolve_model(student_base).base

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sl.finetuning.lora_data import has_bf16_base
+from sl.finetuning.precision import has_bf16_base
 from sl.finetuning.soft_labels import TeacherTargets, output_logits, scored_hidden
 
 

@@ -1,5 +1,5 @@
 """Pure helpers for LoRA SFT: TRL records, target modules, SFTConfig mapping (the rows to train
-on: `sl.finetuning.subsample.select_rows`).
+on: `sl.finetuning.subsample.select_rows`; training on bf16 weights: `precision`).
 
 Kept apart from the trainer so each piece can be tested without training a model.
 """
@@ -79,38 +79,6 @@ def lora_config(cfg: PeftCfg, model: torch.nn.Module, **extra: Any) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(**lora_kwargs(cfg, model), task_type="CAUSAL_LM", **extra)
-
-
-def has_bf16_base(model: Any) -> bool:
-    """Whether `model`'s base weights are bf16 (its input embeddings tell)."""
-    import torch
-
-    return model.get_input_embeddings().weight.dtype == torch.bfloat16
-
-
-def precise_adapters(model: Any) -> Any:
-    """Make a PEFT model on bf16 base weights keep its adapters exact; returns the model.
-
-    The trainable weights, the residual stream and each base + adapter sum become fp32, while
-    bf16 matmuls (under autocast) still do the frozen base layers' work. Early in training an
-    adapter's delta lies far below bf16's resolution of the layer output it is added to, and
-    summed in bf16 it is rounded away: a distilled student's KL after 4 steps was 0.110 vs
-    fp32's 0.077 on the main job's data, 0.080 with fp32 sums. On the CPU attention is eager,
-    as bf16's fused attention backward there costs more than all the layers' matmuls.
-    """
-    from peft.tuners.lora import LoraLayer
-
-    to_fp32 = lambda _module, _inputs, output: output.float()  # noqa: E731
-    model.get_input_embeddings().register_forward_hook(to_fp32)
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            module.get_base_layer().register_forward_hook(to_fp32)
-    for param in model.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
-    if model.device.type == "cpu":
-        model.set_attn_implementation("eager")
-    return model
 
 
 def build_sft_config(

@@ -18,14 +18,8 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import (
-    build_sft_config,
-    has_bf16_base,
-    lora_config,
-    lora_kwargs,
-    precise_adapters,
-    to_sft_records,
-)
+from sl.finetuning.lora_data import build_sft_config, lora_config, lora_kwargs, to_sft_records
+from sl.finetuning.precision import has_bf16_base, precise_adapters
 from sl.llm.data_models import Model
 
 if TYPE_CHECKING:

@@ -89,7 +89,7 @@ def publish_adapter(tmp: Path, adapter_dir: Path, record: dict[str, Any]) -> Non
 def _push(job: UnslothFinetuningJob, adapter_dir: Path) -> str | None:
     if not job.hf_model_name:
         return None
-    from sl.external.hf_driver import push_to_hub
+    from sl.external.hf_hub import push_to_hub
 
     return push_to_hub(adapter_dir, job.hf_model_name)
 
@@ -137,7 +137,7 @@ def run_open_source_job(
         return _model_for(job, adapter_dir, hub_id)
 
     rows = job.training_rows(dataset)
-    from sl.external.hf_driver import resolve_model_path
+    from sl.external.hf_hub import resolve_model_path
     from sl.finetuning.lora_train import train_adapter
 
     base_path = resolve_model_path(job.source_model.id)

@@ -9,7 +9,7 @@ import torch
 from open_engine_checks import CHATS, check_adapter_changes_greedy_output, texts
 
 from sl.errors import UserError
-from sl.external.chat_template import resolve_model
+from sl.external.model_resolution import resolve_model
 from sl.external.transformers_driver import TransformersDriver
 from sl.llm import services
 from sl.llm.data_models import LLMResponse, Model, SampleCfg, StopReason
@@ -95,6 +95,7 @@ async def test_lora_adapter_changes_output(driver, tiny_model_dir, tiny_lora_dir
 async def test_adapter_with_other_base_is_refused(driver, tiny_lora_dir, tmp_path):
     other_base = tmp_path / "other-base"
     other_base.mkdir()
+    (other_base / "config.json").write_text("{}")  # a model folder, of another model
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_lora_dir, adapter)
     meta = json.loads((adapter / "adapter_config.json").read_text())

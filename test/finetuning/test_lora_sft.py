@@ -123,7 +123,7 @@ def test_target_modules_filtered_or_refused(tiny_model_dir: Path) -> None:
 
 def test_openai_source_model_is_refused(tmp_path: Path) -> None:
     job = UnslothFinetuningJob(seed=1, source_model=Model(id="gpt-4.1-nano", type="openai"))
-    with pytest.raises(UserError, match="type='open_source'"):
+    with pytest.raises(UserError, match="needs open models \\(type 'open_source'\\)"):
         run_open_source_job(job, owl_rows(), tmp_path / "o.json")
 
 

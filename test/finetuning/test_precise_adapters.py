@@ -8,7 +8,8 @@ import torch
 
 from sl.external.torch_models import load_causal_lm
 from sl.finetuning.data_models import PeftCfg
-from sl.finetuning.lora_data import has_bf16_base, lora_config, precise_adapters
+from sl.finetuning.lora_data import lora_config
+from sl.finetuning.precision import has_bf16_base, precise_adapters
 from sl.llm.data_models import Model
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sl.errors import UserError
-from sl.external.hf_driver import push_to_hub, resolve_model_path
+from sl.external.hf_hub import push_to_hub, resolve_model_path
 
 
 def test_local_folder_passes_through(tiny_model_dir: Path):

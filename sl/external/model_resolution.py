@@ -1,37 +1,17 @@
-"""Helpers shared by the open-model drivers: chats → messages, stop strings, LoRA adapters,
-and `InProcessDriver`, their common `batch_sample`."""
+"""Where an open model's weights are: a `Model` -> its base folder and LoRA adapter folder
+(`resolve_model`), checked against the adapter's recorded base."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sl.errors import UserError
 from sl.external.embedded_model import EMBEDDED_MODEL_ID
-from sl.external.hf_driver import resolve_model_path
-from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
-from sl.llm.driver import OnResult
-
-
-def to_messages(chat: Chat) -> list[dict[str, str]]:
-    """The chat as the list of {role, content} dicts that chat templates expect."""
-    return [{"role": m.role.value, "content": m.content} for m in chat.messages]
-
-
-def truncate_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:
-    """Cut `text` before the first stop string (like the OpenAI API); say whether one was found."""
-    cut = min((i for s in stops or [] if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def stop_reason(hit_eos_or_stop: bool) -> StopReason:
-    """STOP_SEQUENCE when generation ended by itself (EOS/stop string), else MAX_TOKENS."""
-    return StopReason.STOP_SEQUENCE if hit_eos_or_stop else StopReason.MAX_TOKENS
+from sl.external.hf_hub import resolve_model_path
+from sl.llm.data_models import Model
 
 
 @dataclass(frozen=True)
@@ -99,38 +79,3 @@ def lora_rank(adapter: Path) -> int:
     """The LoRA rank `r` recorded in an adapter folder (0 when unknown)."""
     config = json.loads((adapter / "adapter_config.json").read_text())
     return int(config.get("r") or 0)
-
-
-class InProcessDriver(ABC):
-    """A `Driver` whose engine runs in this process (transformers, vLLM): the model is
-    resolved first (user errors surface before any loading), then `sample_sync` runs in a
-    worker thread so that the event loop stays free."""
-
-    async def batch_sample(
-        self,
-        model: Model,
-        chats: Sequence[Chat],
-        sample_cfgs: Sequence[SampleCfg],
-        on_result: OnResult | None = None,
-    ) -> list[list[LLMResponse]]:
-        """Sample `cfg.n` completions per chat in a worker thread; `on_result` is called from
-        that thread, per chat, as each batch finishes."""
-        resolved = self.resolve(model)
-        return await asyncio.to_thread(
-            self.sample_sync, model, resolved, list(chats), list(sample_cfgs), on_result
-        )
-
-    def resolve(self, model: Model) -> ResolvedModel:
-        """The model's local folders (`resolve_model`); an engine adds its own checks."""
-        return resolve_model(model)
-
-    @abstractmethod
-    def sample_sync(
-        self,
-        model: Model,
-        resolved: ResolvedModel,
-        chats: list[Chat],
-        cfgs: list[SampleCfg],
-        on_result: OnResult | None,
-    ) -> list[list[LLMResponse]]:
-        """`batch_sample`'s work, in the calling thread."""
