@@ -17,13 +17,19 @@ from pydantic import BaseModel
 
 from sl.evaluation.analysis import (
     Analysis,
+    analyze_runs,
+    analyze_scores,
     format_analysis,
     mean_matrix,
     results_csv,
 )
+from sl.evaluation.logprob import read_logprob_scores
 from sl.evaluation.runs import CSV_COLUMNS, RunLevelRow
-from sl.experiment.label_leak import ArmLeak, format_leak
+from sl.evaluation.services import read_evaluation_results
+from sl.experiment.data_models import BASE, CONTROL, ExperimentCfg
+from sl.experiment.label_leak import ArmLeak, format_leak, read_label_leak
 from sl.experiment.paths import ExperimentPaths
+from sl.experiment.steps import conditions, teacher_runs
 from sl.finetuning.distill_cfg import FULL_VOCABULARY_WARNING
 from sl.utils.file_utils import read_json_model, write_json_atomic, write_text_atomic
 from sl.utils.run_meta import read_meta
@@ -140,3 +146,35 @@ def format_report(report: ExperimentReport) -> str:
             lines.append(f"  full-vocabulary labels: {FULL_VOCABULARY_WARNING}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def build_report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
+    """Analyse every evaluation in every eval mode (runs as the unit); write
+    results.csv/json/png and return the report."""
+    runs_of = conditions(cfg)
+    panels = []
+    for eval_name in cfg.evaluations:
+        for metric in cfg.eval_modes:
+            if metric == "sampled":
+                runs = {
+                    c: [read_evaluation_results(paths.evaluation(m, eval_name)) for m in models]
+                    for c, models in runs_of.items()
+                }
+                analysis = analyze_runs(runs, cfg.targets, CONTROL, BASE, match="word")
+            else:
+                scores = {
+                    c: [read_logprob_scores(paths.logprob(m, eval_name)) for m in models]
+                    for c, models in runs_of.items()
+                }
+                analysis = analyze_scores(scores, cfg.targets, CONTROL, BASE)
+            panels.append(report_panel(eval_name, metric, analysis))
+    datasets = dataset_sizes({t.name: paths.filtered(t) for t in teacher_runs(cfg)})
+    leak = {t.name: read_label_leak(paths.leak(t)) for t in teacher_runs(cfg)}
+    result = ExperimentReport(
+        conditions=runs_of,
+        datasets=datasets,
+        panels=panels,
+        leak={name: arm for name, arm in leak.items() if arm is not None},
+    )
+    write_report(result, paths.root)
+    return result
