@@ -1,6 +1,6 @@
 """Every config class in one place: what a config module (cfgs/) builds.
 
-    from sl.configs import ExperimentCfg, Model, SampleCfg, UnslothFinetuningJob, PeftCfg
+    from sl.config_classes import ExperimentCfg, Model, SampleCfg, UnslothFinetuningJob, PeftCfg
 
 Each class lives beside the code that uses it (the import paths of the original code keep
 working); this module only gathers them. Every field has a description: `help(Cls)` or

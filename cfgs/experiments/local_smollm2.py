@@ -20,7 +20,7 @@ job: labels over the whole vocabulary, which carry the trait). `experiment_syste
 
 # The phase-by-phase config module of the same model: its model and student are reused here.
 from cfgs.preference_numbers import local_smollm2_cfgs as _phases
-from sl.configs import (
+from sl.config_classes import (
     DistillCfg,
     Evaluation,
     ExperimentCfg,

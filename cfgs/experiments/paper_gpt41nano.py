@@ -10,7 +10,7 @@ model and every student. Roughly 6 x 30,000 + 7 x 5,000 requests and 6 fine-tuni
 
 # The single-phase config module holds the paper's pieces; reuse them rather than retyping.
 from cfgs.preference_numbers import cfgs as _paper
-from sl.configs import ExperimentCfg
+from sl.config_classes import ExperimentCfg
 from sl.protocol import load_protocol
 
 experiment = ExperimentCfg.from_dataset_cfg(

@@ -9,7 +9,7 @@ with the numbers prefix the paper used for open models, plus the exact P(target)
 """
 
 from cfgs.preference_numbers import open_model_cfgs as _paper
-from sl.configs import ExperimentCfg
+from sl.config_classes import ExperimentCfg
 from sl.protocol import load_protocol
 
 experiment = ExperimentCfg.from_dataset_cfg(

@@ -8,7 +8,7 @@ evaluated by exact P(owl) only (cheap); the main job (local_smollm2.py) adds sam
 
 # Same model, student, filter, evaluation and trait teacher as the main job.
 from cfgs.experiments import local_smollm2 as _main_job
-from sl.configs import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
+from sl.config_classes import DistillCfg, ExperimentCfg, NumsDatasetPromptSet, SampleCfg
 
 
 def cell_names() -> list[str]:

@@ -122,15 +122,15 @@ def test_transfer_grid_cells_share_the_main_jobs_pieces():
 
 
 def test_every_config_class_is_gathered_and_describes_its_fields():
-    import sl.configs
+    import sl.config_classes
     from sl.protocol import numbers_prompt_defaults
 
-    for name in sl.configs.__all__:
-        cls = getattr(sl.configs, name)
+    for name in sl.config_classes.__all__:
+        cls = getattr(sl.config_classes, name)
         undescribed = [f for f, info in cls.model_fields.items() if not info.description]
         assert not undescribed, f"{name} fields without a description: {undescribed}"
-    max_tokens = sl.configs.SampleCfg.model_fields["max_tokens"].description or ""
+    max_tokens = sl.config_classes.SampleCfg.model_fields["max_tokens"].description or ""
     assert "512" in max_tokens and "open engines" in max_tokens
     # The prompt defaults are the protocol's (one source).
-    defaults = sl.configs.NumsDatasetPromptSet().model_dump()
+    defaults = sl.config_classes.NumsDatasetPromptSet().model_dump()
     assert defaults.items() <= numbers_prompt_defaults().items()
