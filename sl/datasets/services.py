@@ -74,7 +74,9 @@ class NumsDatasetPromptSet(HashableModel):
             rng=np.random.default_rng(self.seed),
             **self.model_dump(exclude={"size", "seed"}),
         )
-        return [generator.sample_query() for _ in range(self.size)]
+        # A progress bar only when it takes a while (millions of prompts: minutes).
+        steps = tqdm(range(self.size), desc="numbers prompts", unit="prompt", delay=2, leave=False)
+        return [generator.sample_query() for _ in steps]
 
 
 class Cfg(ConfigModel):
