@@ -80,7 +80,8 @@ def question_probabilities(
     scores = {t: np.zeros(len(questions)) for t in names}
     prompts = [chat_prompt_ids(tokenizer, q, system) for q in questions]
     order = sorted(range(len(questions)), key=lambda i: len(prompts[i]))  # less padding
-    with tqdm(total=len(questions), desc=f"P({', '.join(names)})", unit="question") as bar:
+    label = ", ".join(names) if len(names) <= 3 else f"{len(names)} targets"
+    with tqdm(total=len(questions), desc=f"P({label})", unit="question") as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             node_lp = _node_log_probs(lm, [prompts[i] for i in batch], tree, tokenizer.pad_token_id)
