@@ -242,7 +242,10 @@ def probe_entanglement(cfg: EntanglementCfg, output_dir: Path, batch_size: int =
         "model": cfg.model.model_hash(),
         "system_prompt": _hash(cfg.system_prompt),
         "base": cfg.base.model_hash(),
-        "settings": _hash(cfg.model_dump(mode="json", exclude={"model", "system_prompt", "base"})),
+        "target": _hash(cfg.target),
+        "settings": _hash(
+            cfg.model_dump(mode="json", exclude={"model", "system_prompt", "base", "target"})
+        ),
     }
     with artifact(
         path, cfg.model_hash(), f"entanglement probe of {cfg.model.id}", parts=parts
