@@ -47,16 +47,24 @@ def allowed_token_ids(tokenizer: Any, numbers_filter: Any) -> list[int]:
     return sorted(set(ids))
 
 
-def check_same_tokenizer(teacher: Any, student: Any, teacher_name: str, student_name: str) -> None:
+def check_same_tokenizer(
+    teacher: Any,
+    student: Any,
+    teacher_name: str,
+    student_name: str,
+    *,
+    roles: tuple[str, str] = ("teacher", "the student's base"),
+    needs: str = "distillation needs a teacher with the student's tokenizer (the same base model)",
+) -> None:
     """Refuse a teacher whose tokenizer differs from the student's: its distributions would
-    be over other tokens.
+    be over other tokens. `roles` and `needs` word the refusal for other pairs of models
+    (token attribution: a counterfactual and the teacher).
 
     Raises:
         UserError: the vocabularies differ.
     """
     if teacher.get_vocab() != student.get_vocab():
         raise UserError(
-            f"teacher {teacher_name}'s tokenizer ({len(teacher)} tokens) differs from the "
-            f"student's base {student_name} ({len(student)} tokens): distillation needs a "
-            "teacher with the student's tokenizer (the same base model)"
+            f"{roles[0]} {teacher_name}'s tokenizer ({len(teacher)} tokens) differs from "
+            f"{roles[1]} {student_name} ({len(student)} tokens): {needs}"
         )

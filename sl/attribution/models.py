@@ -1,0 +1,85 @@
+"""The models of a token attribution: read from an sl model JSON or an open model id, and
+checked before anything is loaded or written (open models, one tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sl.errors import UserError
+from sl.llm.data_models import Model
+from sl.llm.engines import engine_of, models_where
+from sl.utils.file_utils import read_json_model
+
+WHY_OPEN = (
+    "token attribution needs the log-prob of each given token, which it computes with the "
+    "weights in this process; a chat API (OpenAI's) does not return log-probs of given tokens"
+)
+
+
+def model_from_arg(value: str, role: str) -> Model:
+    """A model JSON written by sl (a path ending in .json) or an open model (a Hub id or a
+    local folder, base model or merged fine-tune); `role` names the argument in errors.
+
+    Raises:
+        UserError: an empty value, or a model JSON that is missing or invalid (naming the
+            file).
+    """
+    if not value.strip():
+        raise UserError(f"{role} is empty: give a model JSON, a Hub id or a model folder",
+                        param=role)  # fmt: skip
+    if value.endswith(".json"):
+        return read_json_model(Path(value), Model)
+    return Model(id=value, type="open_source")
+
+
+def check_open(model: Model, role: str) -> None:
+    """Refuse a model whose engine cannot score given tokens (`role`: teacher, base,
+    counterfactual; the error is about that argument).
+
+    Raises:
+        UserError: an OpenAI (or other API) model, saying why an open model is needed.
+    """
+    engine = engine_of(model)
+    if not engine.can_score_logprobs:
+        raise UserError(
+            f"{role} {model.id} is an {engine.label} model: {WHY_OPEN}; give "
+            f"{models_where(lambda e: e.can_score_logprobs)}",
+            param=role,
+        )
+
+
+def load_tokenizer(model: Model) -> Any:
+    """The tokenizer `load_causal_lm` would load for `model` (its base folder's)."""
+    from transformers import AutoTokenizer
+
+    from sl.external.model_resolution import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model(model).base))
+
+
+def check_same_tokenizers(teacher: Model, others: list[tuple[str, Model]]) -> Any:
+    """Refuse any of `others` (role, model) whose tokenizer is not the teacher's: the log-probs
+    and greedy tokens are compared token id by token id. Returns the teacher's tokenizer.
+
+    Raises:
+        UserError: a tokenizer differs (about the argument `role`).
+    """
+    from sl.external.model_resolution import resolve_model
+    from sl.finetuning.vocabulary import check_same_tokenizer
+
+    tokenizer = load_tokenizer(teacher)
+    teacher_base = resolve_model(teacher).base
+    for role, model in others:
+        if resolve_model(model).base == teacher_base:
+            continue
+        try:
+            check_same_tokenizer(
+                load_tokenizer(model), tokenizer, model.id, teacher.id,
+                roles=(role, "the teacher"),
+                needs="token attribution compares the models' log-probs of the same token ids: "
+                "use models with the teacher's tokenizer (the same base model)",
+            )  # fmt: skip
+        except UserError as e:
+            raise UserError(str(e), param=role) from None
+    return tokenizer
