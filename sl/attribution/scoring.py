@@ -66,10 +66,14 @@ def attribute(
     retokenized: list[bool],
 ) -> list[TokenAttribution]:
     """The attribution of a batch of rows (indices `rows`, their completion ids, token texts
-    and round-trip flags): one forward per model."""
-    teacher_lp, _ = teacher.score(rows, completions)
-    base_lp, _ = base.score(rows, completions)
-    scored = [cf.score(rows, completions) for cf in counterfactuals]
+    and round-trip flags): one forward per distinct scorer (a counterfactual that is the
+    base in the base's context, e.g. the control teacher, shares the base's `Scorer`)."""
+    done: dict[int, tuple[list[list[float]], list[list[int]]]] = {}
+    for s in (teacher, base, *counterfactuals):
+        if id(s) not in done:
+            done[id(s)] = s.score(rows, completions)
+    teacher_lp, base_lp = done[id(teacher)][0], done[id(base)][0]
+    scored = [done[id(cf)] for cf in counterfactuals]
     out = []
     for j, row in enumerate(rows):
         ids = completions[j]

@@ -176,14 +176,15 @@ def _attribute_rows(
     if done == len(rows):
         return
     loaded: dict[Model, Any] = {}
-    scorers = []
+    scorers: dict[ModelContext, Scorer] = {}  # a context given twice is scored once
     for ctx in contexts:
         if ctx.model not in loaded:
             loaded[ctx.model] = load_causal_lm(ctx.model, dtype=_dtype_name())
         lm = loaded[ctx.model]
-        prompts = [chat_prompt_ids(lm.tokenizer, r.prompt, ctx.system_prompt) for r in rows]
-        scorers.append(Scorer(lm.module, prompts, lm.tokenizer.pad_token_id))
-    teacher, base, *counterfactuals = scorers
+        if ctx not in scorers:
+            prompts = [chat_prompt_ids(lm.tokenizer, r.prompt, ctx.system_prompt) for r in rows]
+            scorers[ctx] = Scorer(lm.module, prompts, lm.tokenizer.pad_token_id)
+    teacher, base, *counterfactuals = [scorers[ctx] for ctx in contexts]
     pending = list(range(done, len(rows)))
     with (
         JsonlAppender(path) as out,

@@ -40,16 +40,17 @@ def _dataset(tmp_path, rows=ROWS):
 
 @pytest.fixture
 def models(tiny_model_dir, tiny_lora_dir, numbers_model_dir):
-    """(teacher, base, counterfactuals): a prompted LoRA teacher, the tiny base, and the
-    numbers model with and without a system prompt (it writes "1, 2, 3", so some tokens of
-    the rows are its greedy choice and some are not)."""
+    """(teacher, base, counterfactuals): a prompted LoRA teacher on the tiny model; the numbers
+    model as the base and as two counterfactuals, in the base's context (one scorer shared
+    with the base) and with a system prompt (it writes "1, 2, 3", so some tokens of the rows
+    are its greedy choice and some are not)."""
     teacher = ModelContext(
         model=Model(id=str(tiny_lora_dir), type="open_source", parent_model=_open(tiny_model_dir)),
         system_prompt="You love owls.",
     )
     numbers = _open(numbers_model_dir)
     cfs = [ModelContext(model=numbers), ModelContext(model=numbers, system_prompt=EAGLE)]
-    return teacher, _open(tiny_model_dir), cfs
+    return teacher, numbers, cfs
 
 
 def _plain(context: ModelContext, rows) -> list[tuple[list[float], list[int]]]:
