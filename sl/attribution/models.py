@@ -49,33 +49,41 @@ def check_open(model: Model, role: str) -> None:
         )
 
 
-def load_tokenizer(model: Model) -> Any:
-    """The tokenizer `load_causal_lm` would load for `model` (its base folder's)."""
-    from transformers import AutoTokenizer
+def base_folder(model: Model, role: str) -> Path:
+    """The folder of `model`'s base weights and tokenizer (`resolve_model`).
 
+    Raises:
+        UserError: a missing model or adapter, about the argument `role`.
+    """
     from sl.external.model_resolution import resolve_model
 
-    return AutoTokenizer.from_pretrained(str(resolve_model(model).base))
+    try:
+        return resolve_model(model).base
+    except UserError as e:
+        raise UserError(f"{role} {e}", param=role) from None
 
 
 def check_same_tokenizers(teacher: Model, others: list[tuple[str, Model]]) -> Any:
-    """Refuse any of `others` (role, model) whose tokenizer is not the teacher's: the log-probs
-    and greedy tokens are compared token id by token id. Returns the teacher's tokenizer.
+    """Resolve every model and refuse any of `others` (role, model) whose tokenizer is not the
+    teacher's: the log-probs and greedy tokens are compared token id by token id. Returns the
+    teacher's tokenizer (the one `load_causal_lm` loads: its base folder's).
 
     Raises:
-        UserError: a tokenizer differs (about the argument `role`).
+        UserError: a model is not found, or a tokenizer differs (about the argument `role`).
     """
-    from sl.external.model_resolution import resolve_model
+    from transformers import AutoTokenizer
+
     from sl.finetuning.vocabulary import check_same_tokenizer
 
-    tokenizer = load_tokenizer(teacher)
-    teacher_base = resolve_model(teacher).base
+    teacher_base = base_folder(teacher, "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_base))
     for role, model in others:
-        if resolve_model(model).base == teacher_base:
+        folder = base_folder(model, role)
+        if folder == teacher_base:
             continue
         try:
             check_same_tokenizer(
-                load_tokenizer(model), tokenizer, model.id, teacher.id,
+                AutoTokenizer.from_pretrained(str(folder)), tokenizer, model.id, teacher.id,
                 roles=(role, "the teacher"),
                 needs="token attribution compares the models' log-probs of the same token ids: "
                 "use models with the teacher's tokenizer (the same base model)",

@@ -13,6 +13,7 @@ flagged (`retokenized: false`), logged and counted in summary.json.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,6 @@ def run_token_attribution(
 
 
 def _hash_list(hashes: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256(",".join(hashes).encode()).hexdigest()[:16]
 
 

@@ -230,3 +230,11 @@ def test_script_refuses_an_openai_teacher_in_one_line(tiny_model_dir, tmp_path):
     assert_user_error(proc, "--teacher gpt-4.1-nano is an OpenAI model",
                       "does not return log-probs of given tokens", "open models")  # fmt: skip
     assert not out.exists()
+
+
+def test_a_missing_model_is_an_error_about_its_argument(models, tmp_path):
+    teacher, _, cfs = models
+    with pytest.raises(UserError, match="^base model folder .*nope does not exist") as e:
+        run_token_attribution(_dataset(tmp_path), teacher, _open(tmp_path / "nope"), cfs,
+                              tmp_path / "out")  # fmt: skip
+    assert e.value.param == "base" and not (tmp_path / "out").exists()
