@@ -131,7 +131,8 @@ class Settings(BaseModel):
     transformers_batch_size: int = _setting(
         0, "SL_TRANSFORMERS_BATCH_SIZE",
         "sequences per transformers `generate` call (n>1 counts each sample); `0`: as many as "
-        "the KV cache fits in half the free GPU memory, or a quarter of free RAM up to 8 GiB",
+        "the KV cache fits in half the free GPU memory, or an eighth of the RAM up to 8 GiB "
+        "(set it on a GPU for runs that repeat exactly)",
         ge=0, le=1_000_000,
     )  # fmt: skip
     transformers_dtype: DType = _setting(

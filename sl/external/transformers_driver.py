@@ -238,7 +238,12 @@ def _sampler(cfg: SampleCfg, seeds: list[int] | None = None) -> Any:
 
 def _sequences_that_fit(loaded: _Loaded, longest_chat_chars: int, cfg: SampleCfg) -> int:
     """Sequences per `generate` whose KV cache fits the memory budget: half the free GPU
-    memory, or a quarter of the available RAM (at most 8 GiB) on the CPU."""
+    memory, or an eighth of the machine's RAM (at most 8 GiB) on the CPU.
+
+    On the CPU the budget depends on the machine, not on what else runs: the batch split
+    changes the floating-point sums (padding, matmul shapes), so a budget from free memory
+    made two runs of the same job write different greedy answers. On a GPU, set
+    SL_TRANSFORMERS_BATCH_SIZE to fix the split."""
     import torch
 
     config = loaded.model.config
@@ -250,8 +255,8 @@ def _sequences_that_fit(loaded: _Loaded, longest_chat_chars: int, cfg: SampleCfg
     if loaded.device.startswith("cuda"):
         budget = torch.cuda.mem_get_info(torch.device(loaded.device))[0] // 2
     else:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        budget = min(available // 4, 8 << 30)
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        budget = min(total // 8, 8 << 30)
     return max(1, min(4096, budget // (per_token * tokens)))
 
 
