@@ -1,4 +1,4 @@
-"""Token attribution: what a teacher, its base and counterfactual teachers make of each
+r"""Token attribution: what a teacher, its base and counterfactual teachers make of each
 completion token of a dataset (teacher-forced, batched, fp32 on the CPU).
 
     D=data/experiments/local_smollm2
