@@ -1,4 +1,4 @@
-"""Token attribution: through which completion tokens a teacher's trait could pass.
+r"""Token attribution: through which completion tokens a teacher's trait could pass.
 
     python scripts/analyze_tokens.py --dataset filtered.jsonl --teacher owl/model.json \
         --counterfactual eagle/model.json --base HuggingFaceTB/SmolLM2-135M-Instruct \
