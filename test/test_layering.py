@@ -17,6 +17,7 @@ from pathlib import Path
 
 SL = Path(__file__).resolve().parents[1] / "sl"
 DOMAIN = ("llm", "datasets", "finetuning", "evaluation", "experiment", "protocol", "external",
+          "attribution",
           "mnist", "phases")  # fmt: skip
 PHASES = ("datasets", "finetuning", "evaluation", "experiment")
 DISPATCH = ("sl.llm.engines", "external")  # the lazy driver factories (see the docstring)
