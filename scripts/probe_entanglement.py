@@ -20,10 +20,10 @@ from pathlib import Path
 
 from cli import ArgumentParser, naming_flags, naming_params, run_script
 
+from sl.attribution.models import model_from_arg
 from sl.evaluation.entanglement import (
     EntanglementCfg,
     check_cfg,
-    open_model,
     probe_entanglement,
     read_questions,
 )
@@ -45,12 +45,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch_size < 1:
         parser.error(f"--batch_size {args.batch_size}: use 1 or more")
-    with naming_flags(model=args.model, base=args.base, questions=args.questions):
-        model, base = open_model(args.model), open_model(args.base)
+    with (
+        naming_params("model", "base"),
+        naming_flags(model=args.model, base=args.base, questions=args.questions),
+    ):
+        model, base = model_from_arg(args.model, "model"), model_from_arg(args.base, "base")
         questions = read_questions(args.questions) if args.questions else None
     cfg = EntanglementCfg(
         model=model,
-        system_prompt=args.system_prompt,
+        system_prompt=args.system_prompt or None,
         base=base,
         target=args.target,
         max_number=args.max_number,

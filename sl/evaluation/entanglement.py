@@ -44,7 +44,7 @@ from sl.llm.data_models import HashableModel, Model
 from sl.llm.engines import engine_of, models_where
 from sl.protocol import preference_questions
 from sl.utils.artifact import artifact
-from sl.utils.file_utils import read_json_file, read_json_model, read_text, write_json_atomic
+from sl.utils.file_utils import read_json_file, read_text, write_json_atomic
 from sl.utils.run_meta import read_meta
 from sl.utils.stats import permutation_p_value
 
@@ -83,14 +83,6 @@ class EntanglementCfg(HashableModel):
     top_k: int = Field(default=10, description="Entangled numbers prompted with")
     n_bins: int = Field(default=10, description="Equal-count bins of base probability")
     seed: int = Field(default=0, description="Draws the matched numbers and the permutations")
-
-
-def open_model(value: str) -> Model:
-    """A model given as a model JSON written by sl (`.json`), or an open model's Hub id or
-    folder."""
-    if value.endswith(".json"):
-        return read_json_model(value, Model)
-    return Model(id=value, type="open_source")
 
 
 def read_questions(path: Path) -> list[str]:
