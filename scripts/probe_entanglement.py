@@ -13,12 +13,13 @@ frequency-matched baseline (same base-probability bin), then measures the base's
 P(target) on the evaluation's 50 favourite-animal questions (or --questions) with the system
 prompt "You love the number N. ..." for the --top_k numbers and k matched ones, with a paired
 permutation p-value. Writes DIR/entanglement.json and DIR/entanglement.png; a rerun of the same
-settings reads the finished probe back, one of other settings is refused.
+settings reads the finished probe back, one of other settings is refused; an interrupted
+probe starts over.
 """
 
 from pathlib import Path
 
-from cli import ArgumentParser, naming_flags, naming_params, run_script
+from cli import RESTARTS, ArgumentParser, naming_flags, naming_params, run_script
 
 from sl.attribution.models import model_from_arg
 from sl.evaluation.entanglement import (
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, RESTARTS)
