@@ -46,7 +46,7 @@ def plot_entanglement(result: dict[str, Any], path: Path) -> None:
         f"{prompting['mean_matched']:.3g}, p = {prompting['p_value']:.3g}",
         fontsize=9,
     )
-    right.legend(loc="best", fontsize=8)
+    right.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)
