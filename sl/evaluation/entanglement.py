@@ -63,7 +63,9 @@ NUMBER_LOVE_TEMPLATE = (
 )
 JSON_NAME, PLOT_NAME = "entanglement.json", "entanglement.png"
 N_RESAMPLES = 10_000
-MAX_NUMBER = 99_999  # far above the paper's 999, far below a hang
+# The numbers filter's range; the prefix tree of every number's tokens (and its memory,
+# rows x vocabulary per question) grows tenfold per digit.
+MAX_NUMBER = 999
 
 
 class EntanglementCfg(HashableModel):
@@ -121,7 +123,15 @@ def check_cfg(cfg: EntanglementCfg) -> None:
         )
     if not 1 <= cfg.n_bins <= n:
         raise UserError(f"n_bins {cfg.n_bins}: use 1 to {n} (the numbers probed)", param="n_bins")
-    if "{number}" not in cfg.prompt_template:
+    try:
+        filled = cfg.prompt_template.format(number=0)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserError(
+            f"prompt_template cannot be filled ({type(e).__name__}: {e}): its only field is "
+            "{number}; write other braces as {{ }}",
+            param="prompt_template",
+        ) from None
+    if filled == cfg.prompt_template:
         raise UserError(
             "prompt_template has no {number}: put it where N goes", param="prompt_template"
         )

@@ -13,6 +13,7 @@ from sl.errors import UserError
 from sl.evaluation.entanglement import (
     EntanglementCfg,
     base_bins,
+    check_cfg,
     draw_matched,
     matched_log_ratio,
     number_probabilities,
@@ -113,6 +114,28 @@ def test_matched_numbers_share_the_bin_and_are_outside_the_top():
     crowded = [int(i) for i in np.flatnonzero(bins == 3)[:9]]
     last = draw_matched(crowded, bins, seed=0)
     assert [abs(int(bins[j]) - 3) for j in last] == [0] + [1] * 8
+
+
+@pytest.mark.parametrize(
+    ("update", "param", "needle"),
+    [
+        ({"base": Model(id="gpt-4.1-nano", type="openai")}, "base", "OpenAI"),
+        ({"max_number": 1000}, "max_number", "use 1 to 999"),
+        ({"top_k": 6}, "top_k", "use 1 to 5"),
+        ({"n_bins": 0}, "n_bins", "use 1 to 10"),
+        ({"prompt_template": "You love numbers."}, "prompt_template", "no {number}"),
+        ({"prompt_template": "You love {n}."}, "prompt_template", "cannot be filled"),
+        ({"target": " "}, "target", "empty"),
+        ({"questions": []}, "questions", "at least one"),
+    ],
+)
+def test_settings_the_probe_cannot_run_are_refused_naming_the_argument(update, param, needle):
+    model = Model(id="some/model", type="open_source")
+    cfg = EntanglementCfg(model=model, base=model, target="owl", max_number=9, top_k=5)
+    check_cfg(cfg)
+    with pytest.raises(UserError, match=needle) as raised:
+        check_cfg(cfg.model_copy(update=update))
+    assert raised.value.param == param and str(raised.value).startswith(param)
 
 
 def test_a_finished_probe_is_read_back_and_other_settings_are_refused(
