@@ -89,9 +89,7 @@ def _cfg(n: int = 12) -> Cfg:
     )
 
 
-def test_deleted_raw_rows_are_made_again_and_files_come_out_in_prompt_order(
-    fake_driver, tmp_path
-):
+def test_deleted_raw_rows_are_made_again_and_files_come_out_in_prompt_order(fake_driver, tmp_path):
     # Answers of a deterministic teacher, delivered in shuffled order each run.
     fake_driver.answer = lambda chat: str(len(chat.messages[-1].content))
     raw, filtered = tmp_path / "raw.jsonl", tmp_path / "filtered.jsonl"
