@@ -13,7 +13,6 @@ never command-line flags: the scripts translate paths into their flags.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from loguru import logger
 
 from sl.errors import UserError
 from sl.llm.data_models import Model
-from sl.utils.artifact import artifact
+from sl.utils.artifact import artifact, content_digest
 from sl.utils.file_utils import read_json_model, write_json_atomic
 from sl.utils.output_lock import check_output_path
 from sl.utils.run_meta import differing_parts, read_meta
@@ -96,8 +95,6 @@ async def make_dataset(
         )
     check_ready([cfg.model])
     check_output_path(raw_dataset_path)  # before the filtered file is claimed
-    from sl.datasets.services import FILTERED_KIND
-
     parts = {**cfg.generation_parts(), "filters": cfg.filters_hash()}
     _check_raw_kept_for_refilter(cfg, raw_dataset_path, filtered_dataset_path, parts)
     with artifact(
@@ -105,7 +102,7 @@ async def make_dataset(
         cfg.generation_hash(),
         "filtered dataset",
         parts=parts,
-        kind=FILTERED_KIND,
+        kind=dataset_services.FILTERED_KIND,
         redo_when_changed="filters",
     ) as out:
         raw = await dataset_services.generate_raw_dataset(
@@ -163,7 +160,7 @@ async def finetune(job: AnyJob, dataset_path: Path, output_path: Path) -> Model:
     # completion (the prompt-only probe); SFT and OpenAI need the completion.
     dataset = read_dataset(dataset_path, allow_empty_completions=isinstance(job, DistillJob))
     check_ready([job.source_model])
-    data_hash = hashlib.sha256(dataset_path.read_bytes()).hexdigest()[:16]
+    data_hash = content_digest(dataset_path)["sha256"]
     with artifact(
         output_path,
         job.model_hash(),

@@ -35,8 +35,8 @@ from sl.evaluation.runs import (
 )
 from sl.evaluation.scoring import MatchRule, per_question_rates
 from sl.evaluation.services import read_evaluation_results
-from sl.utils.file_utils import refuse_special_file, write_json_atomic, write_text_atomic
-from sl.utils.output_lock import prepare_parent
+from sl.utils.file_utils import write_json_atomic, write_text_atomic
+from sl.utils.output_lock import check_output_path
 from sl.utils.run_meta import claim_output, read_meta
 
 Runs = list[list[EvaluationResultRow]]  # one list of result rows per run
@@ -351,11 +351,9 @@ def write_analysis(analysis: Analysis, output_dir: Path | str) -> dict[str, Path
 
     out = Path(output_dir)
     paths = {n: out / f"results.{n}" for n in ("csv", "json", "png")}
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file: give a folder", path=out)
-    prepare_parent(paths["csv"])
+    check_output_path(out, is_dir=True)
     for path in paths.values():
-        refuse_special_file(path)
+        check_output_path(path)
         meta = read_meta(path)
         if (meta is None and path.exists()) or (meta and meta.get("kind") != ANALYSIS_KIND):
             raise UserError(

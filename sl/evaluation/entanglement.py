@@ -28,8 +28,6 @@ probe's files are refused.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from sl.llm.engines import engine_of, models_where
 from sl.protocol import preference_questions
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, read_text, write_json_atomic
+from sl.utils.fingerprint import json_hash
 from sl.utils.run_meta import read_meta
 from sl.utils.stats import permutation_p_value
 
@@ -242,10 +241,10 @@ def probe_entanglement(cfg: EntanglementCfg, output_dir: Path, batch_size: int =
         )
     parts = {
         "model": cfg.model.model_hash(),
-        "system_prompt": _hash(cfg.system_prompt),
+        "system_prompt": json_hash(cfg.system_prompt),
         "base": cfg.base.model_hash(),
-        "target": _hash(cfg.target),
-        "settings": _hash(
+        "target": json_hash(cfg.target),
+        "settings": json_hash(
             cfg.model_dump(mode="json", exclude={"model", "system_prompt", "base", "target"})
         ),
     }
@@ -263,10 +262,6 @@ def probe_entanglement(cfg: EntanglementCfg, output_dir: Path, batch_size: int =
         plot_entanglement(result, plot)
         out.finish()
     return result
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _load(model: Model) -> Any:

@@ -1,8 +1,6 @@
 """Run an evaluation (sample answers, judge them) and score trait transfer."""
 
 import asyncio
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from sl.llm.driver import OnResult
 from sl.llm.engines import engine_of
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_jsonl, write_jsonl_atomic
+from sl.utils.fingerprint import json_hash
 from sl.utils.run_meta import in_key_order, pending_indices
 from sl.utils.stats import CI
 
@@ -43,8 +42,7 @@ def _config_parts(model: Model, evaluation: Evaluation) -> dict[str, str]:
     }
     parts = {"model": model.model_hash()}
     for part, field in named.items():
-        blob = json.dumps(fields[field], sort_keys=True)
-        parts[part] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        parts[part] = json_hash(fields[field])
     return parts
 
 

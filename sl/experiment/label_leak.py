@@ -18,8 +18,6 @@ more than `FLAG_RATIO` times the base's mass at the answer start is flagged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +37,7 @@ from sl.finetuning.soft_labels import (
     scored_hidden,
     scored_sequences,
 )
-from sl.llm.data_models import Model
+from sl.llm.data_models import HashableModel, Model
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, write_json_atomic
 
@@ -213,7 +211,7 @@ def distill_leak(
     return ArmLeak(labels=cfg.vocabulary, n_rows=len(rows), targets=out)
 
 
-class _LeakKey(BaseModel):
+class _LeakKey(HashableModel):
     """What a saved leak meter was measured on: a rerun with other settings remeasures."""
 
     teacher: Model
@@ -243,16 +241,18 @@ def measure_label_leak(
     rows = read_dataset(paths.filtered(teacher), allow_empty_completions=distilled)
     model = trained_teacher(cfg, paths, teacher)
     system = cfg.system_prompt(teacher.teacher)
-    key = _LeakKey(teacher=model, training=cfg.student_training, distill=cfg.distill,
-                   numbers_filter=cfg.numbers_filter, system=system, targets=cfg.targets,
-                   n_rows=len(rows), max_rows=max_rows).model_dump(mode="json")  # fmt: skip
-    key_hash = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    leak_key = _LeakKey(teacher=model, training=cfg.student_training, distill=cfg.distill,
+                        numbers_filter=cfg.numbers_filter, system=system, targets=cfg.targets,
+                        n_rows=len(rows), max_rows=max_rows)  # fmt: skip
+    key = leak_key.model_dump(mode="json")
 
     def same_key(path: Path) -> bool:  # measured before meters had a meta
         saved = read_json_file(path, "leak meter")
         return isinstance(saved, dict) and saved.get("key") == key
 
-    with artifact(out, key_hash, f"leak meter of {teacher.name}", adopt=same_key) as guard:
+    with artifact(
+        out, leak_key.model_hash(), f"leak meter of {teacher.name}", adopt=same_key
+    ) as guard:
         if guard.complete:
             logger.info(f"{out}: leak meter already measured")
             return

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sl.utils.config_model import MAX_SAMPLES, MAX_TOKENS, ConfigModel
+from sl.utils.fingerprint import json_hash
 
 ModelType = Literal["openai", "open_source"]
 
@@ -22,8 +21,7 @@ class HashableModel(ConfigModel):
 
     def model_hash(self) -> str:
         """Hex digest of the JSON dump; equal configs give equal hashes across processes."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_hash(self.model_dump(mode="json"))
 
 
 # Completion tokens the open engines (vLLM, transformers) allow when SampleCfg.max_tokens is None

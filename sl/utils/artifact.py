@@ -56,12 +56,6 @@ class Artifact:
         write_meta(self.path, self.meta)
         self.complete = True
 
-    def reopen(self, **fields: Any) -> None:
-        """Mark a finished output as to be redone (e.g. its filters changed)."""
-        update_meta(self.path, **fields, complete=False)
-        self.meta = read_meta(self.path) or {}
-        self.complete = False
-
 
 def _check_complete(path: Path, meta: dict[str, Any]) -> bool:
     """True when `meta` says complete and the file still holds what `finish` recorded; a
@@ -72,8 +66,6 @@ def _check_complete(path: Path, meta: dict[str, Any]) -> bool:
         logger.warning(f"{path} was finished but is gone: making it again")
         return False
     recorded = meta.get("digest")
-    if path.is_dir():
-        return True
     found = content_digest(path)
     if recorded is None:  # finished before digests were recorded: trust it, record one
         update_meta(path, digest=found)

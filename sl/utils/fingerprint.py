@@ -10,6 +10,7 @@ only costs a re-filtering, never a wrong reuse.
 
 import functools
 import hashlib
+import json
 import sys
 import sysconfig
 import types
@@ -95,6 +96,11 @@ def _callable(fn: Callable[..., Any], depth: int = 0) -> str:
         return f"method {_callable(fn.__func__, depth + 1)} of {_value(fn.__self__, depth + 1)}"
     state = vars(fn) if hasattr(fn, "__dict__") else {}
     return f"object {type(fn).__module__}.{type(fn).__qualname__}{_value(state, depth + 1)}"
+
+
+def json_hash(value: Any) -> str:
+    """A short hash of a JSON-able value (keys sorted), stable across processes."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def callables_hash(fns: Iterable[Callable[..., Any]]) -> str:

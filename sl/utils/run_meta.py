@@ -112,11 +112,6 @@ def update_meta(output: Path, **fields: Any) -> None:
     write_json_atomic(meta_path(output), meta)
 
 
-def mark_complete(output: Path, **extra: Any) -> None:
-    """Record that `output` is finished (a rerun with the same config can skip it)."""
-    update_meta(output, **extra, complete=True)
-
-
 def pending_indices(
     wanted: Sequence[str], done: Iterable[str], output: Path | None, what: str
 ) -> list[int]:
