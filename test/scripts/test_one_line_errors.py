@@ -331,7 +331,9 @@ def test_interrupted_mnist_script_does_not_promise_a_resume(tmp_path):
     """Ctrl-C while the MNIST script trains (a real process) says a rerun starts over."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "run_mnist_experiment.py"
     out = tmp_path / "mnist"
-    flags = ["--n_models", "2", "--hidden", "32", "--train_subset", "2048", "--device", "cpu"]
+    # Long enough (100 epochs) that the interrupt always lands while it trains.
+    flags = ["--n_models", "2", "--hidden", "32", "--train_subset", "2048", "--device", "cpu",
+             "--teacher_epochs", "100"]  # fmt: skip
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "SL_NO_DOTENV": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(script), *flags, "--output_dir", str(out)],
