@@ -338,6 +338,8 @@ def test_interrupted_mnist_script_does_not_promise_a_resume(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, str(script), *flags, "--output_dir", str(out)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A shell's background job inherits SIGINT ignored, and Python keeps it so.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         wait_for(lambda: lock_path_for(out / "results.json").exists() or proc.poll() is not None)
