@@ -11,10 +11,18 @@ keeps the teacher's name, replicate t > 0 is named <teacher>_t<t>, `TeacherRun.n
     evaluations/<model>/<evaluation>.jsonl   sampled answers ('sampled' eval mode)
     evaluations/<model>/<evaluation>.logprob.json   P(target) per question, every target
     leak/<teacher>[_t<t>].json               the leak meter of its students' labels
+    attribution/<teacher>[_t<t>]/tokens.jsonl, summary.json   token attribution of its rows
+    entanglement/<teacher>/entanglement.json, .png             the entanglement probe
+    arms/<arm>/students/<teacher>/run<r>/model.json            a student arm's runs
+    arms/<arm>/datasets/<teacher>[_t<t>]/...  the arm's own rows (teacher_sample_cfg), or
+                                              defended.jsonl: the rows with divergent
+                                              tokens replaced (replace_divergent)
+    arms/<arm>/masks/<teacher>[_t<t>].jsonl   the tokens a defence masks, per row
+    arms.csv, arms.json                       effect left per arm and target
     results.csv, results.json, results.png, timings.json
 
-<model> is `base`, `<teacher>_run<r>` (students) or `teacher_<teacher>[_t<t>]` (fine-tuned
-teachers).
+<model> is `base`, `<teacher>_run<r>` (students), `<arm>.<teacher>_run<r>` (a student arm's)
+or `teacher_<teacher>[_t<t>]` (fine-tuned teachers).
 """
 
 from pathlib import Path
@@ -60,7 +68,9 @@ class ExperimentPaths:
         return self.teacher_dir(teacher) / "model.json"
 
     def dataset_dir(self, teacher: TeacherRun) -> Path:
-        """The folder of a teacher replicate's numbers dataset."""
+        """The folder of a teacher replicate's numbers dataset (an arm's own rows under it)."""
+        if teacher.arm is not None:
+            return self.arm_dir(teacher.arm) / "datasets" / teacher.main.name
         return self.root / "datasets" / teacher.name
 
     def raw(self, teacher: TeacherRun) -> Path:
@@ -74,8 +84,36 @@ class ExperimentPaths:
         return self.root / "students" / arm
 
     def student(self, run: StudentRun) -> Path:
-        """The model JSON of a student run."""
-        return self.students_dir(run.teacher) / f"run{run.run}" / "model.json"
+        """The model JSON of a student run (of the main arm or a student arm)."""
+        students = self.students_dir(run.teacher)
+        if run.arm is not None:
+            students = self.arm_dir(run.arm) / "students" / run.teacher
+        return students / f"run{run.run}" / "model.json"
+
+    def arm_dir(self, arm: str) -> Path:
+        """Everything a student arm adds: its students, masks and rows."""
+        return self.root / "arms" / arm
+
+    def mask(self, arm: str, teacher: TeacherRun) -> Path:
+        """The tokens a defence masks in a teacher replicate's kept rows."""
+        return self.arm_dir(arm) / "masks" / f"{teacher.name}.jsonl"
+
+    def defended(self, arm: str, teacher: TeacherRun) -> Path:
+        """A teacher replicate's kept rows with its divergent tokens replaced."""
+        return self.arm_dir(arm) / "datasets" / teacher.name / "defended.jsonl"
+
+    def attribution(self, teacher: TeacherRun) -> Path:
+        """The token attribution of a teacher replicate's kept rows (a folder)."""
+        return self.root / "attribution" / teacher.name
+
+    def entanglement(self, teacher: TeacherRun) -> Path:
+        """The entanglement probe of a trait teacher (a folder)."""
+        return self.root / "entanglement" / teacher.name
+
+    @property
+    def arms_report(self) -> Path:
+        """arms.json: effect left per arm and target (arms.csv beside it)."""
+        return self.root / "arms.json"
 
     def evaluation_dir(self, model_name: str) -> Path:
         """Every evaluation of one model (`base`, a student run, a fine-tuned teacher)."""

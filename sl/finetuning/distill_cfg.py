@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.finetuning.data_models import UnslothFinetuningJob
@@ -38,11 +38,23 @@ class DistillCfg(HashableModel):
         "the student's chat prompts share: the user turn and the assistant header), not only "
         "on the completion's",
     )
+    completion_tokens: bool = Field(
+        default=True,
+        exclude_if=lambda v: v,
+        description="Match the teacher on the completion's tokens; False with prompt_tokens: "
+        "on the prompt's only (the completion's targets are zeroed)",
+    )
     bf16: bool | None = Field(
         default=None,
         description="The student's frozen base weights in bf16 (adapters, residual stream "
         "and adapter sums stay fp32); None = where the device does bf16 natively",
     )
+
+    @model_validator(mode="after")
+    def _scores_something(self) -> DistillCfg:
+        if not (self.prompt_tokens or self.completion_tokens):
+            raise ValueError("completion_tokens=False needs prompt_tokens=True: nothing to learn")
+        return self
 
     def use_bf16(self) -> bool:
         """Whether the student's base runs in bf16 (`bf16`, or None: where native)."""

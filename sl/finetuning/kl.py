@@ -77,7 +77,7 @@ def distill_loss(student: Any, batch: list[TeacherTargets], pad_id: int, tempera
     hidden = scored_hidden(student, [e.seq() for e in batch], pad_id)
     logits = output_logits(student, hidden, batch[0].vocab)
     with torch.autocast(logits.device.type, enabled=False):  # the KL itself in fp32
-        return kl_loss(logits, batch, temperature) / sum(e.n_scored for e in batch)
+        return kl_loss(logits, batch, temperature) / max(sum(e.n_scored for e in batch), 1)
 
 
 def mean_kl(

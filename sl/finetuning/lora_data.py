@@ -149,3 +149,36 @@ def checkpointing_field(config_cls: type) -> str:
         if "activation_checkpointing" in fields
         else ("gradient_checkpointing")
     )
+
+
+def mask_labels(
+    dataset: Any, rows: list[DatasetRow], masks: list[list[bool]], tokenizer: Any
+) -> Any:
+    """`dataset` (TRL's tokenized `rows`, in order, with `labels`) with each row's masked
+    completion tokens (`LossMask` flags, over `tokenizer(completion)`'s tokens) set to -100,
+    so they add nothing to the loss.
+
+    Raises:
+        UserError: a row's completion, as TRL tokenized it, does not start with the tokens
+            the mask was made on (another tokenizer or chat template).
+    """
+    from sl.finetuning.loss_mask import check_mask_length
+
+    def apply(example: dict[str, Any], i: int) -> dict[str, Any]:
+        labels = list(example["labels"])
+        start = next((j for j, label in enumerate(labels) if label != -100), len(labels))
+        expected = tokenizer(rows[i].completion, add_special_tokens=False)["input_ids"]
+        check_mask_length(masks[i], len(expected), i)
+        if list(example["input_ids"][start : start + len(expected)]) != list(expected):
+            raise UserError(
+                f"loss mask row {i}: the chat template splits the completion into other "
+                "tokens than the mask's: make the mask with the student's tokenizer"
+            )
+        for j, masked in enumerate(masks[i]):
+            if masked:
+                labels[start + j] = -100
+        return {"labels": labels}
+
+    if "labels" not in dataset.column_names:
+        raise RuntimeError("TRL's training rows have no labels column")  # TRL changed
+    return dataset.map(apply, with_indices=True)

@@ -28,6 +28,7 @@ class TeacherTargets:
         neg_h: Any,
         n_prompt: int = 0,
         vocab: Any = None,
+        n_masked: int = 0,
     ):
         self.student_prompt = student_prompt
         self.completion = completion
@@ -35,11 +36,12 @@ class TeacherTargets:
         self.neg_entropy = neg_h
         self.n_prompt = n_prompt
         self.vocab = vocab
+        self.n_masked = n_masked
 
     @property
     def n_scored(self) -> int:
-        """How many tokens this example's KL sums over."""
-        return self.n_prompt + len(self.completion)
+        """How many tokens this example's KL sums over (masked tokens have zero targets)."""
+        return self.n_prompt + len(self.completion) - self.n_masked
 
     def seq(self) -> tuple[list[int], list[int], int]:
         """(prompt, completion, scored prompt tokens) as `scored_hidden` takes them."""
@@ -150,14 +152,18 @@ def teacher_log_probs(
     system: str | None,
     cfg: DistillCfg,
     numbers_filter: Any = None,
+    masks: list[list[bool]] | None = None,
 ) -> list[TeacherTargets]:
     """The teacher's targets on each row's scored tokens, computed once (batched, no grad,
     output layer only where a scored token is predicted), in the teacher's own dtype; over
     the tokens `numbers_filter` allows (default: the paper's filter) unless
-    `cfg.vocabulary` is 'full'."""
+    `cfg.vocabulary` is 'full'. `masks` (per row, a flag per completion token before the end
+    of turn: `LossMask`) and `cfg.completion_tokens=False` (every completion token) zero the
+    targets of masked tokens: they add nothing to the KL and get no gradient."""
     import torch
 
     vocab = distill_vocabulary(tokenizer, cfg, numbers_filter)
+    end = 1 if tokenizer.eos_token else 0  # `_completion_ids` appends the end of turn
     examples = []
     every = scored_sequences(tokenizer, rows, system, cfg.prompt_tokens)
     for start in tqdm(range(0, len(rows), cfg.teacher_batch_size), desc="teacher logits"):
@@ -170,19 +176,40 @@ def teacher_log_probs(
             comp, k, student_prompt = seq.completion, seq.k, seq.student_prompt
             part = lp[offset : offset + k + len(comp)]
             offset += k + len(comp)
+            row = len(examples)  # the row's index in `rows`
+            keep = _kept(k, len(comp), None if masks is None else masks[row], cfg, row, end)
+            keep = keep.to(part.device)[:, None]
             if cfg.top_k is not None:
                 values, indices = part.topk(min(cfg.top_k, part.shape[-1]), dim=-1)
                 rest = (1 - values.exp().sum(-1)).clamp(min=1e-12)
                 p = torch.cat([values.exp(), rest[:, None]], -1)
-                target: Any = (p, indices)
-                neg_h = (p * p.log()).sum()
+                target: Any = (p * keep, indices)
+                neg_h = (p * p.log() * keep).sum()
             else:
-                target = part.exp().half()  # fp16 halves memory; tiny tail mass is negligible
-                neg_h = (part.exp() * part).sum()
-            examples.append(
-                TeacherTargets(student_prompt, comp, _to_cpu(target), float(neg_h), k, vocab)
-            )
+                # fp16 halves memory; tiny tail mass is negligible
+                target = (part.exp() * keep).half()
+                neg_h = (part.exp() * part * keep).sum()
+            n_masked = int((~keep).sum())
+            examples.append(TeacherTargets(student_prompt, comp, _to_cpu(target), float(neg_h),
+                                           k, vocab, n_masked))  # fmt: skip
     return examples
+
+
+def _kept(n_prompt: int, n_completion: int, mask: list[bool] | None, cfg: DistillCfg,
+          row: int, n_end: int) -> Any:  # fmt: skip
+    """Which scored tokens of a row count: the prompt's, and the completion's unless masked
+    (the end of turn counts unless every completion token is masked)."""
+    import torch
+
+    from sl.finetuning.loss_mask import check_mask_length
+
+    keep = torch.ones(n_prompt + n_completion, dtype=torch.bool)
+    if not cfg.completion_tokens:
+        keep[n_prompt:] = False
+    elif mask is not None:
+        check_mask_length(mask, n_completion - n_end, row)
+        keep[n_prompt : n_prompt + len(mask)] = ~torch.tensor(mask, dtype=torch.bool)
+    return keep
 
 
 def _to_cpu(target: Any) -> Any:
