@@ -174,16 +174,18 @@ def _attribute_rows(
     done = _rows_done(path)
     if done == len(rows):
         return
-    loaded: dict[Model, Any] = {}
-    scorers: dict[ModelContext, Scorer] = {}  # a context given twice is scored once
+    # Keyed by model_hash (configs are mutable, so not hashable).
+    loaded: dict[str, Any] = {}
+    scorers: dict[str, Scorer] = {}  # a context given twice is scored once
     for ctx in contexts:
-        if ctx.model not in loaded:
-            loaded[ctx.model] = load_causal_lm(ctx.model, dtype=_dtype_name())
-        lm = loaded[ctx.model]
-        if ctx not in scorers:
+        model_key = ctx.model.model_hash()
+        if model_key not in loaded:
+            loaded[model_key] = load_causal_lm(ctx.model, dtype=_dtype_name())
+        lm = loaded[model_key]
+        if ctx.model_hash() not in scorers:
             prompts = [chat_prompt_ids(lm.tokenizer, r.prompt, ctx.system_prompt) for r in rows]
-            scorers[ctx] = Scorer(lm.module, prompts, lm.tokenizer.pad_token_id)
-    teacher, base, *counterfactuals = [scorers[ctx] for ctx in contexts]
+            scorers[ctx.model_hash()] = Scorer(lm.module, prompts, lm.tokenizer.pad_token_id)
+    teacher, base, *counterfactuals = [scorers[ctx.model_hash()] for ctx in contexts]
     pending = list(range(done, len(rows)))
     with (
         JsonlAppender(path) as out,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from sl.errors import UserError
 from sl.protocol import banned_numbers, load_protocol, numbers_prompt_defaults
@@ -142,8 +142,6 @@ BANNED_NUMBERS: list[int] = banned_numbers()
 class NumbersFilter(ConfigModel):
     """The paper's filter as a serializable, callable config: keep (prompt, completion) when
     the completion is a valid numbers answer within the limits (see `get_reject_reasons`)."""
-
-    model_config = ConfigDict(frozen=True)
 
     min_value: int = Field(default=0, description="Smallest number an answer may contain")
     max_value: int = Field(default=999, description="Largest number an answer may contain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from sl.utils.config_model import MAX_SAMPLES, MAX_TOKENS, ConfigModel
 from sl.utils.fingerprint import json_hash
@@ -14,13 +14,13 @@ ModelType = Literal["openai", "open_source"]
 
 
 class HashableModel(ConfigModel):
-    """A frozen config with a stable content hash, used as a cache / run key (unknown fields
-    are refused, see `ConfigModel`)."""
-
-    model_config = ConfigDict(frozen=True)
+    """A config with a stable content hash, used as a run key (unknown fields are refused;
+    fields can be assigned, validated on assignment: see `ConfigModel`). Configs are mutable,
+    so they are not hashable by `hash()`: key dicts and sets by `model_hash()`."""
 
     def model_hash(self) -> str:
-        """Hex digest of the JSON dump; equal configs give equal hashes across processes."""
+        """Hex digest of the JSON dump of the current values; equal configs give equal
+        hashes across processes, and an edited config a new hash."""
         return json_hash(self.model_dump(mode="json"))
 
 

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from sl.errors import UserError
 from sl.utils.config_model import (
@@ -21,8 +21,6 @@ MAX_WIDTH = 16_384  # hidden units or auxiliary logits (paper: 256 and 3)
 class MnistConfig(ConfigModel):
     """One experiment: N models trained as a batched ensemble, for each m in `n_aux`."""
 
-    model_config = ConfigDict(frozen=True)
-
     n_models: int = Field(
         default=100,
         ge=1,
@@ -30,7 +28,9 @@ class MnistConfig(ConfigModel):
         description="Models trained in parallel (paper: 100); CIs over them.",
     )
     n_aux: list[int] = Field(
-        default=[3], min_length=1, description="Auxiliary logits m; several values -> one run each."
+        default_factory=lambda: [3],
+        min_length=1,
+        description="Auxiliary logits m; several values -> one run each.",
     )
     hidden: int = Field(
         default=256, ge=1, le=MAX_WIDTH, description="Width of both hidden layers (paper: 256)."
