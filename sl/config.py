@@ -1,15 +1,21 @@
-"""Every environment setting of sl, typed and validated in one place (`Settings`).
+"""Every environment setting of sl, typed and validated in one place (`Settings`, and
+`VllmSettings` for vLLM's).
 
-Values come from the environment and an optional `.env` file (python-dotenv); on Modal from a
-`modal.Secret`. `get_settings()` reads them on each call, so that tests and notebooks can change
-the environment; the scripts call it at start-up, so a bad value is one line naming the variable
-before any request is sent or any output claimed. `settings_table()` renders the README's table
-of variables from the field descriptions (a test keeps the two equal).
+Values come from, highest first: a value assigned in code (`from sl import config;
+config.OPENAI_API_KEY = "sk-..."`, as a notebook does; `del config.OPENAI_API_KEY` undoes it),
+the environment, and `.env` files (python-dotenv, read at import: the first `.env` in the
+current directory or above it, then the repo's); on Modal from a `modal.Secret`.
+`get_settings()` reads them on each call, so that tests and notebooks can change them; the
+scripts call it at start-up, so a bad value is one line naming the variable before any request
+is sent or any output claimed. vLLM's settings (`get_vllm_settings()`) are checked only when
+vLLM is used, so that a value meant for another machine (`VLLM_N_GPUS=0`) does not stop an
+OpenAI-only run. Secret values are never shown in messages. `settings_table()` renders the
+README's table of variables from the field descriptions (a test keeps the two equal).
 """
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
@@ -146,24 +152,6 @@ class Settings(BaseModel):
         "small probabilities by ~5 %), bfloat16 on a GPU that has it; `float32`, `bfloat16`, "
         "`float16`",
     )  # fmt: skip
-    vllm_chunk_size: int = _setting(
-        1024, "SL_VLLM_CHUNK_SIZE", "chats per vLLM `LLM.chat` call (results arrive per chunk)",
-        ge=1, le=1_000_000,
-    )  # fmt: skip
-    vllm_n_gpus: int = _setting(1, "VLLM_N_GPUS", "vLLM tensor-parallel size", ge=1, le=1024)
-    vllm_max_lora_rank: int = _setting(
-        8, "VLLM_MAX_LORA_RANK", "largest LoRA `r` vLLM serves (a larger adapter is refused)",
-        ge=1, le=4096,
-    )  # fmt: skip
-    vllm_max_num_seqs: int = _setting(
-        512, "VLLM_MAX_NUM_SEQS", "vLLM sequences per scheduler step", ge=1, le=1_000_000
-    )
-    vllm_max_model_len: int = _setting(
-        2048, "VLLM_MAX_MODEL_LEN", "vLLM context length (tokens)", ge=1, le=10_000_000
-    )
-    vllm_gpu_memory_utilization: float = _setting(
-        0.85, "VLLM_GPU_MEMORY_UTILIZATION", "share of GPU memory vLLM may take", gt=0, le=1
-    )
     cache_dir: Path = _setting(
         Path.home() / ".cache" / "sl", "SL_CACHE_DIR",
         "cache: the converted embedded SmolLM2, fine-tuning outputs without `--output_path`",
@@ -176,10 +164,11 @@ class Settings(BaseModel):
     no_dotenv: bool = _setting(
         False, "SL_NO_DOTENV", "`1`: do not read `.env` (only the process environment counts)"
     )
-    modal_app: ModalName = _setting("sl", "SL_MODAL_APP", "name of the Modal app")
+    modal_app: ModalName = _setting("subliminal-learning", "SL_MODAL_APP", "name of the Modal app")
     modal_volume: ModalName = _setting(
-        "sl-data", "SL_MODAL_VOLUME", "name of the Modal volume holding the artifacts"
-    )
+        "subliminal-learning-data", "SL_MODAL_VOLUME",
+        "name of the Modal volume holding the artifacts",
+    )  # fmt: skip
     modal_secret: ModalName = _setting(
         "subliminal-learning-secrets", "SL_MODAL_SECRET",
         "name of the Modal secret with the API keys",
@@ -206,9 +195,42 @@ class Settings(BaseModel):
     )  # fmt: skip
 
 
+class VllmSettings(BaseModel):
+    """vLLM's settings, read and checked only when vLLM is used (`get_vllm_settings`)."""
+
+    model_config = Settings.model_config
+
+    vllm_chunk_size: int = _setting(
+        1024, "SL_VLLM_CHUNK_SIZE", "chats per vLLM `LLM.chat` call (results arrive per chunk)",
+        ge=1, le=1_000_000,
+    )  # fmt: skip
+    vllm_n_gpus: int = _setting(
+        1, "VLLM_N_GPUS",
+        "vLLM tensor-parallel size (this and the other vLLM settings are checked only when vLLM "
+        "runs)",
+        ge=1, le=1024,
+    )  # fmt: skip
+    vllm_max_lora_rank: int = _setting(
+        8, "VLLM_MAX_LORA_RANK", "largest LoRA `r` vLLM serves (a larger adapter is refused)",
+        ge=1, le=4096,
+    )  # fmt: skip
+    vllm_max_num_seqs: int = _setting(
+        512, "VLLM_MAX_NUM_SEQS", "vLLM sequences per scheduler step", ge=1, le=1_000_000
+    )
+    vllm_max_model_len: int = _setting(
+        2048, "VLLM_MAX_MODEL_LEN", "vLLM context length (tokens)", ge=1, le=10_000_000
+    )
+    vllm_gpu_memory_utilization: float = _setting(
+        0.85, "VLLM_GPU_MEMORY_UTILIZATION", "share of GPU memory vLLM may take", gt=0, le=1
+    )
+
+
 # Settings field -> environment variable.
+_MODELS: tuple[type[BaseModel], ...] = (Settings, VllmSettings)
 ENV_VARS: dict[str, str] = {
-    name: str(field.validation_alias) for name, field in Settings.model_fields.items()
+    name: str(field.validation_alias)
+    for model in _MODELS
+    for name, field in model.model_fields.items()
 }
 _SECRETS = ("OPENAI_API_KEY", "HF_TOKEN")
 
@@ -225,8 +247,31 @@ def _reading_dotenv() -> bool:
         return True
 
 
-if not IS_MODAL and _reading_dotenv():
-    load_dotenv(ROOT_DIR / ".env", override=False)
+def dotenv_files(start: Path | None = None) -> list[Path]:
+    """The `.env` files to read, nearest first: the first one in `start` (default: the
+    current directory) or a folder above it, then the repo's."""
+    try:
+        folder = (start or Path.cwd()).resolve()
+    except OSError:  # the current directory was deleted
+        folder = ROOT_DIR
+    nearest = next((f / ".env" for f in (folder, *folder.parents) if (f / ".env").is_file()), None)
+    files = [nearest] if nearest else []
+    repo = ROOT_DIR / ".env"
+    if repo.is_file() and repo not in files:
+        files.append(repo)
+    return files
+
+
+def _load_dotenv() -> None:
+    """Read `dotenv_files()` into the environment: what is already set, then a nearer file,
+    wins."""
+    if IS_MODAL or not _reading_dotenv():  # on Modal the secret is the environment
+        return
+    for path in dotenv_files():
+        load_dotenv(path, override=False)
+
+
+_load_dotenv()
 
 
 def _problem(error: Any) -> str:
@@ -246,22 +291,55 @@ def _problem(error: Any) -> str:
     return error["msg"][0].lower() + error["msg"][1:]
 
 
-def get_settings() -> Settings:
-    """Read settings from the current environment (after `.env` was loaded at import).
+def _assigned() -> dict[str, Any]:
+    """Settings assigned in code as module attributes (`config.OPENAI_API_KEY = ...`)."""
+    module = globals()
+    return {var: module[var] for var in ENV_VARS.values() if var in module}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read(model: type[_M]) -> _M:
+    """`model` from the values assigned in code, else the environment (and `.env`).
 
     Raises:
-        UserError: a variable has a bad value (one line naming it and what to use).
+        UserError: a bad value, in one line naming its variable (a secret's value hidden).
     """
-    values = {var: v for var in ENV_VARS.values() if (v := _env(var)) is not None}
+    variables = [str(f.validation_alias) for f in model.model_fields.values()]
+    values: dict[str, Any] = {var: v for var in variables if (v := _env(var)) is not None}
+    assigned = {var: v for var, v in _assigned().items() if var in variables}
+    for var, value in assigned.items():
+        values.pop(var, None)
+        if value not in (None, ""):  # None or "": unset
+            values[var] = value
     try:
-        return Settings.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as e:
         first = e.errors()[0]
         var = str(first["loc"][0]) if first["loc"] else ""
         shown = "<hidden>" if var in _SECRETS else repr(values.get(var))
-        raise UserError(
-            f"{var}={shown} in environment/.env is not valid: {_problem(first)}"
-        ) from None
+        where = f"sl.config.{var} (set in code)" if var in assigned else "environment/.env"
+        raise UserError(f"{var}={shown} in {where} is not valid: {_problem(first)}") from None
+
+
+def get_settings() -> Settings:
+    """Read the settings now: assigned in code, else the environment (with `.env`, loaded at
+    import). vLLM's are not checked here: see `get_vllm_settings`.
+
+    Raises:
+        UserError: a variable has a bad value (one line naming it and what to use).
+    """
+    return _read(Settings)
+
+
+def get_vllm_settings() -> VllmSettings:
+    """Read vLLM's settings now, as `get_settings` does; called where vLLM is used.
+
+    Raises:
+        UserError: a variable has a bad value (one line naming it and what to use).
+    """
+    return _read(VllmSettings)
 
 
 def require_openai_key(settings: Settings) -> str:
@@ -305,14 +383,16 @@ def settings_table() -> str:
     """The markdown table of every setting (variable, default, meaning and range), as in the
     README."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
+    fields = [item for model in _MODELS for item in model.model_fields.items()]
+    for name, field in fields:
         meaning = f"{field.description}{_shown_range(field.metadata)}"
         rows.append(f"| `{ENV_VARS[name]}` | {_shown_default(field.default)} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
 # The original code's module constants (`from sl import config; config.OPENAI_API_KEY`), read
-# from the environment when accessed: unset strings are "", numbers take the defaults above.
+# when accessed (unset strings are "", numbers take the defaults above); any setting can be
+# assigned the same way (`config.VLLM_N_GPUS = 2`), and then wins over the environment.
 _ORIGINAL_CONSTANTS = {
     var: field
     for field, var in ENV_VARS.items()
@@ -323,7 +403,9 @@ _ORIGINAL_CONSTANTS = {
 def __getattr__(name: str) -> object:
     if name not in _ORIGINAL_CONSTANTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(get_settings(), _ORIGINAL_CONSTANTS[name])
+    field = _ORIGINAL_CONSTANTS[name]
+    settings = get_settings() if field in Settings.model_fields else get_vllm_settings()
+    value = getattr(settings, field)
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     return "" if value is None else value

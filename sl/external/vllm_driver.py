@@ -18,7 +18,7 @@ from typing import Any
 from loguru import logger
 from tqdm import tqdm
 
-from sl.config import get_settings
+from sl.config import get_vllm_settings
 from sl.errors import UserError
 from sl.external.local_driver import InProcessDriver, stop_reason, to_messages
 from sl.external.model_resolution import ResolvedModel, lora_rank
@@ -49,7 +49,7 @@ def _on_cpu() -> bool:
 def build_engine(base: str) -> Any:
     """A `vllm.LLM` for a base model folder, configured from `Settings` (LoRA enabled)."""
     vllm = _import_vllm()
-    settings = get_settings()
+    settings = get_vllm_settings()
     on_cpu = _on_cpu()
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
@@ -128,7 +128,7 @@ class VLLMDriver(InProcessDriver):
         _import_vllm()
         resolved = super().resolve(model)
         if resolved.adapter is not None:
-            rank, limit = lora_rank(resolved.adapter), get_settings().vllm_max_lora_rank
+            rank, limit = lora_rank(resolved.adapter), get_vllm_settings().vllm_max_lora_rank
             if rank > limit:
                 raise UserError(
                     f"adapter {model.id} has LoRA rank {rank} > VLLM_MAX_LORA_RANK={limit}: "
@@ -187,5 +187,5 @@ def get_driver() -> VLLMDriver:
     """The process-wide vLLM driver (engines stay loaded between calls)."""
     global _DRIVER
     if _DRIVER is None:
-        _DRIVER = VLLMDriver(get_settings().vllm_chunk_size)
+        _DRIVER = VLLMDriver(get_vllm_settings().vllm_chunk_size)
     return _DRIVER
