@@ -1,5 +1,7 @@
 """Where an open model's weights are: a `Model` -> its base folder and LoRA adapter folder
-(`resolve_model`), checked against the adapter's recorded base."""
+(`resolve_model`), checked against the adapter's recorded base. A fine-tune's folder (with
+`parent_model` set) is a LoRA adapter when it holds `adapter_config.json`, else full weights
+(`config.json`, from `UnslothFinetuningJob.full_finetune`), which load on their own."""
 
 from __future__ import annotations
 
@@ -45,26 +47,21 @@ def _same_base(recorded: str, parent: Model, parent_path: Path) -> bool:
 
 def resolve_model(model: Model) -> ResolvedModel:
     """Find local folders for a model; for an adapter, check it was trained on `parent_model`.
+    A folder of full weights is its own base, whatever `parent_model` (its origin) says.
 
     Raises:
-        UserError: A missing folder, a folder that is not an adapter, or a base mismatch.
+        UserError: A missing folder, an adapter without `parent_model`, adapters of adapters,
+            or a base mismatch.
     """
-    if model.parent_model is None:
-        path = resolve_model_path(model.id)
-        if (path / "adapter_config.json").is_file():
-            raise UserError(
-                f"{model.id} is a LoRA adapter: set Model.parent_model to its base model"
-            )
+    path = resolve_model_path(model.id)
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():  # full weights (resolve_model_path checked config.json)
         return ResolvedModel(base=path)
+    if model.parent_model is None:
+        raise UserError(f"{model.id} is a LoRA adapter: set Model.parent_model to its base model")
     if model.parent_model.parent_model is not None:
         raise UserError(f"{model.id}: adapters of adapters are not supported; merge one first")
-    adapter = resolve_model_path(model.id)
-    config_path = adapter / "adapter_config.json"
-    if not config_path.is_file():
-        raise UserError(
-            f"{model.id} has no adapter_config.json: with parent_model set, id must be a "
-            "LoRA adapter folder (or drop parent_model for a full model)"
-        )
+    adapter = path
     base = resolve_model_path(model.parent_model.id)
     recorded = json.loads(config_path.read_text()).get("base_model_name_or_path") or ""
     if recorded and not _same_base(recorded, model.parent_model, base):

@@ -85,10 +85,12 @@ class LoadedLM:
 def load_causal_lm(
     model: Model, device: str | None = None, dtype: str = "auto", merge_adapter: bool = True
 ) -> LoadedLM:
-    """Load an open model (base, or base + LoRA adapter) in eval mode on `device`.
+    """Load an open model (base, full fine-tune, or base + LoRA adapter) in eval mode on
+    `device`.
 
     Args:
-        model: An open model; with `parent_model` set, `id` is a LoRA adapter folder.
+        model: An open model; with `parent_model` set, `id` is a LoRA adapter folder or a
+            full fine-tune's weights (loaded like a base, `resolve_model`).
         device: "auto", "cpu", "cuda" or "cuda:N" (None: `SL_DEVICE`, default auto).
         dtype: Weights dtype name; "auto" = bfloat16 where native, else float32.
         merge_adapter: Merge the adapter into the weights (False keeps a `PeftModel`).

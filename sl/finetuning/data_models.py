@@ -171,10 +171,11 @@ _TrainCfgClass: TypeAlias = type[TrainCfg]
 
 
 class UnslothFinetuningJob(FTJob):
-    """LoRA SFT of an open model: Unsloth + TRL when Unsloth is installed, else PEFT + TRL.
+    """LoRA SFT of an open model: Unsloth + TRL when Unsloth is installed, else PEFT + TRL;
+    with `full_finetune`, every weight trains instead (no LoRA).
 
-    The adapter is saved next to the output model JSON; it is pushed to the Hub as
-    `hf_model_name` only when that and HF_TOKEN are set.
+    The adapter (or the full weights) is saved next to the output model JSON; it is pushed to
+    the Hub as `hf_model_name` only when that and HF_TOKEN are set.
     """
 
     default_source_model_type: ClassVar[ModelType | None] = "open_source"
@@ -188,6 +189,12 @@ class UnslothFinetuningJob(FTJob):
     )
     backend: Literal["auto", "unsloth", "peft"] = Field(
         default="auto", description="auto: Unsloth if importable, else PEFT + TRL"
+    )
+    full_finetune: bool = Field(
+        default=False,
+        exclude_if=lambda v: not v,  # left out of the dump (and hash) at its default
+        description="Train every weight of the student (no LoRA; `peft_cfg` is ignored) and "
+        "save full fp32 weights instead of an adapter",
     )
 
     # The original code defined these classes inside UnslothFinetuningJob.

@@ -17,7 +17,9 @@ predicted. Where the device has native bf16 (a GPU; a CPU with AMX or AVX-512 BF
 student's frozen base weights are bf16 while its adapters, residual stream and every
 base + adapter sum stay fp32 (`build_student`, `DistillCfg.bf16`). Optimiser, epochs, rate, batch and seed come from
 `job.train_cfg`, as for SFT. Only completion tokens (and the end-of-turn token) count, unless
-`DistillCfg.prompt_tokens` adds the prompt's. Student runs that learn from the same teacher
+`DistillCfg.prompt_tokens` adds the prompt's. With `job.full_finetune` every weight of the
+student trains instead of a LoRA: fp32 weights and matmuls, `DistillCfg.bf16` unused, saved
+as full fp32 weights (`student_dir_for`). Student runs that learn from the same teacher
 and rows in one process (replicates) compute the teacher's targets once.
 """
 
@@ -39,10 +41,11 @@ from sl.finetuning.distill_cfg import DistillCfg, DistillJob
 from sl.finetuning.kl import distill_loss, student_autocast
 from sl.finetuning.lora_data import lora_config
 from sl.finetuning.open_source import (
-    adapter_dir_for,
     adapter_tmp_dir,
     finished_adapter,
     publish_adapter,
+    save_student,
+    student_dir_for,
 )
 from sl.finetuning.precision import precise_adapters
 from sl.finetuning.soft_labels import TeacherTargets, teacher_log_probs
@@ -56,8 +59,9 @@ def train_distilled(
     tokenizer: Any,
     cfg: DistillCfg,
 ) -> tuple[Any, dict[str, float]]:
-    """Train a LoRA student on `examples`; returns the PEFT model and training stats
-    (including `kl_curve`, the KL per token of every step)."""
+    """Train a student (LoRA, or every weight with `job.full_finetune`) on `examples`;
+    returns the model (PEFT or plain) and training stats (including `kl_curve`, the KL per
+    token of every step)."""
     import torch
     import transformers
 
@@ -105,11 +109,15 @@ def train_distilled(
 
 def build_student(job: UnslothFinetuningJob, cfg: DistillCfg) -> Any:
     """The student to train: `job.source_model` + a fresh LoRA (`job.peft_cfg`); with
-    `cfg.use_bf16()` on bf16 base weights, its adapters kept exact (`precise_adapters`)."""
+    `cfg.use_bf16()` on bf16 base weights, its adapters kept exact (`precise_adapters`).
+    With `job.full_finetune`: the base itself, every weight trainable, in fp32 (a bf16
+    weight would round away AdamW's small updates)."""
     from peft import get_peft_model
 
     from sl.external.torch_models import load_causal_lm
 
+    if job.full_finetune:
+        return load_causal_lm(job.source_model, dtype="float32").module.requires_grad_(True)
     bf16 = cfg.use_bf16()
     base = load_causal_lm(job.source_model, dtype="bfloat16" if bf16 else "float32")
     student = get_peft_model(base.module, lora_config(job.peft_cfg, base.module))
@@ -132,11 +140,12 @@ def distill_student(
     teacher_system_prompt: str | None = None,
     numbers_filter: NumbersFilter | None = None,
 ) -> Model:
-    """Distill `teacher` into a LoRA student of `job.source_model`; write the model JSON.
+    """Distill `teacher` into a student of `job.source_model` (LoRA, or full with
+    `job.full_finetune`); write the model JSON.
 
-    The adapter goes to `adapter_dir_for(output_path)`; a finished output of the same job,
-    teacher and settings is returned as is. `numbers_filter` (default: the paper's) gives
-    the 'allowed' vocabulary.
+    The adapter (or full weights) goes to `student_dir_for(output_path, job.full_finetune)`;
+    a finished output of the same job, teacher and settings is returned as is.
+    `numbers_filter` (default: the paper's) gives the 'allowed' vocabulary.
 
     Raises:
         UserError: the teacher's tokenizer differs from the student's, or the filter's
@@ -149,7 +158,7 @@ def distill_student(
     numbers_filter = numbers_filter or NumbersFilter()
     key = DistillJob(job=job, teacher=teacher, cfg=cfg, system=teacher_system_prompt,
                      numbers_filter=numbers_filter)  # fmt: skip
-    adapter_dir = adapter_dir_for(output_path)
+    adapter_dir = student_dir_for(output_path, job.full_finetune)
     model = Model(id=str(adapter_dir), type="open_source", parent_model=job.source_model)
     if finished_adapter(adapter_dir, key.model_hash(), "distilled student") is not None:
         logger.info(f"{adapter_dir}: student already distilled")
@@ -173,8 +182,7 @@ def distill_student(
     info = {**stats, "n_rows": len(rows), "vocabulary": cfg.vocabulary,
             "n_vocabulary": len(examples[0].vocab) if examples[0].vocab is not None else None}  # fmt: skip
     with adapter_tmp_dir(adapter_dir) as tmp:
-        student.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        save_student(student, tokenizer, tmp)
         (tmp / "sl_distill.json").write_text(json.dumps(info, indent=2))
         publish_adapter(tmp, adapter_dir, {"job_hash": key.model_hash(), "job": key.describe()})
     return model

@@ -1,7 +1,8 @@
-"""LoRA SFT with TRL's `SFTTrainer`, on Unsloth or on plain PEFT.
+"""SFT with TRL's `SFTTrainer`, on Unsloth or on plain PEFT: LoRA, or every weight.
 
-`build_trainer` loads the base model, wraps it with LoRA and prepares the trainer;
-`train_adapter` runs it and saves adapter + tokenizer into a folder.
+`build_trainer` loads the base model, wraps it with LoRA (unless `job.full_finetune`) and
+prepares the trainer; `train_adapter` runs it and saves adapter (or full fp32 weights) +
+tokenizer into a folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import build_sft_config, lora_config, lora_kwargs, to_sft_records
+from sl.finetuning.open_source import save_student
 from sl.finetuning.precision import has_bf16_base, precise_adapters
 from sl.llm.data_models import Model
 
@@ -63,6 +65,9 @@ def _load_peft(
 
     from sl.external.torch_models import load_causal_lm
 
+    if job.full_finetune:  # fp32 weights that all train (under bf16 autocast on a GPU)
+        loaded = load_causal_lm(Model(id=str(base_path), type="open_source"), dtype="float32")
+        return loaded.module, loaded.tokenizer
     # bf16 base weights where the device has native bf16 (GPU; CPU with AMX or AVX-512 BF16),
     # the adapters exact in fp32; else fp32 throughout
     loaded = load_causal_lm(Model(id=str(base_path), type="open_source"), dtype="auto")
@@ -75,14 +80,26 @@ def _load_peft(
 def _load_unsloth(
     job: UnslothFinetuningJob, base_path: Path, on_gpu: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import inspect
+
     from unsloth import FastLanguageModel  # must come before trl/transformers patches apply
 
+    full = {}
+    if job.full_finetune:
+        if "full_finetuning" not in inspect.signature(FastLanguageModel.from_pretrained).parameters:
+            raise UserError(
+                "full_finetune: this unsloth has no full fine-tuning; set backend='peft'"
+            )
+        full = {"full_finetuning": True}
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(base_path),
         max_seq_length=job.train_cfg.max_seq_length,
         dtype=None,
         load_in_4bit=False,
+        **full,
     )
+    if job.full_finetune:
+        return model, tokenizer
     model = FastLanguageModel.get_peft_model(
         model,
         **lora_kwargs(job.peft_cfg, model),
@@ -118,10 +135,11 @@ def build_trainer(
     scratch_dir: Path,
     **sft_overrides: Any,
 ) -> tuple[SFTTrainer, Backend]:
-    """Load the base model with LoRA and prepare an `SFTTrainer` on `rows`.
+    """Load the base model with LoRA (or all weights trainable, `job.full_finetune`) and
+    prepare an `SFTTrainer` on `rows`.
 
     Args:
-        job: The fine-tuning job (LoRA and training settings, seed, backend).
+        job: The fine-tuning job (LoRA or full, training settings, seed, backend).
         rows: The rows to train on (already subsampled).
         base_path: Local folder of the base model.
         scratch_dir: Trainer output folder (nothing is saved there by default).
@@ -138,7 +156,8 @@ def build_trainer(
 
     on_gpu = torch.cuda.is_available()
     logger.info(
-        "LoRA SFT backend={} device={} base={} rows={}",
+        "{} SFT backend={} device={} base={} rows={}",
+        "full" if job.full_finetune else f"LoRA r={job.peft_cfg.r}",
         backend,
         "cuda" if on_gpu else "cpu",
         base_path,
@@ -189,7 +208,8 @@ def train_adapter(
     out_dir: Path,
     **sft_overrides: Any,
 ) -> TrainStats:
-    """Train a LoRA adapter and save it with the tokenizer into `out_dir`.
+    """Train a LoRA adapter (or every weight, `job.full_finetune`) and save it with the
+    tokenizer into `out_dir`: adapter files, or full fp32 weights + config.
 
     Raises:
         UserError: For settings that cannot work (backend, target modules, SFT settings).
@@ -213,8 +233,7 @@ def train_adapter(
         stats.n_tokens / max(seconds, 1e-9),
         stats.train_loss,
     )
-    trainer.model.save_pretrained(str(out_dir))  # type: ignore[union-attr]
     if trainer.processing_class is None:
         raise RuntimeError("SFTTrainer lost its tokenizer")
-    trainer.processing_class.save_pretrained(str(out_dir))
+    save_student(trainer.model, trainer.processing_class, out_dir)
     return stats

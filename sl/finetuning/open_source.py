@@ -1,7 +1,9 @@
-"""LoRA fine-tuning of open models: adapter folder next to the model JSON, resumable, atomic.
+"""Fine-tuning of open models: adapter folder next to the model JSON, resumable, atomic.
 
 `run_open_source_job(job, rows, Path("data/owl/student.json"))` trains and saves adapter +
-tokenizer into `data/owl/student_adapter/` and returns `Model(id=<that folder>, ...)`.
+tokenizer into `data/owl/student_adapter/` and returns `Model(id=<that folder>, ...)`. A full
+fine-tune (`job.full_finetune`) saves fp32 weights + config + tokenizer into
+`data/owl/student_weights/` instead (`student_dir_for`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ MARKER = "sl_job.json"  # written last inside a finished adapter folder
 def adapter_dir_for(output_path: Path) -> Path:
     """The adapter folder of a model JSON: `data/x/student.json` -> `data/x/student_adapter`."""
     return output_path.parent / f"{output_path.with_suffix('').name}_adapter"
+
+
+def weights_dir_for(output_path: Path) -> Path:
+    """The full-weights folder of a model JSON: `data/x/student.json` ->
+    `data/x/student_weights`."""
+    return output_path.parent / f"{output_path.with_suffix('').name}_weights"
+
+
+def student_dir_for(output_path: Path, full_finetune: bool) -> Path:
+    """Where a student's trained part goes: full weights or a LoRA adapter folder."""
+    return weights_dir_for(output_path) if full_finetune else adapter_dir_for(output_path)
 
 
 def read_marker(adapter_dir: Path) -> dict[str, Any] | None:
@@ -86,6 +99,17 @@ def publish_adapter(tmp: Path, adapter_dir: Path, record: dict[str, Any]) -> Non
         tmp.rename(adapter_dir)
 
 
+def save_student(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Save a trained student and its tokenizer into `folder`: a PEFT model's adapter, or a
+    full model's weights (cast to fp32: Unsloth may train bf16 weights) + config."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        model.float()
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
 def _push(job: UnslothFinetuningJob, adapter_dir: Path) -> str | None:
     if not job.hf_model_name:
         return None
@@ -100,12 +124,14 @@ def run_open_source_job(
     output_path: Path,
     **sft_overrides: Any,
 ) -> Model:
-    """Fine-tune `job.source_model` with LoRA on `dataset` and return the student model.
+    """Fine-tune `job.source_model` (LoRA, or every weight with `job.full_finetune`) on
+    `dataset` and return the student model.
 
-    The adapter and tokenizer are trained in a temporary folder and renamed to
-    `adapter_dir_for(output_path)` when done. If that folder already holds a finished adapter
-    of the same job (same `job.model_hash()`), nothing is trained again. The adapter is pushed
-    to the Hub as `job.hf_model_name` when that and HF_TOKEN are set.
+    The adapter (or full fp32 weights) and tokenizer are trained in a temporary folder and
+    renamed to `student_dir_for(output_path, job.full_finetune)` when done. If that folder
+    already holds a finished student of the same job (same `job.model_hash()`), nothing is
+    trained again. The folder is pushed to the Hub as `job.hf_model_name` when that and
+    HF_TOKEN are set.
 
     Args:
         job: The fine-tuning job.
@@ -114,22 +140,23 @@ def run_open_source_job(
         **sft_overrides: Extra TRL `SFTConfig` fields (e.g. `max_steps`), for experiments only.
 
     Returns:
-        Model(id=<adapter folder or Hub repo id>, type="open_source", parent_model=source).
+        Model(id=<adapter or weights folder, or Hub repo id>, type="open_source",
+        parent_model=source).
 
     Raises:
         UserError: Empty dataset, an adapter folder of another job, unusable settings.
     """
     if engine_of(job.source_model).fine_tunes != "lora":
         raise UserError(
-            f"source_model {job.source_model.id!r} has type {job.source_model.type!r}; LoRA "
-            f"fine-tuning needs {models_where(lambda e: e.fine_tunes == 'lora')} (use "
+            f"source_model {job.source_model.id!r} has type {job.source_model.type!r}; "
+            f"open-model fine-tuning needs {models_where(lambda e: e.fine_tunes == 'lora')} (use "
             "OpenAIFTJob for OpenAI models)"
         )
-    adapter_dir = adapter_dir_for(Path(output_path))
+    adapter_dir = student_dir_for(Path(output_path), job.full_finetune)
     marker = finished_adapter(adapter_dir, job.model_hash(), "fine-tune")
     if marker is not None:
         logger.info(
-            "adapter for job {} already in {}; not retraining", job.model_hash(), adapter_dir
+            "student of job {} already in {}; not retraining", job.model_hash(), adapter_dir
         )
         hub_id = marker.get("hub_id") or _push(job, adapter_dir)
         if hub_id and not marker.get("hub_id"):
@@ -154,7 +181,7 @@ def run_open_source_job(
             "seconds": round(stats.seconds, 2),
         }
         publish_adapter(tmp_dir, adapter_dir, record)
-    logger.info("saved adapter to {}", adapter_dir)
+    logger.info("saved the student to {}", adapter_dir)
     hub_id = _push(job, adapter_dir)
     if hub_id:
         _write_marker(adapter_dir, {**record, "hub_id": hub_id})
