@@ -2,8 +2,8 @@
 
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,7 @@ from sl.datasets.nums_dataset import NumbersFilter
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
 from sl.errors import UserError
 from sl.evaluation.data_models import Evaluation
+from sl.experiment.arms import StudentArm
 from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill_cfg import DistillCfg
@@ -18,6 +19,7 @@ from sl.llm.data_models import HashableModel, Model, SampleCfg
 from sl.llm.engines import Engine, engine_of, models_where
 from sl.protocol import TEACHER_TEMPLATES, teacher_template
 from sl.utils.file_utils import path_component_problem
+from sl.utils.fingerprint import json_hash
 
 CONTROL = "control"
 BASE = "base"  # the base model's name in the report and in evaluations/
@@ -91,6 +93,23 @@ class ExperimentCfg(HashableModel):
         "n_student_replicates students",
     )
 
+    arms: list[StudentArm] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        description="More student arms per target: defences and capacities (`StudentArm`); "
+        "they extend the experiment in its own folder",
+    )
+    entanglement_probe: bool = Field(
+        default=False,
+        exclude_if=lambda v: not v,
+        description="Also probe each trait teacher's entangled numbers against the base "
+        "(`sl.evaluation.entanglement`; open models only), an evaluate-stage step",
+    )
+
+    # Fields that extend an experiment without changing what it already ran: a config that
+    # differs only in these shares the folder (`folder_key`).
+    EXTENSIONS: ClassVar[tuple[str, ...]] = ("arms", "entanglement_probe")
+
     @model_validator(mode="after")
     def _check(self) -> "ExperimentCfg":
         named = [("targets", t) for t in self.targets]
@@ -146,7 +165,73 @@ class ExperimentCfg(HashableModel):
                     f"{option} needs a teacher_model of {models_where(capable)} and an "
                     "UnslothFinetuningJob student_job; use the defaults for OpenAI models"
                 )
+        self._check_arms()
         return self
+
+    def _check_arms(self) -> None:
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names must be distinct: {names}")
+        local = engine_of(self.teacher_model).runs_locally and isinstance(
+            self.student_job, UnslothFinetuningJob
+        )
+        for arm in self.arms:
+            if (arm.attributed or arm.lora_rank or arm.full_finetune) and not local:
+                raise ValueError(
+                    f"arm {arm.name!r} needs an open teacher_model (token attribution reads "
+                    "its log-probs; ranks and full fine-tuning are open-model students) and "
+                    "an UnslothFinetuningJob student_job"
+                )
+            if arm.distill_tokens is not None and self.student_training != "distill":
+                raise ValueError(
+                    f"arm {arm.name!r}: distill_tokens needs student_training='distill'"
+                )
+        if self.entanglement_probe and not engine_of(self.teacher_model).can_score_logprobs:
+            raise ValueError(
+                "entanglement_probe needs an open teacher_model (it reads exact probabilities)"
+            )
+
+    def folder_key(self) -> str:
+        """The key of the experiment's output folder: the config's hash without its
+        extensions (`EXTENSIONS`: arms, the entanglement probe), so adding an arm reuses
+        every teacher, dataset and student already there."""
+        return json_hash(self.model_dump(mode="json", exclude=set(self.EXTENSIONS)))
+
+    def arm_teachers(self, arm: StudentArm) -> list[str]:
+        """The teachers an arm trains students of: every target, and the control when the
+        arm changes the recipe (`StudentArm.own_control`)."""
+        return self.teachers if arm.own_control else list(self.targets)
+
+    def arm_runs(self, arm: StudentArm, teacher: str) -> list["StudentRun"]:
+        """An arm's student runs of one teacher: the main arm's runs (same seeds, same teacher
+        replicates), named for the arm."""
+        return [
+            StudentRun(run.teacher, run.run, replace(run.source, arm=_arm_data(arm)), arm.name)
+            for run in self.student_runs(teacher)
+        ]
+
+    def arm_teacher_runs(self) -> list["TeacherRun"]:
+        """The teacher replicates that write an arm's own rows (`teacher_sample_cfg`)."""
+        return [
+            replace(t, arm=arm.name)
+            for arm in self.arms
+            if arm.teacher_sample_cfg is not None
+            for teacher in self.teachers
+            for t in self.teacher_replicates(teacher)
+        ]
+
+    def all_arm_runs(self) -> list["StudentRun"]:
+        """Every student run of every arm, arm by arm."""
+        return [
+            run
+            for arm in self.arms
+            for teacher in self.arm_teachers(arm)
+            for run in self.arm_runs(arm, teacher)
+        ]
+
+    def arm_named(self, name: str) -> StudentArm:
+        """The arm of a name."""
+        return next(arm for arm in self.arms if arm.name == name)
 
     def template_text(self) -> str:
         """The system prompt template: the protocol's named one, or the field as given."""
@@ -196,13 +281,15 @@ class ExperimentCfg(HashableModel):
             return None
         return self.template_text().format(target=teacher, category=self.category)
 
-    def dataset_cfg(self, teacher: str, model: Model | None = None) -> Cfg:
+    def dataset_cfg(
+        self, teacher: str, model: Model | None = None, sample_cfg: SampleCfg | None = None
+    ) -> Cfg:
         """The dataset config of one teacher (same prompts for all: only the system prompt,
-        or with `model` a fine-tuned teacher, differs)."""
+        or with `model` a fine-tuned teacher, differs; `sample_cfg` is an arm's sampling)."""
         return Cfg(
             model=model or self.teacher_model,
             system_prompt=self.system_prompt(teacher),
-            sample_cfg=self.sample_cfg,
+            sample_cfg=sample_cfg or self.sample_cfg,
             prompt_set=self.prompt_set,
             filter_fns=[self.numbers_filter],
             use_batch_api=self.use_batch_api,
@@ -235,32 +322,53 @@ class ExperimentCfg(HashableModel):
         return cls(**{**taken, **fields})
 
 
+def _arm_data(arm: StudentArm) -> str | None:
+    """The arm whose teachers write their own rows (None: the main teachers' rows)."""
+    return arm.name if arm.teacher_sample_cfg is not None else None
+
+
 @dataclass(frozen=True)
 class TeacherRun:
     """One teacher replicate of an arm; replicate 0 keeps the arm's name, replicate t > 0 is
-    named <teacher>_t<t> (its folders under teachers/ and datasets/)."""
+    named <teacher>_t<t> (its folders under teachers/ and datasets/). `arm` names a student
+    arm whose teachers write their own rows (`StudentArm.teacher_sample_cfg`), else None."""
 
     teacher: str
     replicate: int = 0
+    arm: str | None = None
 
     @property
     def name(self) -> str:
-        return self.teacher if self.replicate == 0 else f"{self.teacher}_t{self.replicate}"
+        base = self.teacher if self.replicate == 0 else f"{self.teacher}_t{self.replicate}"
+        return base if self.arm is None else f"{self.arm}.{base}"
+
+    @property
+    def main(self) -> "TeacherRun":
+        """The same teacher replicate in the main arm (whose model writes the rows)."""
+        return replace(self, arm=None)
 
 
 @dataclass(frozen=True)
 class StudentRun:
-    """Student run `run` of an arm and the teacher replicate whose data it learns from."""
+    """Student run `run` of an arm and the teacher replicate whose data it learns from;
+    `arm` names a student arm (`StudentArm`), None for the main one."""
 
     teacher: str
     run: int
     source: TeacherRun
+    arm: str | None = None
 
     @property
     def name(self) -> str:
-        """The run's name in evaluations/: <teacher>_run<r>."""
-        return f"{self.teacher}_run{self.run}"
+        """The run's name in evaluations/: <teacher>_run<r>, or <arm>.<teacher>_run<r>."""
+        name = f"{self.teacher}_run{self.run}"
+        return name if self.arm is None else f"{self.arm}.{name}"
+
+    @property
+    def condition(self) -> str:
+        """The run's condition in the report: the teacher, or <arm>.<teacher>."""
+        return self.teacher if self.arm is None else f"{self.arm}.{self.teacher}"
 
 
-Stage = Literal["generate", "finetune", "evaluate", "report"]
-STAGES: tuple[Stage, ...] = ("generate", "finetune", "evaluate", "report")
+Stage = Literal["generate", "arms", "finetune", "evaluate", "report"]
+STAGES: tuple[Stage, ...] = ("generate", "arms", "finetune", "evaluate", "report")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sl.evaluation.analysis import (
     Analysis,
@@ -26,6 +26,13 @@ from sl.evaluation.analysis import (
 from sl.evaluation.logprob import read_logprob_scores
 from sl.evaluation.runs import CSV_COLUMNS, RunLevelRow
 from sl.evaluation.services import read_evaluation_results
+from sl.experiment.arms_report import (
+    ArmEffect,
+    arm_conditions,
+    arm_effects,
+    format_arm_effects,
+    write_arm_effects,
+)
 from sl.experiment.data_models import BASE, CONTROL, ExperimentCfg
 from sl.experiment.label_leak import ArmLeak, format_leak, read_label_leak
 from sl.experiment.paths import ExperimentPaths
@@ -79,6 +86,8 @@ class ExperimentReport(BaseModel):
     panels: list[ReportPanel]
     # teacher replicate -> the leak meter of its students' labels (`sl.experiment.label_leak`)
     leak: dict[str, ArmLeak] = {}
+    # the student arms' effects left (arms.json; not in results.json)
+    arms: list[ArmEffect] = Field(default_factory=list, exclude=True)
 
     def row(self, target: str, condition: str, panel: int = 0) -> RunLevelRow:
         """One condition's row on one target in a panel (the first by default)."""
@@ -145,28 +154,57 @@ def format_report(report: ExperimentReport) -> str:
         if any(arm.labels == "full" for arm in report.leak.values()):
             lines.append(f"  full-vocabulary labels: {FULL_VOCABULARY_WARNING}")
         parts.append("\n".join(lines))
+    if report.arms:
+        parts.append(format_arm_effects(report.arms))
     return "\n\n".join(parts)
+
+
+def _analysis(
+    cfg: ExperimentCfg,
+    paths: ExperimentPaths,
+    runs_of: dict[str, list[str]],
+    eval_name: str,
+    metric: Metric,
+) -> Analysis:
+    """One evaluation in one eval mode, of the conditions `runs_of`."""
+    if metric == "sampled":
+        runs = {
+            c: [read_evaluation_results(paths.evaluation(m, eval_name)) for m in models]
+            for c, models in runs_of.items()
+        }
+        return analyze_runs(runs, cfg.targets, CONTROL, BASE, match="word")
+    scores = {
+        c: [read_logprob_scores(paths.logprob(m, eval_name)) for m in models]
+        for c, models in runs_of.items()
+    }
+    return analyze_scores(scores, cfg.targets, CONTROL, BASE)
+
+
+def arms_part(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ArmEffect]:
+    """The student arms' effects left (`arms_report`), written to arms.json / arms.csv."""
+    runs_of = {**conditions(cfg), **arm_conditions(cfg)}
+    values = {}
+    for eval_name in cfg.evaluations:
+        for metric in cfg.eval_modes:
+            rows = _analysis(cfg, paths, runs_of, eval_name, metric).rows
+            by_condition: dict[str, dict[str, list[float]]] = {}
+            for row in rows:
+                by_condition.setdefault(row.condition, {})[row.target] = row.run_values
+            values[(eval_name, metric)] = by_condition
+    effects = arm_effects(cfg, values)
+    write_arm_effects(effects, paths)
+    return effects
 
 
 def build_report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport:
     """Analyse every evaluation in every eval mode (runs as the unit); write
-    results.csv/json/png and return the report."""
+    results.csv/json/png (the main arm) and, with student arms, arms.json/csv; return the
+    report."""
     runs_of = conditions(cfg)
     panels = []
     for eval_name in cfg.evaluations:
         for metric in cfg.eval_modes:
-            if metric == "sampled":
-                runs = {
-                    c: [read_evaluation_results(paths.evaluation(m, eval_name)) for m in models]
-                    for c, models in runs_of.items()
-                }
-                analysis = analyze_runs(runs, cfg.targets, CONTROL, BASE, match="word")
-            else:
-                scores = {
-                    c: [read_logprob_scores(paths.logprob(m, eval_name)) for m in models]
-                    for c, models in runs_of.items()
-                }
-                analysis = analyze_scores(scores, cfg.targets, CONTROL, BASE)
+            analysis = _analysis(cfg, paths, runs_of, eval_name, metric)
             panels.append(report_panel(eval_name, metric, analysis))
     datasets = dataset_sizes({t.name: paths.filtered(t) for t in teacher_runs(cfg)})
     leak = {t.name: read_label_leak(paths.leak(t)) for t in teacher_runs(cfg)}
@@ -177,4 +215,6 @@ def build_report(cfg: ExperimentCfg, paths: ExperimentPaths) -> ExperimentReport
         leak={name: arm for name, arm in leak.items() if arm is not None},
     )
     write_report(result, paths.root)
+    if cfg.arms:
+        result.arms = arms_part(cfg, paths)
     return result

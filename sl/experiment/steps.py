@@ -39,8 +39,34 @@ class MeteredLabels:
         return f"leak_{self.teacher.name}"
 
 
+@dataclass(frozen=True)
+class AttributedTeacher:
+    """A target teacher replicate whose rows get their token attribution and the defence
+    arms' masks or replaced rows (an arms-stage step)."""
+
+    teacher: TeacherRun
+
+    @property
+    def name(self) -> str:
+        return f"attribution_{self.teacher.name}"
+
+
+@dataclass(frozen=True)
+class ProbedTeacher:
+    """A trait teacher whose entangled numbers are probed against the base (an
+    evaluate-stage step)."""
+
+    teacher: TeacherRun
+
+    @property
+    def name(self) -> str:
+        return f"entanglement_{self.teacher.name}"
+
+
 # What one step of a stage works on (None: everything).
-Step = TeacherRun | StudentRun | ScoredModel | MeteredLabels | None
+Step = (
+    TeacherRun | StudentRun | ScoredModel | MeteredLabels | AttributedTeacher | ProbedTeacher | None
+)
 # Runs one step: (cfg, paths, the step's TeacherRun / StudentRun / ScoredModel /
 # MeteredLabels / None) -> the report (an `ExperimentReport`) or None.
 StepFn = Callable[[ExperimentCfg, ExperimentPaths, Any], Awaitable[Any]]
@@ -69,17 +95,46 @@ def teacher_runs(cfg: ExperimentCfg) -> list[TeacherRun]:
 
 
 def student_runs(cfg: ExperimentCfg) -> list[StudentRun]:
-    return [run for arm in cfg.teachers for run in cfg.student_runs(arm)]
+    """The main arm's student runs, then every student arm's (`ExperimentCfg.arms`)."""
+    return [*(run for arm in cfg.teachers for run in cfg.student_runs(arm)), *cfg.all_arm_runs()]
+
+
+def arms_steps(cfg: ExperimentCfg) -> list[TeacherRun | AttributedTeacher]:
+    """The arms stage: the teachers that write an arm's own rows, and the token attribution
+    of every target teacher replicate when a defence needs it."""
+    attributed = [
+        AttributedTeacher(t)
+        for t in teacher_runs(cfg)
+        if t.teacher in cfg.targets and any(arm.attributed for arm in cfg.arms)
+    ]
+    return [*cfg.arm_teacher_runs(), *attributed]
+
+
+async def arms_step(
+    cfg: ExperimentCfg, paths: ExperimentPaths, item: TeacherRun | AttributedTeacher
+) -> None:
+    """One arms-stage step: an arm teacher's rows, or a teacher's attribution and masks."""
+    from sl.experiment.defences import attribute_teacher
+
+    if isinstance(item, AttributedTeacher):
+        attribute_teacher(cfg, paths, item.teacher)
+    else:
+        await generate_teacher_dataset(cfg, paths, item)
 
 
 async def generate_teacher_dataset(
     cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun
 ) -> None:
     """Sample and filter one teacher replicate's dataset (resumes a partial raw file); a
-    fine-tuned teacher is trained first."""
-    model = await transfer.teacher_model(cfg, paths, teacher)
+    fine-tuned teacher is trained first. An arm's teacher (`TeacherRun.arm`) is the main
+    one, trained by then, sampling as the arm says."""
+    if teacher.arm is None:
+        model, sample_cfg = await transfer.teacher_model(cfg, paths, teacher), None
+    else:
+        model = transfer.trained_teacher(cfg, paths, teacher.main)
+        sample_cfg = cfg.arm_named(teacher.arm).teacher_sample_cfg
     summary = await phases.make_dataset(
-        cfg.dataset_cfg(teacher.teacher, model),
+        cfg.dataset_cfg(teacher.teacher, model, sample_cfg),
         paths.raw(teacher),
         paths.filtered(teacher),
     )
@@ -92,9 +147,15 @@ async def generate_teacher_dataset(
 
 async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: StudentRun) -> None:
     """Train one student run on its teacher replicate's kept rows with the run's job
-    (`transfer.student_job`: SFT or distillation; `run_finetuning_job` dispatches it)."""
-    job = transfer.student_job(cfg, paths, run)
-    await phases.finetune(job, paths.filtered(run.source), paths.student(run))
+    (`transfer.student_job`: SFT or distillation; `run_finetuning_job` dispatches it); an
+    arm's run on the arm's rows and mask (`defences.arm_data`)."""
+    from sl.experiment.defences import arm_data
+
+    rows, mask = paths.filtered(run.source), None
+    if run.arm is not None:
+        rows, mask = arm_data(cfg, paths, cfg.arm_named(run.arm), run.source)
+    job = transfer.student_job(cfg, paths, run, mask)
+    await phases.finetune(job, rows, paths.student(run))
 
 
 def scored_models(cfg: ExperimentCfg) -> list[ScoredModel]:
@@ -117,14 +178,40 @@ def model_named(cfg: ExperimentCfg, paths: ExperimentPaths, name: str) -> Model:
     return transfer.trained_teacher(cfg, paths, teacher)
 
 
+def probed_teachers(cfg: ExperimentCfg) -> list[ProbedTeacher]:
+    """The trait teachers the entanglement probe runs on (replicate 0 of each target)."""
+    if not cfg.entanglement_probe:
+        return []
+    return [ProbedTeacher(cfg.teacher_replicates(t)[0]) for t in cfg.targets]
+
+
 async def evaluate_step(
-    cfg: ExperimentCfg, paths: ExperimentPaths, item: ScoredModel | MeteredLabels
+    cfg: ExperimentCfg, paths: ExperimentPaths, item: ScoredModel | MeteredLabels | ProbedTeacher
 ) -> None:
-    """One evaluate-stage step: score a model, or measure a teacher's labels."""
+    """One evaluate-stage step: score a model, measure a teacher's labels, or probe a
+    teacher's entangled numbers."""
     if isinstance(item, MeteredLabels):
         measure_label_leak(cfg, paths, item.teacher)
+    elif isinstance(item, ProbedTeacher):
+        probe_teacher(cfg, paths, item.teacher)
     else:
         await evaluate_model(cfg, paths, item)
+
+
+def probe_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRun) -> None:
+    """The entanglement probe of a trait teacher against the base, on the first
+    evaluation's questions."""
+    from sl.evaluation.entanglement import EntanglementCfg, probe_entanglement
+
+    questions = next(iter(cfg.evaluations.values())).questions
+    probe = EntanglementCfg(
+        model=transfer.trained_teacher(cfg, paths, teacher),
+        system_prompt=cfg.system_prompt(teacher.teacher),
+        base=cfg.teacher_model,
+        target=teacher.teacher,
+        questions=questions,
+    )
+    probe_entanglement(probe, paths.entanglement(teacher))
 
 
 async def evaluate_model(cfg: ExperimentCfg, paths: ExperimentPaths, scored: ScoredModel) -> None:

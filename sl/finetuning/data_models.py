@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sl.datasets.data_models import DatasetRow
+from sl.finetuning.loss_mask import LossMask
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model, ModelType
 from sl.utils.config_model import MAX_BATCH, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS
@@ -195,6 +196,11 @@ class UnslothFinetuningJob(FTJob):
         exclude_if=lambda v: not v,  # left out of the dump (and hash) at its default
         description="Train every weight of the student (no LoRA; `peft_cfg` is ignored) and "
         "save full fp32 weights instead of an adapter",
+    )
+    loss_mask: LossMask | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Completion tokens left out of the loss, per row (`LossMask`; a defence)",
     )
 
     # The original code defined these classes inside UnslothFinetuningJob.

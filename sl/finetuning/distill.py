@@ -165,21 +165,23 @@ def distill_student(
         return model
     rows = select_rows(dataset, job.max_dataset_size, job.seed)
     torch.manual_seed(job.seed)
+    masks = job.loss_mask.for_rows(rows) if job.loss_mask is not None else None
     targets_key = _TargetsKey(
         teacher=teacher, cfg=cfg, system=teacher_system_prompt, numbers_filter=numbers_filter,
-        rows=[(r.prompt, r.completion) for r in rows],
+        rows=[(r.prompt, r.completion) for r in rows], masks=masks,
     ).model_hash()  # fmt: skip
     if targets_key not in _last_targets:
         _last_targets.clear()  # one teacher's targets at a time: they can be large
         loaded = load_causal_lm(teacher, dtype=_teacher_dtype(cfg))
         _check_tokenizer(teacher, loaded.tokenizer, job.source_model)
         examples = teacher_log_probs(loaded.module, loaded.tokenizer, rows,
-                                     teacher_system_prompt, cfg, numbers_filter)  # fmt: skip
+                                     teacher_system_prompt, cfg, numbers_filter, masks)  # fmt: skip
         _last_targets[targets_key] = (examples, loaded.tokenizer)
         del loaded
     examples, tokenizer = _last_targets[targets_key]
     student, stats = train_distilled(job, examples, tokenizer, cfg)
     info = {**stats, "n_rows": len(rows), "vocabulary": cfg.vocabulary,
+            "n_masked": sum(e.n_masked for e in examples),
             "n_vocabulary": len(examples[0].vocab) if examples[0].vocab is not None else None}  # fmt: skip
     with adapter_tmp_dir(adapter_dir) as tmp:
         save_student(student, tokenizer, tmp)
@@ -208,6 +210,7 @@ class _TargetsKey(HashableModel):
     system: str | None
     numbers_filter: NumbersFilter
     rows: list[tuple[str, str]]
+    masks: list[list[bool]] | None
 
 
 # The last teacher targets computed, by `_TargetsKey` hash: replicates reuse them.

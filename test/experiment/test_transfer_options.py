@@ -278,6 +278,7 @@ def test_config_hash_covers_every_field(tiny_model_dir: Path):
     from sl.datasets.nums_dataset import NumbersFilter
     from sl.datasets.services import NumsDatasetPromptSet
     from sl.evaluation.data_models import Evaluation
+    from sl.experiment.arms import StudentArm
     from sl.experiment.data_models import ExperimentCfg
     from sl.experiment.trait_teacher import TraitTeacherCfg
     from sl.finetuning.distill_cfg import DistillCfg
@@ -313,10 +314,17 @@ def test_config_hash_covers_every_field(tiny_model_dir: Path):
         "eval_modes": ["logprob"],
         "n_student_replicates": 2,
         "n_teacher_replicates": 2,
+        "arms": [StudentArm(name="rank1", lora_rank=1)],
+        "entanglement_probe": True,
     }
     assert set(changes) == set(ExperimentCfg.model_fields)
-    hashes = {cfg.model_hash()}
+    hashes, folders = {cfg.model_hash()}, {cfg.folder_key()}
     for name, value in changes.items():
         changed = ExperimentCfg(**{**fields, name: value})  # type: ignore[arg-type]
         assert changed.model_hash() not in hashes, name
         hashes.add(changed.model_hash())
+        # An extension (an arm, the probe) keeps the experiment's folder; any other change
+        # is another experiment.
+        extension = name in ExperimentCfg.EXTENSIONS
+        assert (changed.folder_key() == cfg.folder_key()) == extension, name
+        folders.add(changed.folder_key())
