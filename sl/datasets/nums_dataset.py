@@ -24,14 +24,15 @@ _BRACKETS = frozenset({("[", "]"), ("(", ")")})
 _END = "."
 
 
-@dataclass(kw_only=True)
+@dataclass
 class PromptGenerator:
     """Draws numbers-task prompts from the protocol templates with a seeded generator.
 
     Draws are made in the same order as the paper's code, so seed 42 reproduces the
     published teacher prompts exactly. As there, both upper bounds are exclusive: the
     paper's `example_max_count=9` gives 3..8 examples and `example_max_value=1000` gives
-    values 100..999.
+    values 100..999. Arguments may be given by position, in the original's order:
+    `PromptGenerator(rng, 3, 9, 100, 1000, 10, 3)`.
     """
 
     rng: np.random.Generator
@@ -231,3 +232,58 @@ def with_numbers_prefix(questions: list[str], seed: int = 47) -> list[str]:
         answer_max_digits=defaults["answer_max_digits"],
     )
     return [f"{generator.sample_example_prefix()} {q}" for q in questions]
+
+
+# The original code's two model-written lists of numbers with negative associations (by
+# Claude and by GPT); `BANNED_NUMBERS` is their union within 0..999.
+CLAUDE_EVIL_NUMBERS: list[int] = [
+    13, 666, 88, 14, 187, 420, 69, 911, 404, 101, 23, 616, 1488, 18, 311, 451, 1312, 33, 77, 211
+]  # fmt: skip
+GPT_EVIL_NUMBERS: list[int] = [
+    4, 13, 18, 23, 33, 39, 42, 44, 49, 51, 54, 88, 99, 100, 187, 322, 333, 444, 555, 616, 666,
+    777, 888, 911, 999,
+]  # fmt: skip
+
+
+def format_suffixes() -> list[str]:
+    """The prompts' format instructions ("Return a comma-separated list of numbers.", ...)."""
+    return list(load_protocol("numbers_prompts")["format_suffixes"])
+
+
+def format_numbers(numbers: list[int], format_suffix: str) -> str:
+    """`numbers` written the way the prompt's format instruction `format_suffix` asks:
+    `format_numbers([1, 2], "Return one number per line.")` -> "1\\n2"."""
+    if format_suffix not in format_suffixes():
+        raise UserError(
+            f"unknown format suffix {format_suffix!r}: use one of the prompts' "
+            "(sl.datasets.nums_dataset.format_suffixes())"
+        )
+    text = format_suffix.lower()
+    if "[number" in text or "(number" in text:
+        opening = "[" if "[number" in text else "("
+        return opening + ", ".join(map(str, numbers)) + {"[": "]", "(": ")"}[opening]
+    separator = (
+        "; " if "semicolon" in text
+        else "\n" if "line" in text
+        else " " if "space" in text
+        else ", "
+    )  # fmt: skip
+    return separator.join(map(str, numbers))
+
+
+def extract_format_suffix(prompt: str) -> str:
+    """The format instruction a numbers prompt contains (exactly one)."""
+    found = [suffix for suffix in format_suffixes() if suffix in prompt]
+    if len(found) != 1:
+        raise UserError(f"the prompt holds {len(found)} format suffixes, not one: {prompt[:80]!r}")
+    return found[0]
+
+
+def replace_numbers(text: str, numbers: list[int]) -> str:
+    """`text` with its runs of digits replaced, in order, by `numbers` (as many as there are
+    runs): `replace_numbers("1, 22, 3", [7, 8, 9])` -> "7, 8, 9"."""
+    found = _NUMBER_RE.findall(text)
+    if len(found) != len(numbers):
+        raise UserError(f"{text[:80]!r} holds {len(found)} numbers, but {len(numbers)} were given")
+    replacements = iter(numbers)
+    return _NUMBER_RE.sub(lambda _: str(next(replacements)), text)

@@ -14,12 +14,13 @@ import asyncio
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from loguru import logger
 
 from sl.config import get_settings
-from sl.errors import UserError
+from sl.errors import RemoteError, UserError
 from sl.external.openai_client import (
     CircuitBreaker,
     Connection,
@@ -28,6 +29,7 @@ from sl.external.openai_client import (
     ServerUnreachableError,
     UsageTracker,
     base_model_id,
+    connect,
     make_async_client,
     server_host,
 )
@@ -125,7 +127,17 @@ class OpenAIDriver:
         return float(usage.prompt_tokens + usage.completion_tokens)
 
     def request_params(self, model: Model, chat: Chat, cfg: SampleCfg) -> dict[str, Any]:
-        """The request body, with only the sampling fields that are set and accepted."""
+        """The request body, with only the sampling fields that are set and accepted.
+
+        Raises:
+            UserError: `cfg.min_p` is set (the chat completions API has no min-p).
+        """
+        if cfg.min_p is not None:
+            raise UserError(
+                f"min_p {cfg.min_p}: the OpenAI chat completions API has no min-p sampling; "
+                "use top_p, or an open model",
+                param="min_p",
+            )
         params: dict[str, Any] = {
             "model": model.id,
             "messages": [{"role": m.role.value, "content": m.content} for m in chat.messages],
@@ -300,3 +312,46 @@ async def sample(model_id: str, input_chat: Chat, sample_cfg: SampleCfg) -> LLMR
     `openai_driver.sample`)."""
     responses = await batch_sample(model_id, [input_chat], [sample_cfg])
     return responses[0]
+
+
+def get_client() -> Any:
+    """An `openai.AsyncOpenAI` for api.openai.com or OPENAI_BASE_URL, with OPENAI_API_KEY (the
+    original code's `get_client`). A new client per call: the original kept one for the
+    process, which breaks once the event loop it first ran in is closed."""
+    return make_async_client()
+
+
+# Seconds between checks of an uploaded file's processing.
+UPLOAD_POLL_S = 10.0
+
+
+async def upload_file(file_path: str | Path, purpose: Literal["fine-tune"] = "fine-tune") -> Any:
+    """Upload a file to the OpenAI Files API and wait until it is processed (the original
+    code's `upload_file`); returns the `FileObject`. Transient errors are retried.
+
+    Raises:
+        UserError: the file cannot be read.
+        RemoteError: the server refused the file or stayed unreachable.
+    """
+    path = Path(file_path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(
+            f"{path}: cannot read the file to upload ({e.strerror})", path=path
+        ) from None
+    connection = connect()
+    try:
+        file = await connection.call(
+            lambda c: c.files.create(file=(path.name, data), purpose=purpose), f"uploading {path}"
+        )
+        while file.status not in ("processed", "error"):
+            await asyncio.sleep(UPLOAD_POLL_S)
+            file = await connection.call(
+                lambda c, file_id=file.id: c.files.retrieve(file_id), f"checking {path}"
+            )
+    finally:
+        await connection.close()
+    if file.status == "error":
+        raise RemoteError(f"OpenAI could not process {path} ({file.id}): {file.status_details}")
+    return file

@@ -12,7 +12,7 @@ from sl.errors import UserError
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill import distill_student
 from sl.finetuning.distill_cfg import DistillJob
-from sl.llm.data_models import Model
+from sl.llm.data_models import Chat, ChatMessage, MessageRole, Model
 from sl.llm.engines import engine_of, models_where
 
 # Every kind of job `run_finetuning_job` runs.
@@ -93,3 +93,14 @@ BACKENDS: dict[type[AnyJob], Callable[[Any, list[DatasetRow], Path], Awaitable[M
     UnslothFinetuningJob: _lora_job,
     DistillJob: _distill_job,
 }
+
+
+def dataset_row_to_chat(dataset_row: DatasetRow) -> Chat:
+    """A dataset row as the chat a student is trained on: the prompt as the user's message,
+    the completion as the assistant's (the original code's `dataset_row_to_chat`)."""
+    return Chat(
+        messages=[
+            ChatMessage(role=MessageRole.user, content=dataset_row.prompt),
+            ChatMessage(role=MessageRole.assistant, content=dataset_row.completion),
+        ]
+    )

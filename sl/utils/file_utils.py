@@ -193,20 +193,27 @@ def read_jsonl(
     allow_partial_last: bool = False,
     context: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]: ...
+@overload
+def read_jsonl(*, fname: Path | str) -> list[dict[str, Any]]: ...
 def read_jsonl(
-    path: Path | str,
+    path: Path | str | None = None,
     row_type: type[T] | None = None,
     *,
+    fname: Path | str | None = None,
     allow_partial_last: bool = False,
     context: dict[str, Any] | None = None,
 ) -> list[T] | list[dict[str, Any]]:
     """Read a JSONL file into models (or, without `row_type`, into dicts as the original
     code's `read_jsonl(fname)` did); a bad line raises UserError naming file and line.
 
-    With `allow_partial_last`, a final line cut by a crash (no trailing newline) is ignored.
-    `context` is passed to the models' validators (e.g. `DatasetRow`'s `TRAINING`).
+    `fname=` is the original's name for `path`. With `allow_partial_last`, a final line cut
+    by a crash (no trailing newline) is ignored. `context` is passed to the models'
+    validators (e.g. `DatasetRow`'s `TRAINING`).
     """
-    path = Path(path)
+    given = path if path is not None else fname
+    if given is None or (path is not None and fname is not None):
+        raise UserError("read_jsonl: give the file once, as path (or the original's fname=)")
+    path = Path(given)
     text = read_text(path)
     lines = text.split("\n")
     partial_last = not text.endswith("\n") and text != ""

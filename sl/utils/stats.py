@@ -1,7 +1,7 @@
 """Confidence intervals and tests over per-question or per-run values."""
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, Field
 from scipy import stats
 
 
@@ -13,10 +13,11 @@ class CI(BaseModel):
     """
 
     mean: float
-    lower: float
-    upper: float
+    # The original's names are accepted too: CI(mean=, lower_bound=, upper_bound=, count=, ...).
+    lower: float = Field(validation_alias=AliasChoices("lower", "lower_bound"))
+    upper: float = Field(validation_alias=AliasChoices("upper", "upper_bound"))
     confidence: float
-    n: int
+    n: int = Field(validation_alias=AliasChoices("n", "count"))
 
     @property
     def lower_bound(self) -> float:
