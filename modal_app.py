@@ -4,26 +4,34 @@
         --cfg-var-name owl_dataset_cfg --raw-dataset-path owl/raw.jsonl \
         --filtered-dataset-path owl/filtered.jsonl
     python scripts/modal_generate_dataset.py ...   # same flags as scripts/generate_dataset.py
+    modal run modal_app.py                         # lists the functions and their flags
 
-Artifact paths are relative to the root of the Volume (`sl-data`, mounted at VOLUME_ROOT);
-config modules are repo-relative paths (cfgs/ is shipped with the code). OpenAI-backed phases
-run on a small CPU image; open models (vLLM sampling, Unsloth/TRL LoRA fine-tuning) and the
-MNIST experiment run on a GPU image. Every phase function runs the same phase command
+Artifact paths are relative to the root of the Volume (`subliminal-learning-data`, mounted at
+VOLUME_ROOT); config modules are repo-relative paths (cfgs/ is shipped with the code).
+OpenAI-backed phases run on a small CPU image; open models (vLLM sampling, Unsloth/TRL LoRA
+fine-tuning) and the MNIST experiment run on a GPU image: each CPU phase function hands a
+config that needs a GPU to its `_gpu` twin. Every phase function runs the same phase command
 (`sl.phase_commands.COMMANDS`) as the local scripts, with the scripts' `--set` overrides as
 `overrides_json` (a JSON list of `field.path=value`); it commits the Volume every
 COMMIT_INTERVAL_S and at the end, so a retried or preempted container resumes from what the
 previous one wrote. A user error comes back as a `PhaseFailed`, not raised (a retry cannot
 fix it).
 
+The original app's functions are here too, with their parameters and return values:
+`generate_dataset(..., raw_dataset_filename=, filtered_dataset_filename=)`, `run_finetuning`
+and `run_evaluation` take file names in the Volume's `datasets/`, `models/` and `results/`
+folders and return the original dicts (a user error is raised, as there).
+
 Settings read at import from `sl.config.Settings` (set them in the shell that runs
 `modal run`/`modal deploy`): SL_MODAL_GPU (default H100), SL_MODAL_MNIST_GPU (L4),
 SL_MODAL_CPU_TIMEOUT_S (86400), SL_MODAL_GPU_TIMEOUT_S (21600), SL_MODAL_RETRIES (2),
-SL_MODAL_COMMIT_INTERVAL_S (300), SL_MODAL_APP (sl), SL_MODAL_VOLUME (sl-data),
-SL_MODAL_SECRET (subliminal-learning-secrets).
+SL_MODAL_COMMIT_INTERVAL_S (300), SL_MODAL_APP (subliminal-learning), SL_MODAL_VOLUME
+(subliminal-learning-data), SL_MODAL_SECRET (subliminal-learning-secrets).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import tomllib
@@ -40,7 +48,9 @@ from sl import phases
 from sl.config import get_settings
 from sl.errors import UserError
 from sl.llm.data_models import Model
+from sl.llm.engines import engine_of
 from sl.phase_commands import COMMANDS
+from sl.utils.file_utils import read_json_model
 from sl.utils.module_utils import load_config
 
 T = TypeVar("T")
@@ -120,9 +130,25 @@ _common: dict[str, Any] = {
     "secrets": [secret],
     "retries": RETRIES,
 }
-cpu_function = app.function(image=cpu_image, timeout=CPU_TIMEOUT_S, **_common)
-gpu_function = app.function(image=gpu_image, gpu=GPU, timeout=GPU_TIMEOUT_S, **_common)
-mnist_function = app.function(image=gpu_image, gpu=MNIST_GPU, timeout=GPU_TIMEOUT_S, **_common)
+# Each function's parameters, by name, for `usage()`.
+SIGNATURES: dict[str, inspect.Signature] = {}
+
+
+def _listed(decorator: Callable[[Callable[..., Any]], Any]) -> Callable[[Callable[..., Any]], Any]:
+    """`decorator` (an `app.function`) that also records the function's signature."""
+
+    def register(f: Callable[..., Any]) -> Any:
+        SIGNATURES[f.__name__] = inspect.signature(f)
+        return decorator(f)
+
+    return register
+
+
+cpu_function = _listed(app.function(image=cpu_image, timeout=CPU_TIMEOUT_S, **_common))
+gpu_function = _listed(app.function(image=gpu_image, gpu=GPU, timeout=GPU_TIMEOUT_S, **_common))
+mnist_function = _listed(
+    app.function(image=gpu_image, gpu=MNIST_GPU, timeout=GPU_TIMEOUT_S, **_common)
+)
 
 
 def volume_relative(path: str) -> str:
@@ -229,17 +255,102 @@ def _json_arg(flag: str, text: str, expected: type, example: str) -> Any:
     return value
 
 
-def _run(name: str, config_module: str, cfg_var_name: str, *paths: str, overrides: str) -> Any:
+def _needs_gpu(name: str, config: Any, paths: tuple[str, ...]) -> bool:
+    """Whether the phase runs a model on a local engine (vLLM, Unsloth): the GPU image."""
+    command = COMMANDS[name]
+    models = command.models(config) + [
+        read_json_model(on_volume(path), Model)
+        for arg, path in zip(command.paths, paths, strict=True)
+        if arg.model_json
+    ]
+    return any(engine_of(m).runs_locally for m in models)
+
+
+def _run(
+    name: str, config_module: str, cfg_var_name: str, *paths: str, overrides: str, gpu: bool
+) -> Any:
     """Run the phase command `name` on the config module shipped with the code, with the
-    `overrides` (a JSON list of `field.path=value`), on Volume-relative paths."""
+    `overrides` (a JSON list of `field.path=value`), on Volume-relative paths. In a CPU
+    function (not `gpu`), a config that needs a GPU runs in the phase's `_gpu` function."""
     command = COMMANDS[name]
 
     def body() -> Any:
         sets = _json_arg("--overrides-json", overrides, list, '["prompt_set.size=100"]')
         config = load_config(config_path(config_module), cfg_var_name, command.config_class(), sets)
+        if not gpu and _needs_gpu(name, config, paths):
+            logger.info(f"{cfg_var_name} runs an open model: running {name}_gpu")
+            twin = _GPU_FUNCTIONS[name]
+            return twin.remote(config_module, cfg_var_name, *paths, overrides)
         return command.run(config, *map(on_volume, paths))
 
     return _returning_failures(body)
+
+
+def _artifact(path: str | None, filename: str | None, folder: str, name: str) -> str:
+    """The Volume path of an artifact given as `<name>_path` (any path on the Volume) or as
+    the original app's `<name>_filename` (a file in `folder/`).
+
+    Raises:
+        UserError: both or neither given.
+    """
+    if path and filename:
+        raise UserError(f"give --{name}-path or --{name}-filename, not both")
+    if filename:
+        return f"{folder}/{filename}"
+    if not path:
+        raise UserError(f"--{name}-path is required: a path on the {VOLUME_NAME} volume")
+    return path
+
+
+def _original(result: T | PhaseFailed) -> T:
+    """A phase's result for the original app's functions, which raised user errors (the
+    caller, e.g. the original scripts, prints them)."""
+    if isinstance(result, PhaseFailed):
+        raise UserError(result.message, path=result.path)
+    return result
+
+
+def _dataset_result(
+    gpu: bool,
+    config_module: str,
+    cfg_var_name: str,
+    raw_path: str | None,
+    filtered_path: str | None,
+    overrides_json: str,
+    raw_filename: str | None,
+    filtered_filename: str | None,
+) -> phases.DatasetSummary | dict[str, Any] | PhaseFailed:
+    """`generate_dataset` (CPU or GPU) on paths, or the original way on file names in
+    `datasets/`, which returns the original dict."""
+    try:
+        folder = COMMANDS["generate_dataset"].paths[0].folder
+        raw = _artifact(raw_path, raw_filename, folder, "raw-dataset")
+        filtered = _artifact(filtered_path, filtered_filename, folder, "filtered-dataset")
+    except UserError as e:
+        if raw_filename or filtered_filename:
+            raise
+        return PhaseFailed(str(e))
+    result = _run(
+        "generate_dataset",
+        config_module,
+        cfg_var_name,
+        raw,
+        filtered,
+        overrides=overrides_json,
+        gpu=gpu,
+    )
+    if not (raw_filename or filtered_filename):
+        return result
+    summary = _original(result)
+    return {
+        "raw_dataset_path": str(on_volume(raw)),
+        "filtered_dataset_path": str(on_volume(filtered)),
+        "raw_count": summary.raw_rows,
+        "filtered_count": summary.filtered_rows,
+        "filter_pass_rate": 100 * summary.filtered_rows / summary.raw_rows
+        if summary.raw_rows
+        else 0.0,
+    }
 
 
 # Each phase has a CPU and a GPU function (Modal fixes the image per function); the
@@ -251,26 +362,47 @@ NO_OVERRIDES = "[]"
 def generate_dataset(
     config_module: str,
     cfg_var_name: str,
-    raw_dataset_path: str,
-    filtered_dataset_path: str,
+    raw_dataset_path: str | None = None,
+    filtered_dataset_path: str | None = None,
     overrides_json: str = NO_OVERRIDES,
-) -> phases.DatasetSummary | PhaseFailed:
-    """Teacher dataset from an OpenAI model (see sl.phases.make_dataset)."""
-    paths = (raw_dataset_path, filtered_dataset_path)
-    return _run("generate_dataset", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    raw_dataset_filename: str | None = None,
+    filtered_dataset_filename: str | None = None,
+) -> phases.DatasetSummary | dict[str, Any] | PhaseFailed:
+    """Teacher dataset (see sl.phases.make_dataset); the original app's `*_filename`
+    parameters mean files in `datasets/` and return its dict (`raw_count`, ...)."""
+    return _dataset_result(
+        False,
+        config_module,
+        cfg_var_name,
+        raw_dataset_path,
+        filtered_dataset_path,
+        overrides_json,
+        raw_dataset_filename,
+        filtered_dataset_filename,
+    )
 
 
 @gpu_function
 def generate_dataset_gpu(
     config_module: str,
     cfg_var_name: str,
-    raw_dataset_path: str,
-    filtered_dataset_path: str,
+    raw_dataset_path: str | None = None,
+    filtered_dataset_path: str | None = None,
     overrides_json: str = NO_OVERRIDES,
-) -> phases.DatasetSummary | PhaseFailed:
+    raw_dataset_filename: str | None = None,
+    filtered_dataset_filename: str | None = None,
+) -> phases.DatasetSummary | dict[str, Any] | PhaseFailed:
     """Teacher dataset from an open model with vLLM."""
-    paths = (raw_dataset_path, filtered_dataset_path)
-    return _run("generate_dataset", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    return _dataset_result(
+        True,
+        config_module,
+        cfg_var_name,
+        raw_dataset_path,
+        filtered_dataset_path,
+        overrides_json,
+        raw_dataset_filename,
+        filtered_dataset_filename,
+    )
 
 
 @cpu_function
@@ -283,7 +415,9 @@ def finetune(
 ) -> Model | PhaseFailed:
     """OpenAI fine-tuning job, polled until done (see sl.phases.finetune)."""
     paths = (dataset_path, output_path)
-    return _run("finetune", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    return _run(
+        "finetune", config_module, cfg_var_name, *paths, overrides=overrides_json, gpu=False
+    )
 
 
 @gpu_function
@@ -296,7 +430,7 @@ def finetune_gpu(
 ) -> Model | PhaseFailed:
     """LoRA fine-tuning of an open model (Unsloth/TRL); the adapter goes next to output_path."""
     paths = (dataset_path, output_path)
-    return _run("finetune", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    return _run("finetune", config_module, cfg_var_name, *paths, overrides=overrides_json, gpu=True)
 
 
 @cpu_function
@@ -309,7 +443,9 @@ def evaluate(
 ) -> phases.EvaluationSummary | PhaseFailed:
     """Evaluate an OpenAI model (see sl.phases.evaluate)."""
     paths = (model_path, output_path)
-    return _run("evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    return _run(
+        "evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json, gpu=False
+    )
 
 
 @gpu_function
@@ -322,7 +458,72 @@ def evaluate_gpu(
 ) -> phases.EvaluationSummary | PhaseFailed:
     """Evaluate an open model (or with an open judge) with vLLM."""
     paths = (model_path, output_path)
-    return _run("evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json)
+    return _run("evaluate", config_module, cfg_var_name, *paths, overrides=overrides_json, gpu=True)
+
+
+_GPU_FUNCTIONS = {
+    "generate_dataset": generate_dataset_gpu,
+    "finetune": finetune_gpu,
+    "evaluate": evaluate_gpu,
+}
+
+
+# The original app's functions: file names in the Volume's datasets/, models/ and results/.
+
+
+@cpu_function
+def run_finetuning(
+    config_module: str,
+    cfg_var_name: str,
+    dataset_filename: str,
+    output_filename: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> dict[str, Any]:
+    """Fine-tune on `datasets/<dataset_filename>`, write `models/<output_filename>` (an open
+    model trains in `finetune_gpu`); returns the original dict: `model_id`, `model_type`,
+    `output_path`."""
+    dataset, output = f"datasets/{dataset_filename}", f"models/{output_filename}"
+    result = _run(
+        "finetune",
+        config_module,
+        cfg_var_name,
+        dataset,
+        output,
+        overrides=overrides_json,
+        gpu=False,
+    )
+    model = _original(result)
+    return {"model_id": model.id, "model_type": model.type, "output_path": str(on_volume(output))}
+
+
+@cpu_function
+def run_evaluation(
+    config_module: str,
+    cfg_var_name: str,
+    model_filename: str,
+    output_filename: str,
+    overrides_json: str = NO_OVERRIDES,
+) -> dict[str, Any]:
+    """Evaluate the model of `models/<model_filename>`, write `results/<output_filename>` (an
+    open model runs in `evaluate_gpu`); returns the original dict: `output_path`,
+    `num_question_groups` (questions), `model_id`."""
+    model_path, output = f"models/{model_filename}", f"results/{output_filename}"
+    result = _run(
+        "evaluate",
+        config_module,
+        cfg_var_name,
+        model_path,
+        output,
+        overrides=overrides_json,
+        gpu=False,
+    )
+    summary = _original(result)
+    model = read_json_model(on_volume(model_path), Model)
+    return {
+        "output_path": str(on_volume(output)),
+        "num_question_groups": summary.questions,
+        "model_id": model.id,
+    }
 
 
 @mnist_function
@@ -336,3 +537,33 @@ def run_mnist_experiment(
         return phases.run_mnist_experiment(config, on_volume(output_dir))
 
     return _returning_failures(body)
+
+
+def usage() -> str:
+    """What `modal run modal_app.py` prints: the app's names, each function with its
+    `modal run` flags (optional ones in brackets), and the scripts."""
+    lines = [
+        f"app {APP_NAME}, volume {VOLUME_NAME} (paths are relative to its root), "
+        f"secret {SECRET_NAME}",
+        "functions (modal run modal_app.py::NAME --flag value ...):",
+    ]
+    for name, signature in SIGNATURES.items():
+        flags = [
+            f"--{p.name.replace('_', '-')}"
+            if p.default is inspect.Parameter.empty
+            else f"[--{p.name.replace('_', '-')}]"
+            for p in signature.parameters.values()
+        ]
+        lines.append(f"  {name} {' '.join(flags)}")
+    lines += [
+        "or the scripts, which check the config here and pick the CPU or GPU function:",
+        "  python scripts/modal_generate_dataset.py | modal_run_finetuning.py | "
+        "modal_run_evaluation.py | modal_volume.py --help",
+    ]
+    return "\n".join(lines)
+
+
+@app.local_entrypoint()
+def main() -> None:
+    """The original app's entry point (`modal run modal_app.py`): list what it runs."""
+    print(usage())

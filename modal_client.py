@@ -136,7 +136,7 @@ def modal_errors() -> Iterator[None]:
 
 
 def read_volume_text(path: str) -> str:
-    """Read a small text file (e.g. a model JSON) from the sl-data Volume."""
+    """Read a small text file (e.g. a model JSON) from the Volume."""
     app = load_modal_app()
     with modal_errors():
         try:
@@ -150,7 +150,7 @@ def read_volume_text(path: str) -> str:
 
 
 def upload(local: Path, remote: str, force: bool = False) -> int:
-    """Upload a file or a folder to the sl-data Volume; return the number of files sent.
+    """Upload a file or a folder to the Volume; return the number of files sent.
 
     Raises:
         UserError: `local` missing, or a file already on the Volume (without `force`).
@@ -173,7 +173,7 @@ def upload(local: Path, remote: str, force: bool = False) -> int:
 
 
 def download(remote: str, local: Path, force: bool = False) -> int:
-    """Download a file or a folder of the sl-data Volume; return the number of files written.
+    """Download a file or a folder of the Volume; return the number of files written.
 
     Each file is written to a temporary name and renamed, so an interrupted download never
     leaves a truncated file under its real name.

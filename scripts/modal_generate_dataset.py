@@ -1,4 +1,5 @@
-"""Generate and filter a teacher dataset on Modal (paths are on the volume, default sl-data).
+"""Generate and filter a teacher dataset on Modal (paths are on the volume, default
+subliminal-learning-data).
 
     python scripts/modal_generate_dataset.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name owl_dataset_cfg --raw_dataset_path owl/raw.jsonl \

@@ -1,4 +1,4 @@
-"""Evaluate a model on Modal (paths are on the volume, default sl-data).
+"""Evaluate a model on Modal (paths are on the volume, default subliminal-learning-data).
 
     python scripts/modal_run_evaluation.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name animal_evaluation --model_path owl/model.json \

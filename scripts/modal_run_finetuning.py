@@ -1,4 +1,4 @@
-"""Fine-tune a student on Modal (paths are on the volume, default sl-data).
+"""Fine-tune a student on Modal (paths are on the volume, default subliminal-learning-data).
 
     python scripts/modal_run_finetuning.py --config_module cfgs/preference_numbers/cfgs.py \
         --cfg_var_name ft_job --dataset_path owl/filtered.jsonl --output_path owl/model.json

@@ -1,4 +1,5 @@
-"""Copy artifacts to and from the sl-data Modal volume (REMOTE is relative to its root).
+"""Copy artifacts to and from the Modal volume (SL_MODAL_VOLUME, default
+subliminal-learning-data; REMOTE is relative to its root).
 
     python scripts/modal_volume.py upload data/owl/filtered.jsonl owl/filtered.jsonl
     python scripts/modal_volume.py download owl data/owl_from_modal

@@ -66,7 +66,12 @@ EXPECTED = {
     "finetune_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
     "evaluate_gpu": (m.gpu_image, m.GPU, m.GPU_TIMEOUT_S),
     "run_mnist_experiment": (m.gpu_image, m.MNIST_GPU, m.GPU_TIMEOUT_S),
+    # The original app's functions (an open model is handed to the `_gpu` function).
+    "run_finetuning": (m.cpu_image, None, m.CPU_TIMEOUT_S),
+    "run_evaluation": (m.cpu_image, None, m.CPU_TIMEOUT_S),
 }
+# The original app's name and volume, the defaults (SL_MODAL_APP / SL_MODAL_VOLUME unset).
+ORIGINAL_APP, ORIGINAL_VOLUME = "subliminal-learning", "subliminal-learning-data"
 
 
 @dataclass
@@ -121,7 +126,7 @@ def recorded() -> Iterator[Recorded]:
 def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
     functions = {n for n, v in vars(m).items() if isinstance(v, modal.Function)}
     assert functions == set(EXPECTED) == set(recorded.functions)
-    assert m.app.name == "sl"
+    assert m.app.name == m.APP_NAME == ORIGINAL_APP
     r = recorded.module
     for name, (image, gpu, timeout) in EXPECTED.items():
         given = recorded.functions[name]
@@ -135,7 +140,7 @@ def test_every_function_is_registered_as_intended(recorded: Recorded) -> None:
         assert info.gpus == ([(gpu, 1)] if gpu else []), name
         assert {p: v.name for p, v in info.volumes.items()} == {m.VOLUME_ROOT: m.VOLUME_NAME}
         assert info.secrets == [repr(m.secret)], name
-    assert m.volume.name == m.VOLUME_NAME == "sl-data"
+    assert m.volume.name == m.VOLUME_NAME == ORIGINAL_VOLUME
     # The secret the original MODAL_DEPLOYMENT.md tells users to create.
     assert m.secret.name == m.SECRET_NAME == "subliminal-learning-secrets"
     gpu_default = os.environ.get("SL_MODAL_GPU", "H100")
@@ -147,29 +152,45 @@ def test_phase_functions_take_the_phase_commands_arguments(recorded: Recorded) -
     scripts are built from) says, in order, then the `--set` overrides."""
     for name, command in COMMANDS.items():
         expected = ["config_module", "cfg_var_name", *(p.name for p in command.paths)]
+        # generate_dataset also takes the original app's file names, after the overrides.
+        extra = ["raw_dataset_filename", "filtered_dataset_filename"] * (name == "generate_dataset")
         for function in (name, f"{name}_gpu"):
-            assert recorded.parameters[function] == [*expected, "overrides_json"], function
+            assert recorded.parameters[function] == [*expected, "overrides_json", *extra], function
     assert recorded.parameters["run_mnist_experiment"] == ["output_dir", "config_json"]
+    # The original app's parameters, as its scripts pass them (then our optional overrides).
+    original = ["config_module", "cfg_var_name"]
+    assert recorded.parameters["run_finetuning"] == [
+        *original,
+        "dataset_filename",
+        "output_filename",
+        "overrides_json",
+    ]
+    assert recorded.parameters["run_evaluation"] == [
+        *original,
+        "model_filename",
+        "output_filename",
+        "overrides_json",
+    ]
 
 
 def test_app_volume_and_secret_names_come_from_the_environment() -> None:
+    """As docs/modal.md tells a user whose data is on this project's earlier `sl-data`."""
     code = (
         "import modal_app as m; "
         "print(m.app.name, m.volume.name, m.secret.name, m.VOLUME_NAME, "
-        "m._DATA_ENV['SL_MODAL_SECRET'])"
+        "m._DATA_ENV['SL_MODAL_VOLUME'], m._DATA_ENV['SL_MODAL_SECRET'])"
     )
     env = {
         **os.environ,
-        "SL_MODAL_APP": "subliminal-learning",
-        "SL_MODAL_VOLUME": "subliminal-learning-data",
+        "SL_MODAL_APP": "sl",
+        "SL_MODAL_VOLUME": "sl-data",
         "SL_MODAL_SECRET": "sl-secrets",
     }
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert out.stdout.split() == [
-        "subliminal-learning", "subliminal-learning-data", "sl-secrets",
-        "subliminal-learning-data", "sl-secrets",
+        "sl", "sl-data", "sl-secrets", "sl-data", "sl-data", "sl-secrets",
     ], out.stderr[-2000:]  # fmt: skip
 
 
@@ -329,7 +350,7 @@ def test_user_errors_are_returned_not_raised(volume: FakeVolume) -> None:
     assert "nope is not defined in" in failed.message and failed.path is None
     failed = m.evaluate.local("cfgs/tiny.py", "evaluation", "/etc/model.json", "e.jsonl")
     assert isinstance(failed, m.PhaseFailed)
-    assert "relative to the sl-data volume root" in failed.message
+    assert f"relative to the {ORIGINAL_VOLUME} volume root" in failed.message
     assert failed.path == "/etc/model.json"  # the client names the flag that gave it
     failed = m.run_mnist_experiment.local("mnist", '{"n_models": 0}')
     assert isinstance(failed, m.PhaseFailed)
@@ -358,7 +379,7 @@ def test_mnist_experiment_on_the_volume(volume: FakeVolume) -> None:
 def test_client_checks_paths_before_calling_modal(tmp_path: Path) -> None:
     assert modal_client.volume_path("owl/raw.jsonl", "--x") == "owl/raw.jsonl"
     for bad in ("/data/raw.jsonl", "../raw.jsonl", ""):
-        with pytest.raises(UserError, match="relative to the sl-data volume root"):
+        with pytest.raises(UserError, match=f"relative to the {ORIGINAL_VOLUME} volume root"):
             modal_client.volume_path(bad, "--x")
     cfg = ROOT / "cfgs" / "preference_numbers" / "cfgs.py"
     assert modal_client.repo_config_path(str(cfg)) == "cfgs/preference_numbers/cfgs.py"
@@ -474,7 +495,7 @@ def test_volume_upload_and_download_round_trip(tmp_path: Path, monkeypatch) -> N
         modal_client.download("run1/a.jsonl", out / "a.jsonl")
     assert modal_client.download("run1/a.jsonl", tmp_path / "one.jsonl") == 1
     assert not list(tmp_path.rglob("*.part"))
-    with pytest.raises(UserError, match="not on the sl-data volume"):
+    with pytest.raises(UserError, match=f"not on the {ORIGINAL_VOLUME} volume"):
         modal_client.download("missing", tmp_path / "x")
     assert modal_client.list_volume("run1") == ["run1/a.jsonl\t38", "run1/sub/model.json\t11"]
 
@@ -496,7 +517,7 @@ def test_artifact_paths_default_to_a_folder_named_after_the_variable() -> None:
         path("--output_path", "a.json", "--output_filename", "b.json")
     with pytest.raises(UserError, match="--dataset_path is required"):
         path(name="dataset", default=None)
-    with pytest.raises(UserError, match="relative to the sl-data volume root"):
+    with pytest.raises(UserError, match=f"relative to the {ORIGINAL_VOLUME} volume root"):
         path("--output_filename", "../x.json")
 
 
@@ -525,3 +546,153 @@ def test_volume_paths_of_a_phase_command() -> None:
         )
     with pytest.raises(UserError, match="--dataset_path is required"):
         paths("finetune")
+
+
+# The original app's functions, called as its scripts call them (keywords, file names).
+ORIGINAL_KEYS = {
+    "generate_dataset": {
+        "raw_dataset_path", "filtered_dataset_path", "raw_count", "filtered_count",
+        "filter_pass_rate",
+    },
+    "run_finetuning": {"model_id", "model_type", "output_path"},
+    "run_evaluation": {"output_path", "num_question_groups", "model_id"},
+}  # fmt: skip
+
+
+def test_the_original_functions_return_the_original_dicts(
+    openai_server, volume: FakeVolume
+) -> None:
+    data = m.generate_dataset.local(
+        config_module="cfgs/tiny.py",
+        cfg_var_name="dataset_cfg",
+        raw_dataset_filename="owl_raw.jsonl",
+        filtered_dataset_filename="owl_filtered.jsonl",
+    )
+    assert isinstance(data, dict) and set(data) == ORIGINAL_KEYS["generate_dataset"]
+    datasets = volume.root / "datasets"
+    assert data["raw_dataset_path"] == str(datasets / "owl_raw.jsonl")
+    assert data["filtered_dataset_path"] == str(datasets / "owl_filtered.jsonl")
+    assert (data["raw_count"], data["filtered_count"]) == (12, 12)
+    assert data["filter_pass_rate"] == 100.0  # a percentage, as the original printed it
+    assert len(_rows(datasets / "owl_filtered.jsonl")) == 12
+
+    model = m.run_finetuning.local(
+        config_module="cfgs/tiny.py",
+        cfg_var_name="ft_job",
+        dataset_filename="owl_filtered.jsonl",
+        output_filename="owl_model.json",
+    )
+    assert set(model) == ORIGINAL_KEYS["run_finetuning"]
+    written = json.loads((volume.root / "models" / "owl_model.json").read_text())
+    assert (model["model_id"], model["model_type"]) == (written["id"], "openai")
+    assert model["model_id"].startswith("ft:gpt-4.1-nano")
+    assert model["output_path"] == str(volume.root / "models" / "owl_model.json")
+
+    result = m.run_evaluation.local(
+        config_module="cfgs/tiny.py",
+        cfg_var_name="evaluation",
+        model_filename="owl_model.json",
+        output_filename="owl_eval_results.jsonl",
+    )
+    assert set(result) == ORIGINAL_KEYS["run_evaluation"]
+    results = volume.root / "results" / "owl_eval_results.jsonl"
+    assert result == {
+        "output_path": str(results),
+        "num_question_groups": 2,
+        "model_id": model["model_id"],
+    }
+    assert [len(r["responses"]) for r in _rows(results)] == [3, 3]
+
+
+def test_the_original_functions_raise_user_errors(volume: FakeVolume) -> None:
+    """As the original app did: its scripts print the exception's message."""
+    with pytest.raises(UserError, match="not found|no such|does not exist"):
+        m.run_finetuning.local("cfgs/tiny.py", "ft_job", "missing.jsonl", "model.json")
+    with pytest.raises(UserError, match="nope is not defined in"):
+        m.run_evaluation.local("cfgs/tiny.py", "nope", "model.json", "eval.jsonl")
+    with pytest.raises(UserError, match="relative to the"):
+        m.run_finetuning.local("cfgs/tiny.py", "ft_job", "../../etc/passwd", "model.json")
+    with pytest.raises(UserError, match="give --raw-dataset-path or --raw-dataset-filename"):
+        m.generate_dataset.local(
+            "cfgs/tiny.py", "dataset_cfg", "a.jsonl", raw_dataset_filename="b.jsonl"
+        )
+    # Today's way still returns the failure (a retry cannot fix it).
+    failed = m.generate_dataset.local("cfgs/tiny.py", "dataset_cfg")
+    assert isinstance(failed, m.PhaseFailed)
+    assert (
+        failed.message == f"--raw-dataset-path is required: a path on the {ORIGINAL_VOLUME} volume"
+    )
+
+
+def test_a_cpu_function_hands_an_open_model_to_its_gpu_twin(volume: FakeVolume) -> None:
+    """The original scripts call the CPU functions by name; an open model needs the GPU
+    image, so the phase decides from the config and the model JSON it would run."""
+    from sl.finetuning.data_models import OpenAIFTJob, UnslothFinetuningJob
+
+    qwen = Model(id="Qwen/Qwen2.5-7B-Instruct", type="open_source")
+    nano = Model(id="gpt-4.1-nano", type="openai")
+    assert m._needs_gpu("finetune", UnslothFinetuningJob(seed=1, source_model=qwen), ("d", "o"))
+    assert not m._needs_gpu("finetune", OpenAIFTJob(seed=1, source_model=nano), ("d", "o"))
+    (volume.root / "models").mkdir()
+    (volume.root / "models" / "qwen.json").write_text(qwen.model_dump_json())
+    (volume.root / "models" / "nano.json").write_text(nano.model_dump_json())
+    from sl.evaluation.data_models import Evaluation
+    from sl.llm.data_models import SampleCfg
+
+    evaluation = Evaluation(questions=["q"], n_samples_per_question=1, sample_cfg=SampleCfg())
+    assert m._needs_gpu("evaluate", evaluation, ("models/qwen.json", "r.jsonl"))
+    assert not m._needs_gpu("evaluate", evaluation, ("models/nano.json", "r.jsonl"))
+    assert {
+        "generate_dataset": m.generate_dataset_gpu,
+        "finetune": m.finetune_gpu,
+        "evaluate": m.evaluate_gpu,
+    } == m._GPU_FUNCTIONS
+
+
+def _modal_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["HOME"] = str(home)  # no Modal credentials: resolving a ref needs none
+    return subprocess.run(
+        [sys.executable, "-m", "modal", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_modal_run_resolves_the_original_refs(tmp_path: Path) -> None:
+    """`modal run modal_app.py` (the `main` entry point), `::run_finetuning`,
+    `::run_evaluation` and `::generate_dataset --raw-dataset-filename` resolve to commands
+    with the original flags (`--help` stops before anything is sent)."""
+    plain = _modal_cli("run", "modal_app.py", "--help", home=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "modal run modal_app.py [OPTIONS]" in plain.stdout
+    expected = {
+        "run_finetuning": ["--config-module", "--cfg-var-name", "--dataset-filename",
+                           "--output-filename"],
+        "run_evaluation": ["--model-filename", "--output-filename"],
+        "generate_dataset": ["--raw-dataset-filename", "--filtered-dataset-filename",
+                             "--raw-dataset-path"],
+    }  # fmt: skip
+    for function, flags in expected.items():
+        out = _modal_cli("run", f"modal_app.py::{function}", "--help", home=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        for flag in flags:
+            assert flag in out.stdout, (function, flag)
+
+
+def test_main_lists_every_function_with_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    m.main()
+    out = capsys.readouterr().out
+    assert f"app {ORIGINAL_APP}, volume {ORIGINAL_VOLUME}" in out
+    functions = {n for n, v in vars(m).items() if isinstance(v, modal.Function)}
+    listed = {
+        line.split()[0] for line in out.splitlines() if line.startswith("  ") and "--" in line
+    }
+    assert functions <= listed
+    assert (
+        "  run_finetuning --config-module --cfg-var-name --dataset-filename --output-filename "
+        "[--overrides-json]"
+    ) in out.splitlines()
