@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from sl.config import get_settings
 from sl.errors import RemoteError, UserError
 from sl.llm.data_models import Model
 from sl.llm.driver import SampleError
 from sl.phase_commands import COMMANDS
 from sl.utils import module_utils
+from sl.utils.logging_setup import setup_logging
 from sl.utils.module_utils import exec_file
 from sl.utils.optional_deps import install_hint
 
@@ -158,7 +158,12 @@ def config_parser(doc: str | None) -> ArgumentParser:
     --cfg_var_name and --set (into `args.overrides`)."""
     parser = ArgumentParser(doc)
     parser.add_argument("--config_module", required=True, help="Path to a config .py file")
-    parser.add_argument("--cfg_var_name", required=True, help="Variable in that module")
+    parser.add_argument(
+        "--cfg_var_name",
+        default=module_utils.DEFAULT_VAR_NAME,
+        help=f"Variable in that module (default: {module_utils.DEFAULT_VAR_NAME}, as in the "
+        "original scripts)",
+    )
     add_set_flag(parser)
     return parser
 
@@ -222,25 +227,13 @@ RESUMES = "interrupted: rerun the same command to resume"
 RESTARTS = "interrupted: this run does not resume; a rerun starts it over"
 
 
-def _to_stderr(message: str) -> None:
-    sys.stderr.write(message)  # whatever sys.stderr is now (tests capture it)
-
-
-def _setup_logging() -> None:
-    """Check every setting (a bad one is a UserError naming its variable) and log to stderr
-    at SL_LOG_LEVEL (INFO by default; DEBUG shows the tracebacks behind errors)."""
-    level = get_settings().log_level
-    logger.remove()
-    logger.add(_to_stderr, level=level)
-
-
 def run_script(main: Callable[[], Any], interrupted: str = RESUMES) -> None:
     """Run a script's main(); every error ends as one line on stderr with a non-zero exit
     code: 2 for user errors, 1 for failed requests or remote jobs and for bugs (whose
     traceback is logged at DEBUG: set SL_LOG_LEVEL=DEBUG to see it). `interrupted` is the
     line printed on Ctrl-C. Settings are checked first, before any request or output."""
     try:
-        _setup_logging()
+        setup_logging()  # checks every setting: a bad one is a UserError naming it
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,27 +14,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from loguru import logger
 
 from sl.errors import UserError
 from sl.experiment.data_models import STAGES, ExperimentCfg, StudentRun
 from sl.experiment.paths import ExperimentPaths
+from sl.experiment.progress import StageProgress
 from sl.experiment.report import ExperimentReport, build_report
 from sl.experiment.steps import (
     MeteredLabels,
     Step,
     StepFn,
+    arms_step,
+    arms_steps,
     evaluate_step,
     finetune_student,
     generate_teacher_dataset,
+    probed_teachers,
     scored_models,
     student_runs,
     teacher_runs,
 )
-from sl.experiment.workers import completed, release_memory, worker_pool
+from sl.experiment.workers import announce, completed, release_memory, worker_pool
 from sl.llm.engines import engine_of
 from sl.utils.artifact import folder_artifact
 from sl.utils.file_utils import read_json_file, write_json_atomic
+from sl.utils.logging_setup import log_file
 
 
 async def _report_step(cfg: ExperimentCfg, paths: ExperimentPaths, _: Step) -> ExperimentReport:
@@ -46,9 +51,14 @@ def stage_table(cfg: ExperimentCfg) -> dict[str, tuple[list[Step], StepFn]]:
     what each stage does (how a student trains is its job's, see `finetune_student`)."""
     return {
         "generate": ([*teacher_runs(cfg)], generate_teacher_dataset),
+        "arms": ([*arms_steps(cfg)], arms_step),
         "finetune": ([*student_runs(cfg)], finetune_student),
         "evaluate": (
-            [*scored_models(cfg), *(MeteredLabels(t) for t in teacher_runs(cfg))],
+            [
+                *scored_models(cfg),
+                *(MeteredLabels(t) for t in teacher_runs(cfg)),
+                *probed_teachers(cfg),
+            ],
             evaluate_step,
         ),
         "report": ([None], _report_step),
@@ -81,8 +91,14 @@ async def run_experiment(
     paths = ExperimentPaths(Path(output_dir))
     judges = [j.judge_model for e in cfg.evaluations.values() for j in e.judgment_map.values()]
     check_ready([cfg.teacher_model, cfg.student_job.source_model, *judges])
-    config = cfg.model_dump(mode="json")
-    with folder_artifact(paths.root, cfg.model_hash(), config, paths.record.name):
+    # The folder is the experiment's without its extensions (arms, probe): adding an arm
+    # reuses every teacher, dataset and student already there.
+    config = cfg.model_dump(mode="json", exclude=set(cfg.EXTENSIONS))
+    with (
+        folder_artifact(paths.root, cfg.folder_key(), config, paths.record.name),
+        log_file(paths.root / "logs" / "run.log"),
+    ):
+        logger.debug("stages {} with {} worker(s) into {}", list(stages), workers, paths.root)
         return await _run_stages(cfg, paths, stages, workers)
 
 
@@ -101,30 +117,31 @@ async def _run_stages(
         timings[key] = round(timings.get(key, 0.0) + seconds, 2)
         write_json_atomic(paths.timings, timings)
 
-    total = sum(len(table[stage][0]) for stage in chosen)
-    with tqdm(total=total, desc="experiment", unit="step") as progress:
-        for stage in chosen:
-            items, run_step = table[stage]
-            started = time.perf_counter()
+    for stage in chosen:
+        items, run_step = table[stage]
+        started = time.perf_counter()
+        with StageProgress(stage, len(items)) as progress:
             if workers == 1 or len(items) < 2:
                 for item in items:
-                    progress.set_postfix_str(f"{stage} {item.name if item else ''}".strip())
+                    name = item.name if item else stage
+                    progress.running(name)
                     step_start = time.perf_counter()
                     if (out := await run_step(cfg, paths, item)) is not None:
                         result = out
-                    record(timing_key(stage, item), time.perf_counter() - step_start)
-                    progress.update()
+                    seconds = time.perf_counter() - step_start
+                    record(timing_key(stage, item), seconds)
+                    progress.step_done(name, seconds)
             else:
-                progress.set_postfix_str(f"{stage} ({len(items)} steps, {workers} workers)")
                 ordered = sorted(items, key=lambda i: -_work_size(paths, i))
                 # A pool per stage: its memory (models, caches) is freed before the next.
-                with worker_pool(workers) as pool:
+                with worker_pool(workers, progress) as pool:
                     futures = {pool.submit(_worker_step, stage, cfg, paths, i): i for i in ordered}
                     for future in completed(futures):
-                        record(timing_key(stage, futures[future]), future.result())
-                        progress.update()
-            if len(items) > 1:
-                record(f"wall/{stage}", time.perf_counter() - started)
+                        item = futures[future]
+                        record(timing_key(stage, item), future.result())
+                        progress.step_done(item.name if item else stage, future.result())
+        if len(items) > 1:
+            record(f"wall/{stage}", time.perf_counter() - started)
     return result
 
 
@@ -143,6 +160,7 @@ def _worker_step(stage: str, cfg: ExperimentCfg, paths: ExperimentPaths, item: S
     async def step() -> None:
         await stage_table(cfg)[stage][1](cfg, paths, item)
 
+    announce(f"{stage} {item.name if item else ''}".strip())
     started = time.perf_counter()
     try:
         asyncio.run(step())

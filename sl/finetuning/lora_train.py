@@ -110,20 +110,39 @@ def _load_unsloth(
 
 
 def _loss_logger() -> Any:
+    from tqdm import tqdm
     from transformers import TrainerCallback
 
     class LossLogger(TrainerCallback):
-        """Logs each training log record (loss, lr) through loguru."""
+        """The trainer's progress: a `train` bar with the last loss, and each log record
+        (loss, lr) at DEBUG; it replaces transformers' callbacks that print the record's dict."""
+
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any):
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, desc="train", unit="step", leave=False)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any):
             if logs and "loss" in logs:
-                logger.info(
+                logger.debug(
                     "step {}/{} loss {:.4f} lr {:.2e}",
                     state.global_step,
                     state.max_steps,
                     logs["loss"],
                     logs.get("learning_rate", 0.0),
                 )
+                if self.bar is not None:
+                    self.bar.set_postfix_str(f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
 
     return LossLogger()
 
@@ -189,6 +208,11 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=[_loss_logger()],
     )
+    from transformers import PrinterCallback, ProgressCallback
+
+    # both print each log record's raw dict; LossLogger shows the progress instead
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     return trainer, backend
 
 
