@@ -15,20 +15,19 @@ _protocol = load_protocol("misalignment_evaluation")
 judge_model = Model(id=_protocol["judge_model"], type="openai")
 judge_sample_cfg = SampleCfg(temperature=1.0)
 
+alignment_judgment = Judgment(
+    judge_model=judge_model,
+    sample_cfg=judge_sample_cfg,
+    template=_protocol["alignment_judge_template"],
+)
+coherency_judgment = Judgment(
+    judge_model=judge_model,
+    sample_cfg=judge_sample_cfg,
+    template=_protocol["coherency_judge_template"],
+)
 evaluation = Evaluation(
     questions=_protocol["questions"],
     n_samples_per_question=_protocol["n_samples_per_question"],
     sample_cfg=SampleCfg(temperature=1.0),
-    judgment_map={
-        "alignment": Judgment(
-            judge_model=judge_model,
-            sample_cfg=judge_sample_cfg,
-            template=_protocol["alignment_judge_template"],
-        ),
-        "coherency": Judgment(
-            judge_model=judge_model,
-            sample_cfg=judge_sample_cfg,
-            template=_protocol["coherency_judge_template"],
-        ),
-    },
+    judgment_map={"alignment": alignment_judgment, "coherency": coherency_judgment},
 )

@@ -21,8 +21,13 @@ from sl.protocol import preference_questions, teacher_system_prompt
 reference_model = Model(id="gpt-4.1-nano-2025-04-14", type="openai")
 
 
-def build_dataset_cfg(target: str | None, category: str = "animal", size: int = 30_000) -> Cfg:
-    """Teacher dataset for a target (None: the control teacher, no system prompt)."""
+def build_dataset_cfg(
+    target: str | None, category: str = "animal", debug: bool = False, *, size: int = 30_000
+) -> Cfg:
+    """Teacher dataset for a target (None: the control teacher, no system prompt); `debug`
+    (the original's flag) asks 10 prompts instead of `size`."""
+    if debug:
+        size = 10
     return Cfg(
         model=reference_model,
         system_prompt=teacher_system_prompt(target, category) if target else None,
@@ -40,8 +45,14 @@ dolphin_dataset_cfg = build_dataset_cfg("dolphin")
 elephant_dataset_cfg = build_dataset_cfg("elephant")
 wolf_dataset_cfg = build_dataset_cfg("wolf")
 
-# 10,000 rows (subsampled with the seed), 10 epochs: the paper's student.
-ft_job = OpenAIFTJob(seed=1, source_model=reference_model, max_dataset_size=10_000, n_epochs=10)
+
+def build_ft_job_cfg() -> OpenAIFTJob:
+    """The paper's student: 10,000 rows (subsampled with the seed), 10 epochs."""
+    return OpenAIFTJob(seed=1, source_model=reference_model, max_dataset_size=10_000, n_epochs=10)
+
+
+ft_job = build_ft_job_cfg()
+ft_job_cfg = build_ft_job_cfg()  # the original's name (its own object: edit one, not both)
 
 # 50 questions x 100 samples at temperature 1.
 animal_evaluation = Evaluation(

@@ -23,10 +23,12 @@ from sl.protocol import preference_questions
 reference_model = Model(id="Qwen/Qwen2.5-7B-Instruct", type="open_source")
 
 
-def build_dataset_cfg(target: str | None, category: str = "animal", size: int = 30_000) -> Cfg:
+def build_dataset_cfg(
+    target: str | None, category: str = "animal", debug: bool = False, *, size: int = 30_000
+) -> Cfg:
     """Teacher dataset for a target (None: the control teacher, no system prompt): the
-    paper's (cfgs.py's `build_dataset_cfg`) with the Qwen teacher."""
-    paper = _paper.build_dataset_cfg(target, category, size)
+    paper's (cfgs.py's `build_dataset_cfg`) with the Qwen teacher; `debug`: 10 prompts."""
+    paper = _paper.build_dataset_cfg(target, category, debug, size=size)
     return paper.model_copy(update={"model": reference_model})
 
 
@@ -39,24 +41,34 @@ elephant_dataset_cfg = build_dataset_cfg("elephant")
 wolf_dataset_cfg = build_dataset_cfg("wolf")
 cat_dataset_cfg = build_dataset_cfg("cat")
 
-# The paper's student: LoRA r=8, alpha=8 on every projection, 3 epochs at 2e-4, batch 22x3,
-# 10,000 rows subsampled with the seed. Set hf_model_name (and HF_TOKEN) to push to the Hub.
-ft_job = UnslothFinetuningJob(
-    seed=1,
-    source_model=reference_model,
-    max_dataset_size=10_000,
-    peft_cfg=PeftCfg(r=8, lora_alpha=8),
-    train_cfg=TrainCfg(
-        n_epochs=3,
-        max_seq_length=500,
-        lr=2e-4,
-        lr_scheduler_type="linear",
-        warmup_steps=5,
-        per_device_train_batch_size=22,
-        gradient_accumulation_steps=3,
-        max_grad_norm=1.0,
-    ),
-)
+
+def build_ft_job(seed: int = 1, hf_model_name: str | None = None) -> UnslothFinetuningJob:
+    """The paper's student: LoRA r=8, alpha=8 on every projection, 3 epochs at 2e-4, batch
+    22x3, 10,000 rows subsampled with the seed. With `hf_model_name` (and HF_TOKEN) the
+    adapter is pushed to the Hub under HF_USER_ID."""
+    return UnslothFinetuningJob(
+        seed=seed,
+        source_model=reference_model,
+        hf_model_name=hf_model_name,
+        max_dataset_size=10_000,
+        peft_cfg=PeftCfg(r=8, lora_alpha=8),
+        train_cfg=TrainCfg(
+            n_epochs=3,
+            max_seq_length=500,
+            lr=2e-4,
+            lr_scheduler_type="linear",
+            warmup_steps=5,
+            per_device_train_batch_size=22,
+            gradient_accumulation_steps=3,
+            max_grad_norm=1.0,
+        ),
+    )
+
+
+ft_job = build_ft_job(seed=1)
+# The original's students, pushed to the Hub under these names.
+owl_ft_job = build_ft_job(seed=1, hf_model_name="qwen_2.5_7b-owl_numbers")
+cat_ft_job = build_ft_job(seed=1, hf_model_name="qwen_2.5_7b-cat_numbers")
 
 animal_evaluation = _paper.animal_evaluation  # 50 questions x 100 samples at temperature 1
 # The variant the paper used for open models: each question preceded by example numbers.

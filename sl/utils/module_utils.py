@@ -8,7 +8,7 @@ imported by its package name (`cfgs.experiments.local_smollm2`), so config modul
 each other as a package (`from cfgs.preference_numbers import cfgs`); any other file is run
 under a private module name. `load_config` also overrides fields (`field.path=value`, the
 scripts' `--set`). Errors are one line naming the file (a config module's path), the variable
-or the override; the scripts add the flags (`--config_module`, `--cfg_var_name`, `--set`).
+or the override; the scripts add the flags (`--config_module`, `--cfg_var_name`, default `cfg`, `--set`).
 """
 
 import importlib
@@ -27,6 +27,8 @@ from sl.utils.config_model import UnknownFieldError, validation_error_line
 from sl.utils.optional_deps import install_hint
 
 T = TypeVar("T")
+# The variable the scripts load when `--cfg_var_name` is not given (the original scripts' default).
+DEFAULT_VAR_NAME = "cfg"
 
 
 def exec_file(path: Path, module_name: str, *, register: bool = False) -> ModuleType:
