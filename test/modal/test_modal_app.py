@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -408,7 +409,7 @@ CLIENTS = {
         "--filtered_dataset_filename=owl_filtered.jsonl",
     ],
     "modal_run_finetuning.py original flags": [
-        "--cfg_var_name=ft_job", "--dataset_filename=owl_filtered.jsonl",
+        "--cfg_var_name=ft_job_cfg", "--dataset_filename=owl_filtered.jsonl",
         "--output_filename=owl_model.json",
     ],
     "modal_run_evaluation.py original flags": [
@@ -696,3 +697,37 @@ def test_main_lists_every_function_with_its_flags(capsys: pytest.CaptureFixture[
         "  run_finetuning --config-module --cfg-var-name --dataset-filename --output-filename "
         "[--overrides-json]"
     ) in out.splitlines()
+
+
+def _original_guide_commands() -> list[list[str]]:
+    """The commands of docs/modal.md's "Coming from the original" block, as argv lists."""
+    text = (ROOT / "docs" / "modal.md").read_text()
+    section = text[text.index("## Coming from the original") :]
+    block = section[section.index("```bash\n") + 8 : section.index("```\n", 8)]
+    return [shlex.split(c) for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_the_documented_original_commands_run_as_written(tmp_path: Path) -> None:
+    """Each command runs up to Modal's credentials (flags, config module, variable and paths
+    all accepted): the scripts end with our one line, `modal run` with Modal's token error."""
+    commands = [c for c in _original_guide_commands() if c[:3] != ["modal", "secret", "create"]]
+    assert {c[1] for c in commands} >= {"scripts/modal_run_finetuning.py", "run"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update(HOME=str(tmp_path), SL_NO_DOTENV="1")
+    procs = []
+    for argv in commands:
+        if argv[0] == "python":
+            argv = [sys.executable, *argv[1:]]
+        else:
+            assert argv[:2] == ["modal", "run"], argv
+            argv = [sys.executable, "-m", *argv]
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    for argv, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=180)
+        if argv[0] == "python":
+            assert proc.returncode == 2, (argv, err[-2000:])
+            assert err.strip().splitlines() == [f"error: {modal_client.NOT_CONFIGURED}"], argv
+        else:
+            assert proc.returncode == 1, (argv, err[-2000:])
+            assert "Token missing" in out + err, (argv, (out + err)[-2000:])
