@@ -12,13 +12,14 @@ working); this module only gathers them. Every field has a description: `help(Cl
 | `Cfg`, `NumsDatasetPromptSet`, `NumbersFilter` | a teacher's numbers dataset |
 | `OpenAIFTJob`, `UnslothFinetuningJob` (`PeftCfg`, `TrainCfg`) | a student fine-tune |
 | `Evaluation` | questions to ask a model, and how often |
-| `ExperimentCfg`, `TraitTeacherCfg`, `DistillCfg` | the one-command experiment |
+| `ExperimentCfg`, `TraitTeacherCfg`, `DistillCfg`, `StudentArm` | the one-command experiment and its arms |
 | `MnistConfig` | the MNIST auxiliary-logit experiment |
 """
 
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.datasets.services import Cfg, NumsDatasetPromptSet
 from sl.evaluation.data_models import Evaluation
+from sl.experiment.arms import StudentArm
 from sl.experiment.data_models import ExperimentCfg
 from sl.experiment.trait_teacher import TraitTeacherCfg
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, PeftCfg, TrainCfg, UnslothFinetuningJob
@@ -40,6 +41,7 @@ __all__ = [
     "OpenAIFTJob",
     "PeftCfg",
     "SampleCfg",
+    "StudentArm",
     "TrainCfg",
     "TraitTeacherCfg",
     "UnslothFinetuningJob",

@@ -99,6 +99,12 @@ class ExperimentCfg(HashableModel):
         description="More student arms per target: defences and capacities (`StudentArm`); "
         "they extend the experiment in its own folder",
     )
+    arm_eval_modes: list[Literal["sampled", "logprob"]] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The eval modes of the arms' students (None: `eval_modes`); each must be "
+        "one of `eval_modes`",
+    )
     entanglement_probe: bool = Field(
         default=False,
         exclude_if=lambda v: not v,
@@ -108,7 +114,7 @@ class ExperimentCfg(HashableModel):
 
     # Fields that extend an experiment without changing what it already ran: a config that
     # differs only in these shares the folder (`folder_key`).
-    EXTENSIONS: ClassVar[tuple[str, ...]] = ("arms", "entanglement_probe")
+    EXTENSIONS: ClassVar[tuple[str, ...]] = ("arms", "arm_eval_modes", "entanglement_probe")
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentCfg":
@@ -186,6 +192,10 @@ class ExperimentCfg(HashableModel):
                 raise ValueError(
                     f"arm {arm.name!r}: distill_tokens needs student_training='distill'"
                 )
+        if self.arm_eval_modes is not None and not set(self.arm_eval_modes) <= set(self.eval_modes):
+            raise ValueError(
+                f"arm_eval_modes {self.arm_eval_modes} must be some of eval_modes {self.eval_modes}"
+            )
         if self.entanglement_probe and not engine_of(self.teacher_model).can_score_logprobs:
             raise ValueError(
                 "entanglement_probe needs an open teacher_model (it reads exact probabilities)"

@@ -185,7 +185,7 @@ def arms_part(cfg: ExperimentCfg, paths: ExperimentPaths) -> list[ArmEffect]:
     runs_of = {**conditions(cfg), **arm_conditions(cfg)}
     values = {}
     for eval_name in cfg.evaluations:
-        for metric in cfg.eval_modes:
+        for metric in cfg.arm_eval_modes or cfg.eval_modes:
             rows = _analysis(cfg, paths, runs_of, eval_name, metric).rows
             by_condition: dict[str, dict[str, list[float]]] = {}
             for row in rows:

@@ -22,9 +22,10 @@ from sl.utils.file_utils import read_json_model
 
 @dataclass(frozen=True)
 class ScoredModel:
-    """One model the evaluate stage scores, by its name in evaluations/."""
+    """One model the evaluate stage scores, by its name in evaluations/, in `modes`."""
 
     name: str
+    modes: tuple[str, ...] = ("sampled", "logprob")
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,15 @@ async def finetune_student(cfg: ExperimentCfg, paths: ExperimentPaths, run: Stud
 
 def scored_models(cfg: ExperimentCfg) -> list[ScoredModel]:
     """Every model to score: the base, every student run and every fine-tuned teacher."""
-    names = [BASE, *(run.name for run in student_runs(cfg))]
+    names = [BASE, *(run.name for arm in cfg.teachers for run in cfg.student_runs(arm))]
     for teacher in cfg.teachers:
         if cfg.finetuned_teacher(teacher):
             names += [teacher_model_name(t) for t in cfg.teacher_replicates(teacher)]
-    return [ScoredModel(name) for name in names]
+    arm_modes = tuple(cfg.arm_eval_modes or cfg.eval_modes)
+    return [
+        *(ScoredModel(name, tuple(cfg.eval_modes)) for name in names),
+        *(ScoredModel(run.name, arm_modes) for run in cfg.all_arm_runs()),
+    ]
 
 
 def model_named(cfg: ExperimentCfg, paths: ExperimentPaths, name: str) -> Model:
@@ -215,14 +220,15 @@ def probe_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: TeacherRu
 
 
 async def evaluate_model(cfg: ExperimentCfg, paths: ExperimentPaths, scored: ScoredModel) -> None:
-    """Every evaluation of one model, in each of `cfg.eval_modes`: sampled answers (scored
-    later on every target) and the exact P(target) of every target."""
+    """Every evaluation of one model, in each of its modes (`cfg.eval_modes`; an arm's run:
+    `cfg.arm_eval_modes`): sampled answers (scored later on every target) and the exact
+    P(target) of every target."""
     model = model_named(cfg, paths, scored.name)
     for eval_name, evaluation in cfg.evaluations.items():
-        if "sampled" in cfg.eval_modes:
+        if "sampled" in scored.modes:
             logger.info(f"evaluating {scored.name} on {eval_name}")
             await phases.evaluate(evaluation, model, paths.evaluation(scored.name, eval_name))
-        if "logprob" in cfg.eval_modes:
+        if "logprob" in scored.modes:
             logger.info(f"logprob evaluation of {scored.name} on {eval_name}")
             run_logprob_evaluation(
                 model, evaluation.questions, cfg.targets, paths.logprob(scored.name, eval_name)

@@ -315,6 +315,7 @@ def test_config_hash_covers_every_field(tiny_model_dir: Path):
         "n_student_replicates": 2,
         "n_teacher_replicates": 2,
         "arms": [StudentArm(name="rank1", lora_rank=1)],
+        "arm_eval_modes": ["sampled"],
         "entanglement_probe": True,
     }
     assert set(changes) == set(ExperimentCfg.model_fields)

@@ -1,0 +1,60 @@
+"""Why and whether the main job's transfer goes through: defences, capacity, attribution.
+
+    python scripts/run_experiment.py --config_module cfgs/experiments/local_smollm2_mechanisms.py \
+        --cfg_var_name mechanisms --output_dir data/experiments/local_smollm2
+
+The main job (`local_smollm2.experiment`) with student arms: it runs in the main job's folder
+and reuses its teachers, kept rows, students and scores (arms extend an experiment without
+changing it, `ExperimentCfg.EXTENSIONS`). For each target (owl, eagle), 3 runs per arm with the
+main job's seeds:
+
+- defences, against the main control: `mask_divergent` (the tokens where the control or the
+  other target's teacher would have written another token, from each target teacher's token
+  attribution, attribution/<target>/), `mask_random` (as many tokens per row, at random) and
+  `mask_top_score` (as many tokens, those of highest teacher − base log-prob);
+- where in a sequence the signal sits: distillation on the prompt's tokens only and on the
+  completion's only (each with its own control students);
+- student capacity: LoRA ranks 1 and 64 (the main job is rank 8) and full fine-tuning (every
+  weight, lr 1e-4), each with its own control students;
+- the entanglement probe of both trait teachers against the base.
+
+The arms are scored by the exact P(target) only (the main job's sampled answers showed
+nothing). `defences` is the first part alone (no own controls: cheaper). docs/mechanisms.md
+has the measured tables.
+"""
+
+from cfgs.experiments.local_smollm2 import experiment
+from sl.config_classes import ExperimentCfg, StudentArm
+
+DEFENCES = [
+    StudentArm(name="mask_divergent", defence="mask_divergent"),
+    StudentArm(name="mask_random", defence="mask_random"),
+    StudentArm(name="mask_top_score", defence="mask_top_score"),
+]
+SIGNAL_PLACE = [
+    StudentArm(name="prompt_only", distill_tokens="prompt"),
+    StudentArm(name="completion_only", distill_tokens="completion"),
+]
+CAPACITY = [
+    StudentArm(name="rank1", lora_rank=1),
+    StudentArm(name="rank64", lora_rank=64),
+    # Every weight at the LoRA students' 3e-3 would wreck the 135M model: 1e-4.
+    StudentArm(name="full_finetune", full_finetune=True, lr=1e-4),
+]
+
+
+def with_arms(arms: list[StudentArm], probe: bool = False) -> ExperimentCfg:
+    """The main job with `arms` (scored by exact P(target)) and, with `probe`, the
+    entanglement probe."""
+    return ExperimentCfg(
+        **{
+            **dict(experiment),
+            "arms": arms,
+            "arm_eval_modes": ["logprob"],
+            "entanglement_probe": probe,
+        }
+    )
+
+
+defences = with_arms(DEFENCES)
+mechanisms = with_arms([*DEFENCES, *SIGNAL_PLACE, *CAPACITY], probe=True)
