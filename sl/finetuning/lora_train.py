@@ -19,7 +19,13 @@ from loguru import logger
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
 from sl.finetuning.data_models import UnslothFinetuningJob
-from sl.finetuning.lora_data import build_sft_config, lora_config, lora_kwargs, to_sft_records
+from sl.finetuning.lora_data import (
+    build_sft_config,
+    lora_config,
+    lora_kwargs,
+    mask_labels,
+    to_sft_records,
+)
 from sl.finetuning.open_source import save_student
 from sl.finetuning.precision import has_bf16_base, precise_adapters
 from sl.llm.data_models import Model
@@ -213,6 +219,9 @@ def build_trainer(
     # both print each log record's raw dict; LossLogger shows the progress instead
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if job.loss_mask is not None:
+        masks = job.loss_mask.for_rows(rows)
+        trainer.train_dataset = mask_labels(trainer.train_dataset, rows, masks, tokenizer)
     return trainer, backend
 
 
