@@ -15,7 +15,7 @@ main job's seeds:
 - where in a sequence the signal sits: distillation on the prompt's tokens only and on the
   completion's only (each with its own control students);
 - student capacity: LoRA ranks 1 and 64 (the main job is rank 8) and full fine-tuning (every
-  weight, lr 1e-4), each with its own control students;
+  weight, lr 5e-5), each with its own control students;
 - the entanglement probe of both trait teachers against the base.
 
 The arms are scored by the exact P(target) only (the main job's sampled answers showed
@@ -38,7 +38,7 @@ SIGNAL_PLACE = [
 CAPACITY = [
     StudentArm(name="rank1", lora_rank=1),
     StudentArm(name="rank64", lora_rank=64),
-    # Every weight at the LoRA students' 3e-3 would wreck the 135M model: 1e-4.
+X
     StudentArm(name="full_finetune", full_finetune=True, lr=1e-4),
 ]
 
