@@ -94,20 +94,25 @@ def _send_record(message: Any) -> None:
 
 class _StreamToParent:
     """A worker's stdout and stderr. Text ended by a carriage return is a bar's redraw: the
-    worker's status; a line is a dependency's print (or a bar's last state): the run log."""
+    worker's status; a line is a dependency's print, or a bar's last state (the status too):
+    the run log."""
 
     def __init__(self) -> None:
         self.pending = ""
+        self.in_bar = False  # the last segment ended with a carriage return
 
     def write(self, text: str) -> int:
         self.pending += text
         *done, self.pending = re.split(r"(\r|\n)", self.pending)
         for segment, end in zip(done[::2], done[1::2], strict=True):
             segment = _ANSI.sub("", segment).strip()
-            if segment:
+            if not segment:
+                continue
+            if end == "\r" or self.in_bar:
                 _to_parent.put(("status", os.getpid(), segment))
-                if end == "\n":
-                    _to_parent.put(("line", os.getpid(), segment))
+            if end == "\n":
+                _to_parent.put(("line", os.getpid(), segment))
+            self.in_bar = end == "\r"
         return len(text)
 
     def flush(self) -> None:

@@ -18,7 +18,10 @@ from typing import Any
 
 from loguru import logger
 
-CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> | <level>{level: <7}</level> | {message}"
+CONSOLE_FORMAT = (
+    "<green>{time:HH:mm:ss}</green> | <level>{level: <7}</level> | {extra[origin]}{message}"
+)
+# origin: "w<n> " on what a worker process logged
 FILE_FORMAT = (
     "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[origin]}{name}:{function}:{line}"
     " - {message}"

@@ -58,4 +58,5 @@ def test_a_worker_writes_through_the_parent(capfd, tmp_path: Path) -> None:
     text = path.read_text()
     assert "w1 " in text and "worker step 7 detail" in text and "a dependency's chatter" in text
     assert any(s.startswith("distill: 100%") for s in statuses), statuses
+    assert not any("chatter" in s for s in statuses)  # a plain line is not a bar's state
     assert list(progress.steps.values()) == ["finetune run7"]
