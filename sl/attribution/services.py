@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.attribution.data_models import ModelContext, TokenAttribution
 from sl.attribution.models import check_open, check_same_tokenizers
@@ -36,6 +35,7 @@ from sl.utils.file_utils import (
     write_json_atomic,
     write_jsonl_atomic,
 )
+from sl.utils.progress_bar import tqdm
 
 TOKENS = "tokens.jsonl"
 SUMMARY = "summary.json"

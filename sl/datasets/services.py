@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from pydantic import ConfigDict, Field, model_validator
-from tqdm import tqdm
 
 from sl.datasets.data_models import TRAINING, DatasetRow
 from sl.datasets.nums_dataset import FilterFn, PromptGenerator, run_filter
@@ -19,6 +18,7 @@ from sl.utils.artifact import Artifact, artifact
 from sl.utils.config_model import MAX_LIST, MAX_ROWS, ConfigModel
 from sl.utils.file_utils import JsonlAppender, read_jsonl, write_jsonl_atomic
 from sl.utils.fingerprint import callables_hash
+from sl.utils.progress_bar import tqdm
 from sl.utils.run_meta import in_key_order, pending_indices
 
 RAW_KIND = "raw dataset"

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from pydantic import Field
-from tqdm import tqdm
 
 from sl.errors import UserError
 from sl.evaluation.logprob import question_probabilities, scoring_dtype
@@ -44,6 +43,7 @@ from sl.protocol import preference_questions
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, read_text, write_json_atomic
 from sl.utils.fingerprint import json_hash
+from sl.utils.progress_bar import tqdm
 from sl.utils.run_meta import read_meta
 from sl.utils.stats import permutation_p_value
 

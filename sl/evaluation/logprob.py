@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from pydantic import BaseModel
-from tqdm import tqdm
 
 from sl.config import get_settings
 from sl.errors import UserError
 from sl.llm.data_models import HashableModel, Model
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_json_file, write_json_atomic
+from sl.utils.progress_bar import tqdm
 
 
 def target_spellings(target: str) -> list[str]:

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.errors import UserError
 from sl.evaluation import scoring
@@ -19,6 +18,7 @@ from sl.llm.engines import engine_of
 from sl.utils.artifact import artifact
 from sl.utils.file_utils import read_jsonl, write_jsonl_atomic
 from sl.utils.fingerprint import json_hash
+from sl.utils.progress_bar import tqdm
 from sl.utils.run_meta import in_key_order, pending_indices
 from sl.utils.stats import CI
 

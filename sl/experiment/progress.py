@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
+
+from sl.utils.progress_bar import tqdm
 
 
 class StageProgress:

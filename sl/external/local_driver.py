@@ -4,12 +4,17 @@ stop strings, stop reasons, and `InProcessDriver`, their common `batch_sample`."
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from sl.external.model_resolution import ResolvedModel, resolve_model
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
 from sl.llm.driver import OnResult
+
+
+class _Cancelled(Exception):
+    """Raised in a generation thread whose caller was cancelled."""
 
 
 def to_messages(chat: Chat) -> list[dict[str, str]]:
@@ -41,11 +46,34 @@ class InProcessDriver(ABC):
         on_result: OnResult | None = None,
     ) -> list[list[LLMResponse]]:
         """Sample `cfg.n` completions per chat in a worker thread; `on_result` is called from
-        that thread, per chat, as each batch finishes."""
+        that thread, per chat, as each batch finishes.
+
+        Cancelled (Ctrl-C, a notebook's interrupt), the thread stops at its next finished
+        batch and reports nothing more: what `on_result` wrote stays whole for a resume."""
         resolved = self.resolve(model)
-        return await asyncio.to_thread(
-            self.sample_sync, model, resolved, list(chats), list(sample_cfgs), on_result
+        cancelled = threading.Event()
+
+        def report(i: int, responses: list[LLMResponse]) -> None:
+            if cancelled.is_set():
+                raise _Cancelled  # ends sample_sync in the thread
+            if on_result is not None:
+                on_result(i, responses)
+
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.sample_sync, model, resolved, list(chats), list(sample_cfgs), report
+            )
         )
+        try:
+            while not work.done():
+                # Wake the loop now and then: a kernel's SIGINT, when the OS hands it to
+                # another thread, is acted on only once the main thread runs Python again
+                # (ipykernel#881: else the interrupt waits for the whole generation).
+                await asyncio.wait({work}, timeout=0.2)
+            return work.result()
+        finally:
+            cancelled.set()
+            work.cancel()
 
     def resolve(self, model: Model) -> ResolvedModel:
         """The model's local folders (`resolve_model`); an engine adds its own checks."""

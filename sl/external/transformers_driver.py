@@ -20,13 +20,13 @@ from contextlib import nullcontext
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.config import check_dtype, get_settings
 from sl.external.local_driver import InProcessDriver, stop_reason, to_messages, truncate_at_stop
 from sl.external.model_resolution import ResolvedModel
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
+from sl.utils.progress_bar import tqdm
 from sl.utils.seeds import repeat_index, stable_seed
 
 

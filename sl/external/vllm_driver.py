@@ -16,7 +16,6 @@ import threading
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.config import get_vllm_settings
 from sl.errors import UserError
@@ -25,6 +24,7 @@ from sl.external.model_resolution import ResolvedModel, lora_rank
 from sl.llm.data_models import DEFAULT_MAX_TOKENS, Chat, LLMResponse, Model, SampleCfg
 from sl.llm.driver import OnResult
 from sl.utils.optional_deps import COMMANDS
+from sl.utils.progress_bar import tqdm
 from sl.utils.seeds import repeat_index, stable_seed
 
 INSTALL_HINT = COMMANDS["vllm"]

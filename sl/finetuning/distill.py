@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.datasets.nums_dataset import NumbersFilter
@@ -51,6 +50,7 @@ from sl.finetuning.precision import precise_adapters
 from sl.finetuning.soft_labels import TeacherTargets, teacher_log_probs
 from sl.finetuning.subsample import select_rows
 from sl.llm.data_models import HashableModel, Model
+from sl.utils.progress_bar import tqdm
 
 
 def train_distilled(

@@ -116,8 +116,9 @@ def _load_unsloth(
 
 
 def _loss_logger() -> Any:
-    from tqdm import tqdm
     from transformers import TrainerCallback
+
+    from sl.utils.progress_bar import tqdm
 
     class LossLogger(TrainerCallback):
         """The trainer's progress: a `train` bar with the last loss, and each log record

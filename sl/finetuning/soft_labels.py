@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from loguru import logger
-from tqdm import tqdm
 
 from sl.datasets.data_models import DatasetRow
 from sl.datasets.nums_dataset import NumbersFilter
 from sl.finetuning.distill_cfg import FULL_VOCABULARY_WARNING, DistillCfg
+from sl.utils.progress_bar import tqdm
 
 
 class TeacherTargets:

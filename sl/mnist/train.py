@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 from loguru import logger
-from tqdm import tqdm
 
 from sl.mnist.config import N_DIGITS
 from sl.mnist.ensemble import MLPEnsemble
+from sl.utils.progress_bar import tqdm
 
 
 def make_adam(model: MLPEnsemble, lr: float) -> torch.optim.Adam:

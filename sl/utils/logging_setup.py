@@ -53,7 +53,7 @@ def setup_logging(level: str | None = None, sink: Callable[[Any], None] | None =
 
 
 def _to_console(message: str) -> None:
-    from tqdm import tqdm
+    from sl.utils.progress_bar import tqdm
 
     # whatever sys.stderr is now (tests capture it); tqdm.write clears and redraws live bars
     tqdm.write(message, file=sys.stderr, end="")
