@@ -19,6 +19,8 @@ from sl.external.embedded_model import EMBEDDED_MODEL_ID, embedded_model_dir
 
 # A folder is a model if it holds one of these (a full model, or a LoRA adapter).
 _MODEL_FILES = ("config.json", "adapter_config.json")
+# The Hub was unreachable for the embedded model once: this process uses its offline copy.
+_hub_unreachable = False
 
 
 def _token() -> str | None:
@@ -77,6 +79,9 @@ def resolve_model_path(model_id: str) -> Path:
         ) from None
     except (LocalEntryNotFoundError, OSError):
         pass  # not cached yet
+    global _hub_unreachable
+    if model_id == EMBEDDED_MODEL_ID and _hub_unreachable:
+        return embedded_model_dir()  # said once: no second try, no second warning
     try:
         from huggingface_hub import constants
 
@@ -94,6 +99,7 @@ def resolve_model_path(model_id: str) -> Path:
     except (LocalEntryNotFoundError, OSError) as e:  # offline mode or no connection
         logger.debug("Hub unreachable for {}: {}", model_id, e)
     if model_id == EMBEDDED_MODEL_ID:
+        _hub_unreachable = True
         logger.warning(
             "Hub unreachable: using the offline copy of {} (dequantized from Q4_1)", model_id
         )

@@ -100,7 +100,7 @@ def load_causal_lm(
     resolved = resolve_model(model)
     where = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, where)
-    logger.info(
+    logger.debug(
         "loading {} (adapter {}) on {} as {}", resolved.base, resolved.adapter, where, torch_dtype
     )
     tokenizer = AutoTokenizer.from_pretrained(str(resolved.base))

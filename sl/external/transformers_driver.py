@@ -52,7 +52,7 @@ class _Loaded:
             from peft import PeftModel
 
             name = f"a{len(self.adapters)}"
-            logger.info("loading LoRA adapter {}", adapter)
+            logger.debug("loading LoRA adapter {}", adapter)
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(
                     self.model, adapter, adapter_name=name, autocast_adapter_dtype=False

@@ -46,3 +46,23 @@ def test_push_with_token_needs_user(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("HF_USER_ID", raising=False)
     with pytest.raises(UserError, match="HF_USER_ID"):
         push_to_hub(tmp_path, "student")
+
+
+def test_the_offline_copy_warning_comes_once_per_process(monkeypatch):
+    from loguru import logger
+
+    from sl.external import hf_hub
+    from sl.external.embedded_model import EMBEDDED_MODEL_ID, embedded_model_dir
+
+    monkeypatch.setattr(hf_hub, "_hub_unreachable", False)  # as in a fresh process
+    records: list[str] = []
+    sink = logger.add(lambda m: records.append(m.record["message"]), level="DEBUG")
+    try:
+        folders = [resolve_model_path(EMBEDDED_MODEL_ID) for _ in range(3)]
+    finally:
+        logger.remove(sink)
+    if folders[0] != embedded_model_dir():
+        pytest.skip("the Hub's copy is in this machine's HF cache: no fallback to test")
+    assert folders == [embedded_model_dir()] * 3
+    assert sum(m.startswith("Hub unreachable: using the offline copy") for m in records) == 1
+    assert sum(m.startswith("Hub unreachable for") for m in records) == 1  # one try only
