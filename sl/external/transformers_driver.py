@@ -203,15 +203,17 @@ def _generate(
 
 
 def _sampler(cfg: SampleCfg, seeds: list[int] | None = None) -> Any:
-    """Sampling at `cfg.temperature` (and top-p) by inverse transform: one uniform number per
-    sequence against the cumulative softmax (float64), returned as a one-hot score for
-    `generate`'s argmax. The same distribution as `torch.multinomial`, which on the CPU costs
-    more than the model's forward at a few hundred sequences. With `seeds` (one per
-    sequence) each sequence draws from its own generator; else from torch's global one."""
+    """Sampling at `cfg.temperature`, then top-p, then min-p (transformers' order), by inverse
+    transform: one uniform number per sequence against the cumulative softmax (float64),
+    returned as a one-hot score for `generate`'s argmax. The same distribution as
+    `torch.multinomial`, which on the CPU costs more than the model's forward at a few hundred
+    sequences. With `seeds` (one per sequence) each sequence draws from its own generator;
+    else from torch's global one."""
     import torch
     from transformers import (
         LogitsProcessor,
         LogitsProcessorList,
+        MinPLogitsWarper,
         TemperatureLogitsWarper,
         TopPLogitsWarper,
     )
@@ -233,6 +235,8 @@ def _sampler(cfg: SampleCfg, seeds: list[int] | None = None) -> Any:
     steps: list[Any] = [TemperatureLogitsWarper(cfg.temperature)]
     if cfg.top_p is not None and cfg.top_p < 1:
         steps.append(TopPLogitsWarper(cfg.top_p))
+    if cfg.min_p is not None:
+        steps.append(MinPLogitsWarper(cfg.min_p))
     return LogitsProcessorList([*steps, InverseTransform()])
 
 

@@ -90,6 +90,7 @@ def sampling_params(cfg: SampleCfg, chat: Chat | None = None, repeat: int = 0) -
         n=cfg.n,
         temperature=cfg.temperature,
         top_p=cfg.top_p if cfg.top_p is not None else 1.0,
+        min_p=cfg.min_p or 0.0,
         max_tokens=cfg.max_tokens or DEFAULT_MAX_TOKENS,
         seed=None
         if cfg.seed is None

@@ -72,6 +72,15 @@ class SampleCfg(HashableModel):
     top_p: float | None = Field(
         default=None, gt=0.0, le=1.0, description="Nucleus sampling mass (None: engine default)"
     )
+    min_p: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        exclude_if=lambda v: v is None,  # unset: left out of the dump, so hashes stay as before
+        description="Min-p sampling: drop tokens below min_p x the top token's probability "
+        "(None: off). Open engines only (the OpenAI API has none). With top_p too, "
+        "transformers applies top-p then min-p, vLLM min-p then top-p",
+    )
     seed: int | None = Field(
         default=None, description="Sampling seed, where the engine supports one (None: random)"
     )

@@ -86,3 +86,16 @@ async def test_seeded_answers_do_not_depend_on_the_batch(driver, tiny_model_dir)
     assert texts([together[0]]) != texts([together[2]])  # a repeat gets its own stream
     after = await driver.batch_sample(model, [CHATS[0], CHATS[0]], [cfg] * 2)
     assert texts(after) == texts([together[0], together[2]])
+
+
+async def test_min_p_and_top_p_reach_vllm(driver, tiny_model_dir):
+    from sl.external.vllm_driver import sampling_params
+
+    params = sampling_params(SampleCfg(top_p=0.8, min_p=0.05))
+    assert params.top_p == 0.8 and params.min_p == 0.05
+    assert sampling_params(SampleCfg()).min_p == 0.0
+    # min_p 1 keeps only the most likely token: sampling at T = 1 gives the greedy answers
+    model = Model(id=str(tiny_model_dir), type="open_source")
+    greedy = await driver.batch_sample(model, CHATS, [SampleCfg(temperature=0, max_tokens=4)] * 5)
+    top_only = SampleCfg(temperature=1.0, min_p=1.0, max_tokens=4, seed=0)
+    assert texts(await driver.batch_sample(model, CHATS, [top_only] * 5)) == texts(greedy)
