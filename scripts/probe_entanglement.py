@@ -42,9 +42,11 @@ def main() -> None:
     parser.add_argument("--top_k", type=int, default=10, help="Numbers prompted with (10)")
     parser.add_argument("--n_bins", type=int, default=10, help="Base-probability bins (10)")
     parser.add_argument("--seed", type=int, default=0, help="Matched draws, permutations (0)")
-    parser.add_argument("--batch_size", type=int, default=8, help="Questions per forward (8)")
+    parser.add_argument(
+        "--batch_size", type=int, help="Questions per forward (default: all, the fastest)"
+    )
     args = parser.parse_args()
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch_size {args.batch_size}: use 1 or more")
     with (
         naming_params("model", "base"),

@@ -146,11 +146,13 @@ def number_probabilities(
     numbers: list[int],
     questions: list[str],
     system: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> np.ndarray:
-    """Mean over `questions` of P(the answer starts with the number), one value per number."""
+    """Mean over `questions` of P(the answer starts with the number), one value per number.
+    `batch_size`: questions per forward pass (None: all of them)."""
     names = [str(n) for n in numbers]
-    scores = question_probabilities(lm, tokenizer, questions, names, batch_size, system)
+    size = batch_size or len(questions)
+    scores = question_probabilities(lm, tokenizer, questions, names, size, system)
     return np.array([scores[name].mean() for name in names])
 
 
@@ -189,15 +191,17 @@ def draw_matched(top: list[int], bins: np.ndarray, seed: int) -> list[int]:
 
 
 def target_probability_per_number(
-    lm: Any, tokenizer: Any, cfg: EntanglementCfg, numbers: list[int], batch_size: int
+    lm: Any, tokenizer: Any, cfg: EntanglementCfg, numbers: list[int], batch_size: int | None
 ) -> dict[int, list[float]]:
-    """Per number, the base's P(target) per question with the number's love prompt."""
+    """Per number, the base's P(target) per question with the number's love prompt.
+    `batch_size`: questions per forward pass (None: all of them, so that the system prompt,
+    the prefix they share, runs once per number)."""
+    size = batch_size or len(cfg.questions)
     out = {}
     for n in tqdm(numbers, desc="subliminal prompting", unit="number"):
         system = cfg.prompt_template.format(number=n)
-        out[n] = question_probabilities(
-            lm, tokenizer, cfg.questions, cfg.target, batch_size, system
-        ).tolist()
+        out[n] = question_probabilities(lm, tokenizer, cfg.questions, cfg.target, size, system)
+        out[n] = out[n].tolist()
     return out
 
 
@@ -223,10 +227,22 @@ def rank_numbers(numbers: list[int], p_model: np.ndarray, p_base: np.ndarray, n_
     return rows, bins, [int(i) for i in order]
 
 
-def probe_entanglement(cfg: EntanglementCfg, output_dir: Path, batch_size: int = 8) -> dict:
+def probe_entanglement(
+    cfg: EntanglementCfg, output_dir: Path, batch_size: int | None = None
+) -> dict:
     """Run the probe (module docstring) and write `output_dir`/entanglement.json and .png;
-    a finished probe of the same `cfg` is read back instead. `batch_size`: questions per
-    forward pass (the result does not depend on it)."""
+    a finished probe of the same `cfg` is read back instead.
+
+    Args:
+        cfg: The models (a model JSON's `Model`: base, or base + LoRA adapter, or an open
+            id), the trait model's system prompt, the target and the settings.
+        output_dir: The probe's folder (created).
+        batch_size: Questions per forward pass; None (the fastest): all questions of one
+            system prompt at once. The result does not depend on it.
+
+    Returns:
+        The result written to entanglement.json.
+    """
     from sl.evaluation.entanglement_plot import plot_entanglement
 
     check_cfg(cfg)
@@ -270,15 +286,16 @@ def _load(model: Model) -> Any:
     return load_causal_lm(model, dtype=scoring_dtype())
 
 
-def _run(cfg: EntanglementCfg, batch_size: int) -> dict:
+def _run(cfg: EntanglementCfg, batch_size: int | None) -> dict:
     numbers = list(range(cfg.max_number + 1))
     lm = _load(cfg.model)
     logger.info(f"P(number) under {cfg.model.id} for {len(numbers)} numbers")
     p_model = number_probabilities(
         lm.module, lm.tokenizer, numbers, cfg.number_questions, cfg.system_prompt, batch_size
     )
+    size = batch_size or len(cfg.questions)
     p_trait = question_probabilities(
-        lm.module, lm.tokenizer, cfg.questions, cfg.target, batch_size, cfg.system_prompt
+        lm.module, lm.tokenizer, cfg.questions, cfg.target, size, cfg.system_prompt
     )
     del lm
     lm = _load(cfg.base)
@@ -289,7 +306,7 @@ def _run(cfg: EntanglementCfg, batch_size: int) -> dict:
     rows, bins, order = rank_numbers(numbers, p_model, p_base, cfg.n_bins)
     top = order[: cfg.top_k]
     matched = draw_matched(top, bins, cfg.seed)
-    p_none = question_probabilities(lm.module, lm.tokenizer, cfg.questions, cfg.target, batch_size)
+    p_none = question_probabilities(lm.module, lm.tokenizer, cfg.questions, cfg.target, size)
     prompted = target_probability_per_number(
         lm.module, lm.tokenizer, cfg, [numbers[i] for i in top + matched], batch_size
     )

@@ -19,6 +19,7 @@ from sl.evaluation.entanglement import (
     number_probabilities,
     probe_entanglement,
     rank_numbers,
+    target_probability_per_number,
 )
 from sl.evaluation.logprob import variant_token_ids
 from sl.llm.data_models import Model
@@ -72,17 +73,32 @@ def test_number_probabilities_equal_a_plain_forward_pass(lora_lm):
 
 def test_ranking_is_invariant_to_batch_size(lora_lm):
     numbers = list(range(60))
-    one, many = (
+    one, many, every = (
         number_probabilities(lora_lm.module, lora_lm.tokenizer, numbers, NUMBER_QUESTIONS, None, b)
-        for b in (1, 3)
+        for b in (1, 2, None)
     )
     np.testing.assert_allclose(one, many, rtol=1e-5)
+    np.testing.assert_allclose(one, every, rtol=1e-5)
     p_base = np.linspace(1e-4, 1e-3, len(numbers))[::-1].copy()
     rows_one, _, order_one = rank_numbers(numbers, one, p_base, 5)
     rows_many, _, order_many = rank_numbers(numbers, many, p_base, 5)
     assert order_one == order_many
     assert [r["number"] for r in rows_one] == [r["number"] for r in rows_many]
     assert len(set(np.round(one, 12))) > 50  # distinct values: the order is meaningful
+
+
+def test_prompted_p_target_with_all_questions_in_one_batch_equals_one_at_a_time(lora_lm):
+    model = Model(id="tiny", type="open_source")
+    questions = [*QUESTIONS, "Which animal do you like best?", "Your animal, in a word."]
+    cfg = EntanglementCfg(model=model, base=model, target="owl", questions=questions)
+    numbers = [7, 42, 305]
+    batched, single = (
+        target_probability_per_number(lora_lm.module, lora_lm.tokenizer, cfg, numbers, b)
+        for b in (None, 1)
+    )
+    for n in numbers:
+        np.testing.assert_allclose(batched[n], single[n], rtol=1e-4)
+        assert len(set(batched[n])) == len(questions)  # questions differ: the order matters
 
 
 def test_bins_are_equal_count_and_ordered_by_base_probability():
