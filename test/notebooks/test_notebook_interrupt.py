@@ -15,7 +15,7 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
-N_PROMPTS = 6
+N_PROMPTS = 10
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -61,7 +61,7 @@ async def interrupt_once_rows_are_written(
     run = asyncio.create_task(client.async_execute_cell(nb.cells[1], 1))
     while len(rows(raw)) < at_least:
         assert not run.done(), "the cell ended before it could be interrupted"
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     written = len(rows(raw))
     assert client.km is not None
     await ensure_async(client.km.interrupt_kernel())
@@ -74,6 +74,7 @@ async def interrupt_once_rows_are_written(
 def test_an_interrupted_phase_cell_resumes_when_run_again(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel's torch: one thread
     monkeypatch.setenv("SL_TRANSFORMERS_BATCH_SIZE", "1")  # a row on disk per prompt
+    monkeypatch.setenv("SL_DEVICE", "cpu")  # slow enough to interrupt mid-run
     raw = tmp_path / "resumed/raw.jsonl"
     nb = new_notebook(
         cells=[
@@ -87,7 +88,7 @@ def test_an_interrupted_phase_cell_resumes_when_run_again(tmp_path, monkeypatch)
     async def session() -> tuple[int, float, list[bytes], list[bytes]]:
         async with client.async_setup_kernel():
             await client.async_execute_cell(nb.cells[0], 0)
-            written, stop_s = await interrupt_once_rows_are_written(client, nb, raw, 2)
+            written, stop_s = await interrupt_once_rows_are_written(client, nb, raw, 1)
             kept = rows(raw)
             await asyncio.sleep(2)  # the generation thread writes nothing more
             after = rows(raw)
