@@ -5,17 +5,17 @@
 
 The main job (`local_smollm2.experiment`) with student arms: it runs in the main job's folder
 and reuses its teachers, kept rows, students and scores (arms extend an experiment without
-changing it, `ExperimentCfg.EXTENSIONS`). For each target (owl, eagle), 3 runs per arm with the
-main job's seeds:
+changing it, `ExperimentCfg.EXTENSIONS`). 3 runs per arm with the main job's seeds:
 
-- defences, against the main control: `mask_divergent` (the tokens where the control or the
-  other target's teacher would have written another token, from each target teacher's token
-  attribution, attribution/<target>/), `mask_random` (as many tokens per row, at random) and
-  `mask_top_score` (as many tokens, those of highest teacher − base log-prob);
-- where in a sequence the signal sits: distillation on the prompt's tokens only and on the
-  completion's only (each with its own control students);
-- student capacity: LoRA ranks 1 and 64 (the main job is rank 8) and full fine-tuning (every
-  weight, lr 5e-5), each with its own control students;
+- defences, on both targets, against the main control: `mask_divergent` (the tokens where
+  the control or the other target's teacher would have written another token, from each
+  target teacher's token attribution, attribution/<target>/), `mask_random` (as many tokens
+  per row, at random) and `mask_top_score` (as many tokens, those of highest teacher − base
+  log-prob);
+- on owl: where in a sequence the signal sits, distillation on the prompt's tokens only and
+  on the completion's only (each with its own control students);
+- on owl: student capacity, LoRA ranks 1 and 64 (the main job is rank 8) and full
+  fine-tuning (every weight, lr 5e-5), each with its own control students;
 - the entanglement probe of both trait teachers against the base.
 
 The arms are scored by the exact P(target) only (the main job's sampled answers showed
@@ -31,16 +31,19 @@ DEFENCES = [
     StudentArm(name="mask_random", defence="mask_random"),
     StudentArm(name="mask_top_score", defence="mask_top_score"),
 ]
+# The arms with their own control students run on owl only (the stronger target, and the
+# shorter rows): on both targets they would double the run's ~50 student trainings.
+OWL = ["owl"]
 SIGNAL_PLACE = [
-    StudentArm(name="prompt_only", distill_tokens="prompt"),
-    StudentArm(name="completion_only", distill_tokens="completion"),
+    StudentArm(name="prompt_only", distill_tokens="prompt", targets=OWL),
+    StudentArm(name="completion_only", distill_tokens="completion", targets=OWL),
 ]
 CAPACITY = [
-    StudentArm(name="rank1", lora_rank=1),
-    StudentArm(name="rank64", lora_rank=64),
+    StudentArm(name="rank1", lora_rank=1, targets=OWL),
+    StudentArm(name="rank64", lora_rank=64, targets=OWL),
     # Every weight at the LoRA students' 3e-3 wrecks the 135M model (at 1e-3 the KL per token
     # jumped from 0.006 to 2.3 in one step): 5e-5, a usual full fine-tuning rate.
-    StudentArm(name="full_finetune", full_finetune=True, lr=5e-5),
+    StudentArm(name="full_finetune", full_finetune=True, lr=5e-5, targets=OWL),
 ]
 
 

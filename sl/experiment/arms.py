@@ -59,6 +59,11 @@ class StudentArm(HashableModel):
         description="Distillation only: the prompt's and the completion's tokens ('both'), "
         "the completion's, or the prompt's (None: as the experiment's `distill`)",
     )
+    targets: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The targets the arm trains students of (None: every target)",
+    )
     teacher_sample_cfg: SampleCfg | None = Field(
         default=None,
         description="The teachers' sampling for this arm (e.g. top_p or min_p filters): every "

@@ -80,7 +80,9 @@ def arm_effects(
     out = []
     for (evaluation, metric), by_condition in values.items():
         for arm in cfg.arms:
-            for target in cfg.targets:
+            for target in cfg.arm_teachers(arm):
+                if target == CONTROL:
+                    continue
                 arm_control = f"{arm.name}.{CONTROL}" if arm.own_control else CONTROL
                 a = by_condition[f"{arm.name}.{target}"][target]
                 ac = by_condition[arm_control][target]

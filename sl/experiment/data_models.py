@@ -188,6 +188,11 @@ class ExperimentCfg(HashableModel):
                     "its log-probs; ranks and full fine-tuning are open-model students) and "
                     "an UnslothFinetuningJob student_job"
                 )
+            unknown = set(arm.targets or []) - set(self.targets)
+            if unknown or arm.targets == []:
+                raise ValueError(
+                    f"arm {arm.name!r}: targets {arm.targets} must be some of {self.targets}"
+                )
             if arm.distill_tokens is not None and self.student_training != "distill":
                 raise ValueError(
                     f"arm {arm.name!r}: distill_tokens needs student_training='distill'"
@@ -208,9 +213,11 @@ class ExperimentCfg(HashableModel):
         return json_hash(self.model_dump(mode="json", exclude=set(self.EXTENSIONS)))
 
     def arm_teachers(self, arm: StudentArm) -> list[str]:
-        """The teachers an arm trains students of: every target, and the control when the
-        arm changes the recipe (`StudentArm.own_control`)."""
-        return self.teachers if arm.own_control else list(self.targets)
+        """The teachers an arm trains students of: its targets (`StudentArm.targets`, else
+        every target), and first the control when the arm changes the recipe
+        (`StudentArm.own_control`)."""
+        targets = [t for t in self.targets if arm.targets is None or t in arm.targets]
+        return [CONTROL, *targets] if arm.own_control else targets
 
     def arm_runs(self, arm: StudentArm, teacher: str) -> list["StudentRun"]:
         """An arm's student runs of one teacher: the main arm's runs (same seeds, same teacher

@@ -130,6 +130,8 @@ def attribute_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Teach
     attributions = read_jsonl(folder / TOKENS, TokenAttribution)
     rows = read_dataset(paths.filtered(teacher))
     for arm in cfg.arms:
+        if teacher.teacher not in cfg.arm_teachers(arm):
+            continue
         if arm.defence == "replace_divergent":
             _write_replaced(paths, arm, teacher, rows, attributions, model)
         elif arm.attributed:

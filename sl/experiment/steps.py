@@ -106,7 +106,7 @@ def arms_steps(cfg: ExperimentCfg) -> list[TeacherRun | AttributedTeacher]:
     attributed = [
         AttributedTeacher(t)
         for t in teacher_runs(cfg)
-        if t.teacher in cfg.targets and any(arm.attributed for arm in cfg.arms)
+        if any(arm.attributed and t.teacher in cfg.arm_teachers(arm) for arm in cfg.arms)
     ]
     return [*cfg.arm_teacher_runs(), *attributed]
 

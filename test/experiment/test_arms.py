@@ -155,3 +155,19 @@ def test_random_masks_match_the_divergent_count_per_row():
     assert random_masks(rows, seed=3) == masks and random_masks(rows, seed=4) != masks
     top = top_score_masks(rows, 4)
     assert sum(map(sum, top)) == 4 and top[2][8] and top[2][7] and top[2][6] and top[2][5]
+
+
+def test_an_arm_can_train_some_targets_only(tiny_model_dir: Path):
+    cfg = distill_experiment(tiny_model_dir, n_trait_rows=4, questions=["Pick one."],
+                             n_samples=1, targets=["owl", "eagle"])  # fmt: skip
+    rank = StudentArm(name="rank2", lora_rank=2, targets=["owl"])
+    masked = StudentArm(name="masked", defence="mask_divergent", targets=["eagle"])
+    with_arms = type(cfg)(**{**dict(cfg), "arms": [rank, masked]})
+    assert with_arms.arm_teachers(rank) == ["control", "owl"]
+    assert with_arms.arm_teachers(masked) == ["eagle"]
+    assert [r.name for r in with_arms.all_arm_runs()] == [
+        "rank2.control_run0", "rank2.owl_run0", "masked.eagle_run0"
+    ]  # fmt: skip
+    stray = StudentArm(name="x", lora_rank=2, targets=["cat"])
+    with pytest.raises(ValueError, match=r"targets \['cat'\] must be some of"):
+        type(cfg)(**{**dict(cfg), "arms": [stray]})
