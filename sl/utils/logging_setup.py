@@ -158,6 +158,8 @@ def _mask_secrets() -> Callable[[Any], bool]:
     ]
 
     def mask(record: Any) -> bool:
+        # a library user (a notebook, a test) may log without `setup_logging`'s defaults
+        record["extra"].setdefault("origin", "")
         for secret in secrets:
             if secret in record["message"]:
                 record["message"] = record["message"].replace(secret, "***")

@@ -37,9 +37,10 @@ def _run(cfg, out: Path):
 
 
 def _artifacts(out: Path) -> dict[str, int | bytes]:
-    """Every artifact but the report and timings: its mtime, or for the kept rows (filtered
-    again from the finished raw file on every run, cheaply) its content."""
-    skip = {"results.csv", "results.json", "results.png", "timings.json"}
+    """Every artifact but the report, timings and the run log (appended by every run): its
+    mtime, or for the kept rows (filtered again from the finished raw file on every run,
+    cheaply) its content."""
+    skip = {"results.csv", "results.json", "results.png", "timings.json", "run.log"}
     return {
         str(p.relative_to(out)): p.read_bytes()
         if p.name.startswith("filtered.jsonl")
@@ -159,9 +160,12 @@ def test_printed_table_shows_run_level_tests_and_specificity(experiment):
 def test_a_rerun_does_no_new_work(experiment):
     cfg, out, report = experiment
     before = _artifacts(out)
+    log = (out / "logs" / "run.log").read_bytes()
     timings = json.loads((out / "timings.json").read_text())
     again = _run(cfg, out)
     assert _artifacts(out) == before  # nothing rewritten, nothing added
+    after = (out / "logs" / "run.log").read_bytes()
+    assert after.startswith(log) and len(after) > len(log)  # the run log is appended to
     assert again == report
     assert json.loads((out / "timings.json").read_text()).keys() == timings.keys()
 
