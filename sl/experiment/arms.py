@@ -9,7 +9,7 @@ on the target teachers' rows only and is compared with the main arm's control st
 arm that changes the student's recipe (`lora_rank`, `full_finetune`, `lr`, `distill_tokens`)
 or the teacher's sampling (`teacher_sample_cfg`) trains its own control students the same way,
 since the recipe moves the control too. The report's *effect left* is
-(arm target − arm control) / (main target − main control), per target (`report.arm_rows`).
+(arm target − arm control) / (main target − main control), per target (`arms_report.arm_effects`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ Defence = Literal["mask_divergent", "replace_divergent", "mask_random", "mask_to
 # Which scored tokens a distilled student learns from: the prompt's and the completion's (the
 # DistillCfg's `prompt_tokens=True`), the completion's only, or the prompt's only.
 DistillTokens = Literal["both", "completion", "prompt"]
-# Defences that need the token attribution of the teacher's rows (counterfactual argmax or
-# teacher − base score).
-ATTRIBUTED: frozenset[str] = frozenset(Defence.__args__)  # type: ignore[attr-defined]
 
 
 class StudentArm(HashableModel):
@@ -105,5 +102,6 @@ class StudentArm(HashableModel):
 
     @property
     def attributed(self) -> bool:
-        """Whether the arm's rows need the token attribution of its teachers' rows."""
-        return self.defence in ATTRIBUTED
+        """Whether the arm's rows need the token attribution of its teachers' rows: every
+        defence reads it (counterfactual argmax, divergence count or teacher − base score)."""
+        return self.defence is not None

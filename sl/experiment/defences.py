@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -63,20 +64,20 @@ def top_score_masks(attributions: list[TokenAttribution], n: int) -> Masks:
 
 
 def replaced_rows(
-    rows: list[DatasetRow], attributions: list[TokenAttribution], tokenizer: object
+    rows: list[DatasetRow], attributions: list[TokenAttribution], tokenizer: Any
 ) -> tuple[list[DatasetRow], int]:
     """The rows with each divergent token replaced by the control teacher's argmax (the rest
     unchanged), decoded to text; and how many replacements were special tokens (e.g. the end
     of turn: decoding drops them)."""
     out, special = [], 0
-    ids_special = set(getattr(tokenizer, "all_special_ids", []))
+    ids_special = set(tokenizer.all_special_ids)
     for row, a in zip(rows, attributions, strict=True):
         ids = [
             a.counterfactual_argmax[0][j] if a.divergent[j] else t
             for j, t in enumerate(a.token_ids)
         ]
         special += sum(1 for j, t in enumerate(ids) if a.divergent[j] and t in ids_special)
-        text = tokenizer.decode(ids, skip_special_tokens=True)  # type: ignore[attr-defined]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
         out.append(DatasetRow(prompt=row.prompt, completion=text))
     return out, special
 
@@ -128,32 +129,28 @@ def attribute_teacher(cfg: ExperimentCfg, paths: ExperimentPaths, teacher: Teach
         folder,
     )
     attributions = read_jsonl(folder / TOKENS, TokenAttribution)
+    digest = content_digest(folder / TOKENS)["sha256"]
     rows = read_dataset(paths.filtered(teacher))
     for arm in cfg.arms:
-        if teacher.teacher not in cfg.arm_teachers(arm):
+        if not arm.attributed or teacher.teacher not in cfg.arm_teachers(arm):
             continue
+        # a defence's output is owned by the arm's settings and the attribution it read
+        key = json_hash({"arm": arm.model_dump(mode="json"), "attribution": digest})
         if arm.defence == "replace_divergent":
-            _write_replaced(paths, arm, teacher, rows, attributions, model)
-        elif arm.attributed:
-            _write_masks(paths, arm, teacher, rows, attributions)
-
-
-def _key(arm: StudentArm, attribution: Path) -> str:
-    return json_hash({"arm": arm.model_dump(mode="json"),
-                      "attribution": content_digest(attribution)["sha256"]})  # fmt: skip
+            _write_replaced(paths, arm, teacher, key, rows, attributions, model)
+        else:
+            _write_masks(paths, arm, teacher, key, rows, attributions)
 
 
 def _write_masks(
     paths: ExperimentPaths,
     arm: StudentArm,
     teacher: TeacherRun,
+    key: str,
     rows: list[DatasetRow],
     attributions: list[TokenAttribution],
 ) -> None:
-    from sl.attribution.services import TOKENS
-
     path = paths.mask(arm.name, teacher)
-    key = _key(arm, paths.attribution(teacher) / TOKENS)
     with artifact(path, key, f"{arm.name} mask of {teacher.name}", kind="loss mask") as out:
         if out.complete:
             return
@@ -172,15 +169,14 @@ def _write_replaced(
     paths: ExperimentPaths,
     arm: StudentArm,
     teacher: TeacherRun,
+    key: str,
     rows: list[DatasetRow],
     attributions: list[TokenAttribution],
     model: Model,
 ) -> None:
     from sl.attribution.models import check_same_tokenizers
-    from sl.attribution.services import TOKENS
 
     path = paths.defended(arm.name, teacher)
-    key = _key(arm, paths.attribution(teacher) / TOKENS)
     with artifact(path, key, f"{arm.name} rows of {teacher.name}", kind="defended rows") as out:
         if out.complete:
             return

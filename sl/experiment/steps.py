@@ -25,7 +25,7 @@ class ScoredModel:
     """One model the evaluate stage scores, by its name in evaluations/, in `modes`."""
 
     name: str
-    modes: tuple[str, ...] = ("sampled", "logprob")
+    modes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
