@@ -82,3 +82,27 @@ def tiny_lora_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def numbers_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model fine-tuned to answer with a number list (teachers' rows pass the filter)."""
     return build_numbers_model(tiny_model_dir, tmp_path_factory.getbasetemp() / "numbers-base")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that set up logging (`setup_logging`, a script's `run_script`): afterwards,
+    the standard library's root handlers and level as they were, and loguru back to one
+    DEBUG sink on stderr."""
+    import logging
+
+    from loguru import logger
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers = handlers
+    root.setLevel(level)
+    logger.remove()
+    logger.add(_to_stderr, level="DEBUG")
+
+
+def _to_stderr(message: str) -> None:
+    import sys
+
+    sys.stderr.write(message)  # looked up per message: each test's captured stderr

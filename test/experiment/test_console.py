@@ -2,30 +2,19 @@
 nothing to the terminal itself (its logs come through the parent, its bars become its line
 of the stage display) and the run log keeps everything."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from console_helpers import chatty_step
 from finetuning_helpers import make_job, owl_rows
-from loguru import logger
 
 from sl.experiment.progress import StageProgress
 from sl.experiment.workers import worker_pool
 from sl.finetuning.lora_train import build_trainer
 from sl.utils.logging_setup import log_file, setup_logging
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    yield
-    logger.remove()
-    logger.add(_to_stderr, level="DEBUG")
-
-
-def _to_stderr(message: str) -> None:
-    sys.stderr.write(message)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_the_trainer_prints_no_dict(capfd, tiny_model_dir: Path, tmp_path: Path) -> None:

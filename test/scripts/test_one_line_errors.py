@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from cli import RESTARTS, RESUMES, run_phase, run_script
-from loguru import logger
 from script_runner import wait_for
 
 from sl.evaluation.data_models import Evaluation
@@ -19,16 +18,7 @@ from sl.llm.data_models import Model
 from sl.utils.file_utils import JsonlAppender, write_text_atomic
 from sl.utils.output_lock import lock_path_for
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    yield
-    logger.remove()
-    logger.add(_to_stderr, level="DEBUG")
-
-
-def _to_stderr(message: str) -> None:
-    sys.stderr.write(message)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def one_line_error(capsys, fn, code=2):

@@ -2,7 +2,6 @@
 everything at DEBUG, including what dependencies say (warnings, stdlib logging)."""
 
 import logging
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,19 +13,10 @@ from sl.utils.logging_setup import log_file, setup_logging
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
-    handlers, level = list(logging.getLogger().handlers), logging.getLogger().level
+def _every_warning(restore_logging):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         yield
-    logging.getLogger().handlers = handlers
-    logging.getLogger().setLevel(level)
-    logger.remove()
-    logger.add(_to_stderr, level="DEBUG")
-
-
-def _to_stderr(message: str) -> None:
-    sys.stderr.write(message)
 
 
 def test_debug_lines_go_to_the_file_not_the_console(capfd, tmp_path: Path) -> None:
