@@ -43,7 +43,7 @@ def finished(numbers_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     asyncio.run(run_experiment(main, out))
     students = sorted((out / "students").rglob("model.json"))
     before = {p: p.stat().st_mtime_ns for p in students}
-    cfg = main.model_copy(update={"arms": ARMS})
+    cfg = main.model_copy(update={"arms": ARMS, "entanglement_probe": True})
     report = asyncio.run(run_experiment(type(main).model_validate(cfg.model_dump()), out))
     yield out, report, before
     mp.undo()
@@ -171,3 +171,26 @@ def test_an_arm_can_train_some_targets_only(tiny_model_dir: Path):
     stray = StudentArm(name="x", lora_rank=2, targets=["cat"])
     with pytest.raises(ValueError, match=r"targets \['cat'\] must be some of"):
         type(cfg)(**{**dict(cfg), "arms": [stray]})
+
+
+def test_the_probe_step_writes_each_trait_teachers_entanglement(finished):
+    out, _, _ = finished
+    saved = json.loads((out / "entanglement" / "owl" / "entanglement.json").read_text())
+    assert saved["prompting"]["target"] == "owl"
+    assert saved["settings"]["questions"] == ["Name your favorite animal.", "Pick an animal."]
+    assert saved["settings"]["model"]["id"].endswith("teachers/owl/model_adapter")
+    assert not (out / "entanglement" / "control").exists()
+
+
+def test_arm_students_are_scored_in_the_arm_eval_modes(tiny_model_dir: Path):
+    from sl.experiment.steps import scored_models
+
+    cfg = distill_experiment(tiny_model_dir, n_trait_rows=4, questions=["Pick one."],
+                             n_samples=1, eval_modes=["sampled", "logprob"])  # fmt: skip
+    arm = StudentArm(name="rank2", lora_rank=2)
+    with_arms = type(cfg)(**{**dict(cfg), "arms": [arm], "arm_eval_modes": ["logprob"]})
+    modes = {m.name: m.modes for m in scored_models(with_arms)}
+    assert modes["owl_run0"] == ("sampled", "logprob") and modes["base"] == modes["owl_run0"]
+    assert modes["rank2.owl_run0"] == ("logprob",) and modes["rank2.control_run0"] == ("logprob",)
+    with pytest.raises(ValueError, match="arm_eval_modes .* must be some of eval_modes"):
+        type(cfg)(**{**dict(cfg), "eval_modes": ["logprob"], "arm_eval_modes": ["sampled"]})
