@@ -55,7 +55,8 @@ Counters
 ``requests_total``, ``endpoint_counts`` (``{"GET /v1/batches/{id}": n, ...}``),
 ``status_counts``, ``n_429``, ``n_chat_ok`` (chat requests answered 200), ``chat_requests``
 (every chat request body, refused ones included), ``ft_jobs_created``, ``batches_created``,
-``tokens_used``; ``reset_stats()`` zeroes them.
+``tokens_used``; ``reset_stats()`` zeroes them. ``wait_idle()`` waits for the requests in
+flight (a killed client's too) to be counted.
 
 Routes (those sl uses; anything else is 404)
 ------------------------------------------
@@ -272,9 +273,16 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True
             return
-        status, headers, payload = self.server.owner._handle(
-            method, self.path, {k.lower(): v for k, v in self.headers.items()}, body
-        )
+        owner = self.server.owner
+        with owner._lock:
+            owner._in_flight += 1
+        try:
+            status, headers, payload = owner._handle(
+                method, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+            )
+        finally:
+            with owner._lock:
+                owner._in_flight -= 1
         if status == 0:  # injected connection drop
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -349,6 +357,7 @@ class FakeOpenAIServer:
         self._files: dict[str, bytes] = {}
         self._jobs: dict[str, dict[str, Any]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
+        self._in_flight = 0  # requests being handled (a killed client's keep running)
         self.reset_stats()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.owner = self
@@ -432,6 +441,18 @@ class FakeOpenAIServer:
             self._late_answers.setdefault(route, []).extend([delay_s] * n)
 
     # -- counters ----------------------------------------------------------------------------
+
+    def wait_idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until no request is being handled: after a client is killed, the requests it
+        had in flight still finish here and are counted."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._in_flight == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._in_flight} requests still in flight")
+            time.sleep(0.005)
 
     def reset_stats(self) -> None:
         with self._lock:

@@ -55,6 +55,7 @@ def test_killed_generation_resumes_without_loss_or_duplicates(openai_server, cfg
     proc, args = start_generation(cfg_file, tmp_path, openai_server, concurrency=2, min_rows=10)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    openai_server.wait_idle()
     n_before = len(raw.read_text().splitlines())
     assert 10 <= n_before < 60 and not filtered.exists()
     openai_server.reset_stats()
