@@ -156,6 +156,12 @@ class Settings(BaseModel):
         Path.home() / ".cache" / "sl", "SL_CACHE_DIR",
         "cache: the converted embedded SmolLM2, fine-tuning outputs without `--output_path`",
     )  # fmt: skip
+    checkpoint_interval_s: int = _setting(
+        60, "SL_CHECKPOINT_INTERVAL_S",
+        "how often (s) a student's training saves its state, to resume after a crash (`0`: only "
+        "when interrupted)",
+        ge=0, le=86400,
+    )  # fmt: skip
     log_level: UpperLogLevel = _setting(
         "INFO", "SL_LOG_LEVEL",
         "log level of the scripts: `DEBUG` (shows the traceback behind an error), `INFO`, "

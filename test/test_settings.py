@@ -45,6 +45,7 @@ BAD_VALUES = {
     "VLLM_MAX_NUM_SEQS": "many",
     "VLLM_MAX_MODEL_LEN": "0",
     "VLLM_GPU_MEMORY_UTILIZATION": "1.5",
+    "SL_CHECKPOINT_INTERVAL_S": "-1",
     "SL_LOG_LEVEL": "loud",
     "SL_NO_DOTENV": "maybe",
     "SL_MODAL_APP": "my app",

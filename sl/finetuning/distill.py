@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from loguru import logger
 
 from sl.datasets.data_models import DatasetRow
 from sl.datasets.nums_dataset import NumbersFilter
+from sl.finetuning.checkpoint import Checkpoint, check_stop
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.distill_cfg import DistillCfg, DistillJob
 from sl.finetuning.kl import distill_loss, student_autocast
@@ -58,10 +60,17 @@ def train_distilled(
     examples: list[TeacherTargets],
     tokenizer: Any,
     cfg: DistillCfg,
+    checkpoint: Checkpoint | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Train a student (LoRA, or every weight with `job.full_finetune`) on `examples`;
     returns the model (PEFT or plain) and training stats (including `kl_curve`, the KL per
-    token of every step)."""
+    token of every step).
+
+    With `checkpoint`, a saved state of this run is resumed (same weights at the end as an
+    uninterrupted run) and the state is saved now and then and when `stop` is set (then
+    TrainingStopped is raised).
+    """
     import torch
     import transformers
 
@@ -71,16 +80,41 @@ def train_distilled(
     micro = t.per_device_train_batch_size
     batches_per_epoch = math.ceil(len(examples) / micro)
     steps = math.ceil(batches_per_epoch / t.gradient_accumulation_steps) * t.n_epochs
-    params = [q for q in student.parameters() if q.requires_grad]
+    named = [(n, q) for n, q in student.named_parameters() if q.requires_grad]
+    params = [q for _, q in named]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=0.0)
     scheduler = transformers.get_scheduler(t.lr_scheduler_type, optimizer, t.warmup_steps, steps)
     generator = torch.Generator().manual_seed(job.seed)
+    losses: list[float] = []
+    step, first_epoch, first_batch, order = 0, 0, 0, None
+    if checkpoint is not None and (saved := checkpoint.load()) is not None:
+        with torch.no_grad():
+            for name, q in named:
+                q.copy_(saved["params"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, first_epoch, first_batch = saved["step"], saved["epoch"], saved["next_batch"]
+        order, losses = saved["order"], saved["losses"]
+        logger.info(f"resuming the distillation at step {step}/{steps} ({checkpoint.path})")
+
+    def snapshot() -> dict[str, Any]:
+        """Everything the loop needs to go on after this step as if it had never stopped."""
+        return {
+            "epoch": epoch, "next_batch": b + 1, "order": order, "step": step, "losses": losses,
+            "params": {n: q.detach() for n, q in named}, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }  # fmt: skip
+
     student.train()
-    started, losses, step = time.perf_counter(), [], 0
-    with tqdm(total=steps, desc="distill", unit="step") as bar:
-        for _ in range(t.n_epochs):
-            order = torch.randperm(len(examples), generator=generator).tolist()
-            for b in range(batches_per_epoch):
+    started = time.perf_counter()
+    with tqdm(total=steps, initial=step, desc="distill", unit="step") as bar:
+        for epoch in range(first_epoch, t.n_epochs):
+            if order is None or epoch > first_epoch:
+                order = torch.randperm(len(examples), generator=generator).tolist()
+            for b in range(first_batch if epoch == first_epoch else 0, batches_per_epoch):
                 batch = [examples[i] for i in order[b * micro : (b + 1) * micro]]
                 with student_autocast(student):
                     loss = distill_loss(student, batch, tokenizer.pad_token_id, cfg.temperature)
@@ -95,6 +129,8 @@ def train_distilled(
                 step += 1
                 bar.update(1)
                 logger.debug("distill step {}/{} KL/token {:.5f}", step, steps, losses[-1])
+                if step < steps:
+                    check_stop(stop, checkpoint, snapshot, f"step {step}/{steps}")
     student.eval()
     stats = {
         "steps": step,
@@ -139,13 +175,16 @@ def distill_student(
     cfg: DistillCfg,
     teacher_system_prompt: str | None = None,
     numbers_filter: NumbersFilter | None = None,
+    stop: threading.Event | None = None,
 ) -> Model:
     """Distill `teacher` into a student of `job.source_model` (LoRA, or full with
     `job.full_finetune`); write the model JSON.
 
     The adapter (or full weights) goes to `student_dir_for(output_path, job.full_finetune)`;
     a finished output of the same job, teacher and settings is returned as is.
-    `numbers_filter` (default: the paper's) gives the 'allowed' vocabulary.
+    `numbers_filter` (default: the paper's) gives the 'allowed' vocabulary. The training's
+    state is saved beside that folder now and then and when `stop` is set (`Checkpoint`): a
+    rerun resumes from it.
 
     Raises:
         UserError: the teacher's tokenizer differs from the student's, or the filter's
@@ -179,7 +218,8 @@ def distill_student(
         _last_targets[targets_key] = (examples, loaded.tokenizer)
         del loaded
     examples, tokenizer = _last_targets[targets_key]
-    student, stats = train_distilled(job, examples, tokenizer, cfg)
+    checkpoint = Checkpoint(adapter_dir, f"{key.model_hash()}-{targets_key}")
+    student, stats = train_distilled(job, examples, tokenizer, cfg, checkpoint, stop)
     info = {**stats, "n_rows": len(rows), "vocabulary": cfg.vocabulary,
             "n_masked": sum(e.n_masked for e in examples),
             "n_vocabulary": len(examples[0].vocab) if examples[0].vocab is not None else None}  # fmt: skip
@@ -187,6 +227,7 @@ def distill_student(
         save_student(student, tokenizer, tmp)
         (tmp / "sl_distill.json").write_text(json.dumps(info, indent=2))
         publish_adapter(tmp, adapter_dir, {"job_hash": key.model_hash(), "job": key.describe()})
+    checkpoint.remove()
     return model
 
 

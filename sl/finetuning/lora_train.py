@@ -7,9 +7,15 @@ tokenizer into a folder.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +24,7 @@ from loguru import logger
 
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
+from sl.finetuning.checkpoint import TrainingStopped, save_due
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import (
     build_sft_config,
@@ -226,6 +233,69 @@ def build_trainer(
     return trainer, backend
 
 
+def _run_key(job: UnslothFinetuningJob, rows: list[DatasetRow]) -> str:
+    """What a saved training state belongs to: the job and the rows it trains on."""
+    data = json.dumps([job.model_hash(), [(r.prompt, r.completion) for r in rows]])
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+@contextmanager
+def _scratch(checkpoint_dir: Path | None, key: str) -> Iterator[tuple[Path, Path | None]]:
+    """The trainer's folder and the checkpoint in it to resume from (None: start). A
+    `checkpoint_dir` of another run is emptied; without one, a temporary folder is used."""
+    if checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(prefix="sl-sft-") as scratch:
+            yield Path(scratch), None
+        return
+    key_file = checkpoint_dir / "sl_run_key.txt"
+    if checkpoint_dir.exists() and _read(key_file) != key:
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    # trainer_state.json is written last: a folder without it was cut by a crash
+    saved = [p for p in checkpoint_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    saved.sort(key=lambda p: int(p.name.split("-")[1]))
+    yield checkpoint_dir, (saved[-1] if saved else None)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _save_and_stop(stop: threading.Event | None) -> Any:
+    from transformers import TrainerCallback
+
+    class SaveAndStop(TrainerCallback):
+        """Save the trainer's state every `SL_CHECKPOINT_INTERVAL_S` and, when `stop` is set,
+        at the end of the step, then end the training."""
+
+        saved_at = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
+            if state.global_step >= state.max_steps:
+                return
+            asked = stop is not None and stop.is_set()
+            if asked or save_due(self.saved_at):
+                control.should_save = True
+            if asked:
+                control.should_training_stop = True
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
+            self.saved_at = time.monotonic()
+
+    return SaveAndStop()
+
+
+def _mean_loss(trainer: SFTTrainer, this_run: float) -> float:
+    """The mean loss of every step, those before a resume too (the trainer's `training_loss`
+    counts only the steps of this run), from the per-step log; else `this_run`."""
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return sum(logged) / len(logged) if logged else this_run
+
+
 def _tokens_seen(trainer: SFTTrainer) -> int:
     """Non-padding tokens trained on: TRL's logged `num_tokens`, else dataset size x epochs."""
     logged = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
@@ -240,23 +310,41 @@ def train_adapter(
     rows: list[DatasetRow],
     base_path: Path,
     out_dir: Path,
+    checkpoint_dir: Path | None = None,
+    stop: threading.Event | None = None,
     **sft_overrides: Any,
 ) -> TrainStats:
     """Train a LoRA adapter (or every weight, `job.full_finetune`) and save it with the
     tokenizer into `out_dir`: adapter files, or full fp32 weights + config.
 
+    With `checkpoint_dir`, the trainer's state is saved there every `SL_CHECKPOINT_INTERVAL_S`
+    and when `stop` is set (then TrainingStopped is raised), and a run of the same job on the
+    same rows resumes from it; without, a temporary folder is used.
+
     Raises:
         UserError: For settings that cannot work (backend, target modules, SFT settings).
+        TrainingStopped: `stop` was set before the training ended.
     """
-    with tempfile.TemporaryDirectory(prefix="sl-sft-") as scratch:
-        trainer, backend = build_trainer(job, rows, base_path, Path(scratch), **sft_overrides)
+    with _scratch(checkpoint_dir, _run_key(job, rows)) as (scratch, resume):
+        trainer, backend = build_trainer(
+            job, rows, base_path, scratch, save_total_limit=1, **sft_overrides
+        )
+        trainer.add_callback(_save_and_stop(stop))
+        if resume is not None:
+            logger.info(f"resuming the training from {resume}")
         started = time.perf_counter()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - started
+        state = trainer.state
+        if stop is not None and stop.is_set() and state.global_step < state.max_steps:
+            raise TrainingStopped(
+                f"training stopped at step {state.global_step}/{state.max_steps}; its state is "
+                f"saved in {scratch}: run it again to resume"
+            )
     stats = TrainStats(
         backend=backend,
         steps=trainer.state.global_step,
-        train_loss=float(result.training_loss),
+        train_loss=_mean_loss(trainer, float(result.training_loss)),
         seconds=seconds,
         n_tokens=_tokens_seen(trainer),
     )

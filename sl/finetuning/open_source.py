@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,7 @@ def run_open_source_job(
     job: UnslothFinetuningJob,
     dataset: list[DatasetRow],
     output_path: Path,
+    stop: threading.Event | None = None,
     **sft_overrides: Any,
 ) -> Model:
     """Fine-tune `job.source_model` (LoRA, or every weight with `job.full_finetune`) on
@@ -130,13 +132,16 @@ def run_open_source_job(
     The adapter (or full fp32 weights) and tokenizer are trained in a temporary folder and
     renamed to `student_dir_for(output_path, job.full_finetune)` when done. If that folder
     already holds a finished student of the same job (same `job.model_hash()`), nothing is
-    trained again. The folder is pushed to the Hub as `job.hf_model_name` when that and
-    HF_TOKEN are set.
+    trained again. The trainer's state is saved beside that folder (`<folder>.checkpoint/`)
+    now and then and when `stop` is set, and a rerun resumes from it. The folder is pushed to
+    the Hub as `job.hf_model_name` when that and HF_TOKEN are set.
 
     Args:
         job: The fine-tuning job.
         dataset: Prompt/completion rows; subsampled to `job.max_dataset_size` with `job.seed`.
         output_path: Where the caller writes the model JSON; the adapter goes next to it.
+        stop: Set from another thread to stop the training at the end of its step (its state
+            saved; TrainingStopped is raised).
         **sft_overrides: Extra TRL `SFTConfig` fields (e.g. `max_steps`), for experiments only.
 
     Returns:
@@ -168,8 +173,9 @@ def run_open_source_job(
     from sl.finetuning.lora_train import train_adapter
 
     base_path = resolve_model_path(job.source_model.id)
+    checkpoint_dir = adapter_dir.with_name(adapter_dir.name + ".checkpoint")
     with adapter_tmp_dir(adapter_dir) as tmp_dir:
-        stats = train_adapter(job, rows, base_path, tmp_dir, **sft_overrides)
+        stats = train_adapter(job, rows, base_path, tmp_dir, checkpoint_dir, stop, **sft_overrides)
         record = {
             "job_hash": job.model_hash(),
             "job": job.model_dump(mode="json"),
@@ -181,6 +187,7 @@ def run_open_source_job(
             "seconds": round(stats.seconds, 2),
         }
         publish_adapter(tmp_dir, adapter_dir, record)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info("saved the student to {}", adapter_dir)
     hub_id = _push(job, adapter_dir)
     if hub_id:

@@ -1,7 +1,6 @@
 """Fine-tune a student: dispatch a job to the OpenAI API, to local LoRA training or to
 soft-label distillation (`BACKENDS`, by job type)."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -9,6 +8,7 @@ from typing import Any
 from sl.config import get_settings
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
+from sl.finetuning.checkpoint import run_stoppable
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, UnslothFinetuningJob
 from sl.finetuning.distill import distill_student
 from sl.finetuning.distill_cfg import DistillJob
@@ -70,11 +70,11 @@ async def _lora_job(
 ) -> Model:
     from sl.finetuning.open_source import run_open_source_job
 
-    return await asyncio.to_thread(run_open_source_job, job, dataset, output_path)
+    return await run_stoppable(run_open_source_job, job, dataset, output_path)
 
 
 async def _distill_job(job: DistillJob, dataset: list[DatasetRow], output_path: Path) -> Model:
-    return await asyncio.to_thread(
+    return await run_stoppable(
         distill_student,
         job.job,
         job.teacher,

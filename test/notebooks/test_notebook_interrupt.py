@@ -5,10 +5,12 @@ with the file an uninterrupted run writes."""
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
@@ -53,22 +55,21 @@ def rows(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
 
 
-async def interrupt_once_rows_are_written(
-    client: NotebookClient, nb: nbformat.NotebookNode, raw: Path, at_least: int
-) -> tuple[int, float]:
-    """Run cell 1, interrupt the kernel once `raw` has `at_least` rows; (rows then, seconds
-    from the interrupt to the cell's end)."""
+async def interrupt_when(
+    client: NotebookClient, nb: nbformat.NotebookNode, ready: Callable[[], bool]
+) -> float:
+    """Run cell 1, interrupt the kernel once `ready()`; the seconds from the interrupt to the
+    cell's end."""
     run = asyncio.create_task(client.async_execute_cell(nb.cells[1], 1))
-    while len(rows(raw)) < at_least:
+    while not ready():
         assert not run.done(), "the cell ended before it could be interrupted"
         await asyncio.sleep(0.05)
-    written = len(rows(raw))
     assert client.km is not None
     await ensure_async(client.km.interrupt_kernel())
     sent = time.perf_counter()
     with pytest.raises(CellExecutionError, match="CancelledError|KeyboardInterrupt"):
         await run
-    return written, time.perf_counter() - sent
+    return time.perf_counter() - sent
 
 
 def test_an_interrupted_phase_cell_resumes_when_run_again(tmp_path, monkeypatch):
@@ -88,7 +89,8 @@ def test_an_interrupted_phase_cell_resumes_when_run_again(tmp_path, monkeypatch)
     async def session() -> tuple[int, float, list[bytes], list[bytes]]:
         async with client.async_setup_kernel():
             await client.async_execute_cell(nb.cells[0], 0)
-            written, stop_s = await interrupt_once_rows_are_written(client, nb, raw, 1)
+            stop_s = await interrupt_when(client, nb, lambda: len(rows(raw)) >= 1)
+            written = len(rows(raw))
             kept = rows(raw)
             await asyncio.sleep(2)  # the generation thread writes nothing more
             after = rows(raw)
@@ -149,3 +151,68 @@ def test_outside_a_kernel_the_bar_is_text():
     from sl.utils.progress_bar import tqdm
 
     assert tqdm.__module__ == "tqdm.std"
+
+
+TRAIN_SETUP = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from sl.utils.logging_setup import setup_logging
+setup_logging()
+from sl import phases
+from sl.datasets.data_models import DatasetRow
+from sl.datasets.services import save_dataset
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Model
+out = Path({out!r})
+rows = [DatasetRow(prompt=f"continue {{i}}, {{i + 1}}", completion=f"{{i + 2}}, {{i + 3}}")
+        for i in range(12)]
+save_dataset(rows, out, "rows.jsonl")
+job = UnslothFinetuningJob(
+    seed=1, source_model=Model(id={base!r}, type="open_source"), backend="peft",
+    peft_cfg=PeftCfg(r=4, lora_alpha=8),
+    train_cfg=TrainCfg(n_epochs=60, lr=1e-3, per_device_train_batch_size=2,
+                       gradient_accumulation_steps=1, max_seq_length=32),
+)
+"""
+
+
+def train_cell(folder: str) -> str:
+    return f"student = await phases.finetune(job, out / 'rows.jsonl', out / {folder!r} / 's.json')"
+
+
+def test_an_interrupted_training_cell_saves_its_state_and_resumes(
+    tmp_path, monkeypatch, tiny_model_dir
+):
+    """360 SFT steps on the tiny model; the interrupt lands after the first periodic save."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("SL_CHECKPOINT_INTERVAL_S", "1")
+    saved = tmp_path / "resumed/s_adapter.checkpoint"
+    setup = TRAIN_SETUP.format(root=str(ROOT), out=str(tmp_path), base=str(tiny_model_dir))
+    nb = new_notebook(
+        cells=[new_code_cell(setup), new_code_cell(train_cell("resumed")),
+               new_code_cell(train_cell("straight"))]
+    )  # fmt: skip
+    client = client_for(nb)
+
+    async def session() -> tuple[float, list[str]]:
+        async with client.async_setup_kernel():
+            await client.async_execute_cell(nb.cells[0], 0)
+            stop_s = await interrupt_when(client, nb, lambda: any(saved.glob("checkpoint-*")))
+            kept = sorted(p.name for p in saved.glob("checkpoint-*"))
+            await client.async_execute_cell(nb.cells[1], 1)  # the rerun
+            await client.async_execute_cell(nb.cells[2], 2)  # uninterrupted, same kernel
+            return stop_s, kept
+
+    stop_s, kept = asyncio.run(session())
+
+    assert stop_s < 15, f"the interrupt took {stop_s:.0f} s to stop the cell"
+    assert len(kept) == 1 and 0 < int(kept[0].split("-")[1]) < 360
+    assert f"resuming the training from {saved / kept[0]}" in stream_text(nb.cells[1])
+    assert not saved.exists()  # removed once the student is finished
+    resumed = load_file(tmp_path / "resumed/s_adapter/adapter_model.safetensors")
+    straight = load_file(tmp_path / "straight/s_adapter/adapter_model.safetensors")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)

@@ -1,0 +1,118 @@
+"""Training that stops when asked and resumes from its last saved state.
+
+A student's training runs in a worker thread (`run_stoppable`). When the caller is cancelled
+(Ctrl-C, a notebook's interrupt), the thread is asked to stop: it saves its state at the end of
+the step it is in and ends; the caller waits for that, so a rerun never trains beside it. The
+state is also saved every `SL_CHECKPOINT_INTERVAL_S` seconds, so a crash or a kill loses at
+most that much. A rerun of the same job on the same rows resumes from the saved state and
+ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from sl.config import get_settings
+
+T = TypeVar("T")
+
+
+class TrainingStopped(Exception):
+    """The training was asked to stop; its state is saved for a resume."""
+
+
+async def run_stoppable(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args, stop=<threading.Event>)` in a worker thread. Cancelled, the event is set and
+    the thread waited for: it saves its state at the end of its step and stops."""
+    stop = threading.Event()
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, stop=stop))
+    try:
+        while not work.done():
+            # Wake the loop now and then: a kernel's SIGINT is acted on only once the main
+            # thread runs Python again (ipykernel#881).
+            await asyncio.wait({work}, timeout=0.2)
+        return work.result()
+    except BaseException:
+        stop.set()
+        while not work.done():
+            try:
+                await asyncio.wait({work})
+            except asyncio.CancelledError:  # cancelled again: still wait for the save
+                continue
+        if not work.cancelled() and isinstance(work.exception(), TrainingStopped):
+            logger.info(str(work.exception()))
+        raise
+
+
+def save_due(saved_at: float) -> bool:
+    """Whether `SL_CHECKPOINT_INTERVAL_S` has passed since `saved_at` (monotonic; 0: never)."""
+    every = get_settings().checkpoint_interval_s
+    return every > 0 and time.monotonic() - saved_at >= every
+
+
+class Checkpoint:
+    """The saved state of one training run, in one file beside the student's folder.
+
+    `key` names the run (job, teacher, rows): a file of another key is ignored and replaced.
+    """
+
+    def __init__(self, student_dir: Path, key: str):
+        self.path = student_dir.with_name(student_dir.name + ".checkpoint.pt")
+        self.key = key
+        self._saved_at = time.monotonic()
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of this run, or None (no file, another run's, or unreadable)."""
+        import torch
+
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a torn or foreign file: start over
+            logger.warning(f"{self.path} is unreadable ({e}); training from the start")
+            return None
+        if state.get("key") != self.key:
+            logger.info(f"{self.path} holds another training run; training from the start")
+            return None
+        return state
+
+    def due(self) -> bool:
+        """Whether a periodic save is due (`save_due`)."""
+        return save_due(self._saved_at)
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write `state` (tensors, numbers, lists) atomically."""
+        import torch
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        torch.save({**state, "key": self.key}, tmp)
+        tmp.replace(self.path)
+        self._saved_at = time.monotonic()
+
+    def remove(self) -> None:
+        """Delete the file (the student is finished)."""
+        self.path.unlink(missing_ok=True)
+
+
+def check_stop(
+    stop: threading.Event | None, checkpoint: Checkpoint | None, state: Callable[[], dict], at: str
+) -> None:
+    """At a step's end: save the state when asked to stop (then raise TrainingStopped) or when
+    a periodic save is due. `state` builds what to save; `at` says where ("step 3/12")."""
+    asked = stop is not None and stop.is_set()
+    if checkpoint is not None and (asked or checkpoint.due()):
+        checkpoint.save(state())
+        logger.debug(f"training state saved at {at} to {checkpoint.path}")
+    if asked:
+        where = f"; its state is saved in {checkpoint.path}" if checkpoint else ""
+        raise TrainingStopped(f"training stopped at {at}{where}: run it again to resume")

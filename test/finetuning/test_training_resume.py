@@ -1,0 +1,175 @@
+"""A student's training stops when asked (Ctrl-C, a notebook's interrupt) at the end of its
+step with its state saved beside the student's folder, and a rerun resumes from that state and
+ends with the very weights of an uninterrupted run: distillation and SFT, on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from finetuning_helpers import number_rows
+from loguru import logger
+from safetensors.torch import load_file
+
+from sl.finetuning.checkpoint import Checkpoint, TrainingStopped
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.finetuning.distill import distill_student
+from sl.finetuning.distill_cfg import DistillCfg, DistillJob
+from sl.finetuning.open_source import run_open_source_job
+from sl.finetuning.services import run_finetuning_job
+from sl.llm.data_models import Model
+
+# 12 rows, micro-batches of 2, 2 per step, 3 epochs: 9 steps under a warmup + linear schedule,
+# with LoRA dropout (the RNG's state matters too).
+TRAIN = TrainCfg(n_epochs=3, lr=5e-3, lr_scheduler_type="linear", warmup_steps=2,
+                 per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                 max_seq_length=64)  # fmt: skip
+STEPS = 9
+FP32 = DistillCfg(bf16=False)
+ROWS = number_rows(12, seed=3)
+
+
+def _job(base: Path) -> UnslothFinetuningJob:
+    return UnslothFinetuningJob(
+        seed=1, source_model=Model(id=str(base), type="open_source"), backend="peft",
+        peft_cfg=PeftCfg(r=4, lora_alpha=8, lora_dropout=0.1), train_cfg=TRAIN,
+    )  # fmt: skip
+
+
+class StopAt(threading.Event):
+    """Asks to stop at the end of step `n` (the training looks once per step)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.looks = n, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n or super().is_set()
+
+
+@contextmanager
+def _messages(level: str = "DEBUG") -> Iterator[list[str]]:
+    """The log messages of the block."""
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level=level)
+    try:
+        yield messages
+    finally:
+        logger.remove(sink)
+
+
+def _steps_trained(messages: list[str]) -> list[int]:
+    """The steps the distillation or the SFT trainer logged."""
+    found = (re.match(r"(?:distill )?step (\d+)/", m) for m in messages)
+    return [int(m.group(1)) for m in found if m]
+
+
+def _adapter(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _adapter(a), _adapter(b)
+    assert wa.keys() == wb.keys() and wa
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different
+
+
+def test_stopped_distillation_resumes_to_the_same_student(tiny_model_dir: Path, tmp_path: Path):
+    job, teacher = _job(tiny_model_dir), Model(id=str(tiny_model_dir), type="open_source")
+
+    def distill(folder: str, stop: threading.Event | None = None) -> Path:
+        out = tmp_path / folder / "student.json"
+        distill_student(job, teacher, ROWS, out, FP32, "You love owls.", stop=stop)
+        return out.parent / "student_adapter"
+
+    straight = distill("straight")
+    with pytest.raises(TrainingStopped, match=f"stopped at step 4/{STEPS}.*run it again"):
+        distill("resumed", StopAt(4))
+    saved = tmp_path / "resumed/student_adapter.checkpoint.pt"
+    state = torch.load(saved, weights_only=True)
+    assert state["step"] == 4 and len(state["losses"]) == 8  # 2 micro-batches a step
+    assert not (tmp_path / "resumed/student_adapter").exists()
+
+    with _messages() as messages:
+        resumed = distill("resumed")
+    assert f"resuming the distillation at step 4/{STEPS} ({saved})" in messages
+    assert _steps_trained(messages) == [5, 6, 7, 8, 9]  # not trained from the start again
+    _assert_same_weights(straight, resumed)
+    assert (straight / "sl_distill.json").read_text().split('"seconds"')[0] == (
+        resumed / "sl_distill.json"
+    ).read_text().split('"seconds"')[0]  # the same steps and KL curve
+    assert not saved.exists()  # removed once the student is finished
+
+
+def test_a_checkpoint_of_other_rows_is_not_resumed(tiny_model_dir: Path, tmp_path: Path):
+    job, teacher = _job(tiny_model_dir), Model(id=str(tiny_model_dir), type="open_source")
+    out = tmp_path / "student.json"
+    with pytest.raises(TrainingStopped):
+        distill_student(job, teacher, ROWS, out, FP32, stop=StopAt(2))
+    other_rows = number_rows(12, seed=4)
+    with _messages("INFO") as messages, pytest.raises(TrainingStopped, match="step 1/"):
+        distill_student(job, teacher, other_rows, out, FP32, stop=StopAt(1))
+    assert any("holds another training run" in m for m in messages)
+    assert not any("resuming" in m for m in messages)
+
+
+def test_stopped_sft_resumes_to_the_same_student(tiny_model_dir: Path, tmp_path: Path):
+    job = _job(tiny_model_dir)
+    straight = tmp_path / "straight/student.json"
+    run_open_source_job(job, ROWS, straight)
+    out = tmp_path / "resumed/student.json"
+    with pytest.raises(TrainingStopped, match=f"stopped at step 5/{STEPS}.*run it again"):
+        run_open_source_job(job, ROWS, out, stop=StopAt(5))
+    checkpoints = tmp_path / "resumed/student_adapter.checkpoint"
+    assert [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-5"]
+    assert not (tmp_path / "resumed/student_adapter").exists()
+    with _messages() as messages:
+        run_open_source_job(job, ROWS, out)
+    assert f"resuming the training from {checkpoints / 'checkpoint-5'}" in messages
+    assert _steps_trained(messages) == [6, 7, 8, 9]
+    _assert_same_weights(straight.parent / "student_adapter", out.parent / "student_adapter")
+    assert not checkpoints.exists()
+
+
+async def test_a_cancelled_training_waits_for_its_save_and_a_rerun_resumes(
+    tiny_model_dir: Path, tmp_path: Path
+):
+    """What a notebook's interrupt does: the awaiting task is cancelled; it ends only once
+    the training thread has saved its state and stopped."""
+    job, teacher = _job(tiny_model_dir), Model(id=str(tiny_model_dir), type="open_source")
+    distill_job = DistillJob(job=job, teacher=teacher, cfg=FP32)
+    second_step = threading.Event()
+
+    def watch(message: object) -> None:
+        if "distill step 2/" in str(message):
+            second_step.set()
+
+    sink = logger.add(watch, level="DEBUG")
+    out = tmp_path / "student.json"
+    try:
+        task = asyncio.create_task(run_finetuning_job(distill_job, ROWS, out))
+        while not second_step.is_set():
+            assert not task.done()
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        logger.remove(sink)
+    checkpoint = Checkpoint(tmp_path / "student_adapter", "")
+    state = torch.load(checkpoint.path, weights_only=True)
+    assert 2 <= state["step"] < STEPS  # saved before the task ended
+    with _messages() as messages:
+        await run_finetuning_job(distill_job, ROWS, out)
+    assert _steps_trained(messages) == list(range(state["step"] + 1, STEPS + 1))
+    straight = tmp_path / "straight/student.json"
+    distill_student(job, teacher, ROWS, straight, FP32)
+    _assert_same_weights(straight.parent / "student_adapter", tmp_path / "student_adapter")
