@@ -112,8 +112,10 @@ def run(script, *args, server=None, env_extra=None, check=True, timeout=120):
     return proc
 
 
-def start(script, *args, server, env_extra=None):
-    env = {**os.environ, "SL_NO_DOTENV": "1", **openai_env(server), **(env_extra or {})}
+def start(script, *args, server=None, env_extra=None):
+    """Start `scripts/<script>` (pointed at `server` if given); the running Popen."""
+    env = {**os.environ, "SL_NO_DOTENV": "1", **(openai_env(server) if server else {})}
+    env.update(env_extra or {})
     return subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
         env=env,

@@ -2,9 +2,12 @@
 engine, PEFT + TRL), and the open-model user errors through the scripts."""
 
 import json
+import signal
 from pathlib import Path
 
-from script_runner import assert_user_error, cli_args, run
+import torch
+from safetensors.torch import load_file
+from script_runner import assert_user_error, cli_args, run, start, wait_for
 
 CONFIG = """
 from sl.datasets.nums_dataset import NumbersFilter
@@ -64,6 +67,49 @@ def test_three_phases_with_an_open_model(tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in results.open()]
     assert len(rows) == 1 and len(rows[0]["responses"]) == 3
     assert rows[0]["responses"][0]["response"]["model_id"] == student["id"]
+
+
+LONG_JOB = """
+from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
+from sl.llm.data_models import Model
+
+ft_job = UnslothFinetuningJob(
+    seed=1, source_model=Model(id={base!r}, type="open_source"), backend="peft",
+    peft_cfg=PeftCfg(r=4, lora_alpha=8, lora_dropout=0.1),
+    train_cfg=TrainCfg(n_epochs=50, per_device_train_batch_size=4,
+                       gradient_accumulation_steps=1, max_seq_length=64),
+)
+"""
+
+
+def test_a_training_killed_9_resumes_from_its_saved_state_to_the_same_adapter(
+    tiny_model_dir, tmp_path
+):
+    cfg, data = tmp_path / "cfg.py", tmp_path / "rows.jsonl"
+    cfg.write_text(LONG_JOB.format(base=str(tiny_model_dir)))
+    data.write_text("".join(json.dumps({"prompt": f"continue {i}", "completion": f"{i}, {i + 1}"})
+                            + "\n" for i in range(12)))  # fmt: skip
+    env = {**OPEN_MODEL_ENV, "SL_CHECKPOINT_INTERVAL_S": "1"}
+
+    def args(folder):
+        return cli_args(cfg, "ft_job", dataset_path=data, output_path=tmp_path / folder / "m.json")
+
+    run("run_finetuning_job.py", *args("straight"), env_extra=env, timeout=300)
+    saved = tmp_path / "killed/m_adapter.checkpoint"
+    proc = start("run_finetuning_job.py", *args("killed"), env_extra=env)
+    try:
+        wait_for(lambda: any(saved.glob("checkpoint-*/trainer_state.json")), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "killed/m_adapter").exists()  # killed before the end (150 steps)
+    rerun = run("run_finetuning_job.py", *args("killed"), env_extra=env, timeout=300)
+    assert "resuming the training from" in rerun.stderr
+    straight = load_file(tmp_path / "straight/m_adapter/adapter_model.safetensors")
+    resumed = load_file(tmp_path / "killed/m_adapter/adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not saved.exists()
 
 
 def test_missing_local_model_folder_is_one_clear_line(tmp_path):
