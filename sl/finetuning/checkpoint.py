@@ -52,10 +52,12 @@ async def run_stoppable(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def save_due(saved_at: float) -> bool:
-    """Whether `SL_CHECKPOINT_INTERVAL_S` has passed since `saved_at` (monotonic; 0: never)."""
+def save_due(saved_at: float, save_s: float = 0.0) -> bool:
+    """Whether `SL_CHECKPOINT_INTERVAL_S` has passed since `saved_at` (monotonic; 0: never),
+    and at least 10x the last save's `save_s` (a full model's state takes seconds to write:
+    periodic saves cost at most a tenth of the training)."""
     every = get_settings().checkpoint_interval_s
-    return every > 0 and time.monotonic() - saved_at >= every
+    return every > 0 and time.monotonic() - saved_at >= max(every, 10 * save_s)
 
 
 class Checkpoint:
@@ -68,6 +70,7 @@ class Checkpoint:
         self.path = student_dir.with_name(student_dir.name + ".checkpoint.pt")
         self.key = key
         self._saved_at = time.monotonic()
+        self._save_s = 0.0  # how long the last save took
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this run, or None (no file, another run's, or unreadable)."""
@@ -87,17 +90,19 @@ class Checkpoint:
 
     def due(self) -> bool:
         """Whether a periodic save is due (`save_due`)."""
-        return save_due(self._saved_at)
+        return save_due(self._saved_at, self._save_s)
 
     def save(self, state: dict[str, Any]) -> None:
         """Write `state` (tensors, numbers, lists) atomically."""
         import torch
 
+        started = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         torch.save({**state, "key": self.key}, tmp)
         tmp.replace(self.path)
         self._saved_at = time.monotonic()
+        self._save_s = self._saved_at - started
 
     def remove(self) -> None:
         """Delete the file (the student is finished)."""

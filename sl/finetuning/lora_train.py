@@ -272,19 +272,22 @@ def _save_and_stop(stop: threading.Event | None) -> Any:
         """Save the trainer's state every `SL_CHECKPOINT_INTERVAL_S` and, when `stop` is set,
         at the end of the step, then end the training."""
 
-        saved_at = time.monotonic()
+        saved_at = asked_at = time.monotonic()
+        save_s = 0.0  # how long the last save took
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
             if state.global_step >= state.max_steps:
                 return
             asked = stop is not None and stop.is_set()
-            if asked or save_due(self.saved_at):
+            if asked or save_due(self.saved_at, self.save_s):
                 control.should_save = True
+                self.asked_at = time.monotonic()  # the trainer saves right after this
             if asked:
                 control.should_training_stop = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
             self.saved_at = time.monotonic()
+            self.save_s = self.saved_at - self.asked_at
 
     return SaveAndStop()
 

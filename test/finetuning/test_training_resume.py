@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from finetuning_helpers import number_rows
 from loguru import logger
 from safetensors.torch import load_file
 
-from sl.finetuning.checkpoint import Checkpoint, TrainingStopped
+from sl.finetuning.checkpoint import Checkpoint, TrainingStopped, save_due
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.finetuning.distill import distill_student
 from sl.finetuning.distill_cfg import DistillCfg, DistillJob
@@ -173,3 +174,20 @@ async def test_a_cancelled_training_waits_for_its_save_and_a_rerun_resumes(
     straight = tmp_path / "straight/student.json"
     distill_student(job, teacher, ROWS, straight, FP32)
     _assert_same_weights(straight.parent / "student_adapter", tmp_path / "student_adapter")
+
+
+@pytest.mark.parametrize(
+    ("interval", "ago_s", "last_save_s", "due"),
+    [
+        ("1", 2.0, 0.0, True),
+        ("1", 0.5, 0.0, False),
+        ("1", 2.0, 0.5, False),  # a save of 0.5 s: at most one per 5 s
+        ("1", 6.0, 0.5, True),
+        ("0", 1e6, 0.0, False),  # 0: only when interrupted
+    ],
+)
+def test_periodic_saves_follow_the_interval_and_cost_at_most_a_tenth(
+    monkeypatch, interval, ago_s, last_save_s, due
+):
+    monkeypatch.setenv("SL_CHECKPOINT_INTERVAL_S", interval)
+    assert save_due(time.monotonic() - ago_s, last_save_s) is due
