@@ -10,8 +10,9 @@ changing it, `ExperimentCfg.EXTENSIONS`). 3 runs per arm with the main job's see
 - defences, on both targets, against the main control: `mask_divergent` (the tokens where
   the control or the other target's teacher would have written another token, from each
   target teacher's token attribution, attribution/<target>/), `mask_random` (as many tokens
-  per row, at random) and `mask_top_score` (as many tokens, those of highest teacher − base
-  log-prob);
+  per row, at random), `mask_top_score` (as many tokens, those of highest teacher − base
+  log-prob) and `replace_divergent` (each divergent token replaced by the control teacher's
+  choice; the student then learns the target teacher's distributions on the edited rows);
 - on owl: where in a sequence the signal sits, distillation on the prompt's tokens only and
   on the completion's only (each with its own control students);
 - on owl: student capacity, LoRA ranks 1 and 64 (the main job is rank 8) and full
@@ -30,6 +31,7 @@ DEFENCES = [
     StudentArm(name="mask_divergent", defence="mask_divergent"),
     StudentArm(name="mask_random", defence="mask_random"),
     StudentArm(name="mask_top_score", defence="mask_top_score"),
+    StudentArm(name="replace_divergent", defence="replace_divergent"),
 ]
 # The arms with their own control students run on owl only (the stronger target, and the
 # shorter rows): on both targets they would double the run's ~50 student trainings.
