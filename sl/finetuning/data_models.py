@@ -55,10 +55,25 @@ class FTJob(HashableModel):
         """The original code's name for `source_model.id`."""
         return self.source_model.id
 
+    @source_model_id.setter
+    def source_model_id(self, value: str) -> None:
+        self.source_model = self._edited_source_model("id", value)
+
     @property
     def source_model_type(self) -> ModelType:
         """The original code's name for `source_model.type`."""
         return self.source_model.type
+
+    @source_model_type.setter
+    def source_model_type(self, value: ModelType) -> None:
+        self.source_model = self._edited_source_model("type", value)
+
+    def _edited_source_model(self, field: str, value: Any) -> Model:
+        """A copy of `source_model` with `field` set (validated: a bad value is refused in one
+        line); the model object itself may be shared with other configs, so it is not edited."""
+        model = self.source_model.model_copy()
+        setattr(model, field, value)
+        return model
 
     def describe(self) -> str:
         """What the output's sidecar calls the job (shown when another run meets it)."""

@@ -12,7 +12,12 @@ from script_runner import cli_args, run
 import sl
 from sl.finetuning.data_models import FTJob, OpenAIFTJob, PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.llm.data_models import Model, SampleCfg
-from sl.utils.config_model import ConfigModel, UnknownFieldError, closest_name
+from sl.utils.config_model import (
+    ConfigAssignmentError,
+    ConfigModel,
+    UnknownFieldError,
+    closest_name,
+)
 
 QWEN = Model(id="unsloth/Qwen2.5-7B-Instruct", type="open_source")
 
@@ -72,6 +77,19 @@ def test_source_model_id_and_type_build_source_model():
     assert job.source_model == QWEN
     with pytest.raises(ValidationError, match="source_model_type is missing"):
         FTJob(seed=1, source_model_id=QWEN.id)
+
+
+def test_source_model_id_and_type_are_assignable_as_in_the_original():
+    shared = Model(id="gpt-4.1-nano", type="openai")
+    job = OpenAIFTJob(seed=1, source_model=shared, n_epochs=1)
+    before = job.model_hash()
+    job.source_model_id = "gpt-4.1-mini"
+    assert job.source_model == Model(id="gpt-4.1-mini", type="openai")
+    assert job.model_hash() != before
+    assert shared.id == "gpt-4.1-nano"  # a model shared with other configs is not edited
+    with pytest.raises(ConfigAssignmentError, match=r"^Model.type = 'hf' is refused; allowed"):
+        job.source_model_type = "hf"  # type: ignore[assignment]
+    assert job.source_model_type == "openai"
 
 
 def test_old_and_new_source_model_together_are_refused():
