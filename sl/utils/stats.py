@@ -1,5 +1,7 @@
 """Confidence intervals and tests over per-question or per-run values."""
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import AliasChoices, BaseModel, Field
 from scipy import stats
@@ -18,6 +20,21 @@ class CI(BaseModel):
     upper: float = Field(validation_alias=AliasChoices("upper", "upper_bound"))
     confidence: float
     n: int = Field(validation_alias=AliasChoices("n", "count"))
+
+    if TYPE_CHECKING:  # both names, for type checkers (pydantic accepts them at run time)
+
+        def __init__(
+            self,
+            *,
+            mean: float,
+            confidence: float,
+            lower: float = ...,
+            upper: float = ...,
+            n: int = ...,
+            lower_bound: float = ...,
+            upper_bound: float = ...,
+            count: int = ...,
+        ) -> None: ...
 
     @property
     def lower_bound(self) -> float:
