@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetuning_helpers import number_rows
+from finetuning_helpers import StopAt, assert_same_adapter, number_rows
 from loguru import logger
-from safetensors.torch import load_file
 
 from sl.finetuning.checkpoint import Checkpoint, TrainingStopped, save_due
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
@@ -43,18 +42,6 @@ def _job(base: Path) -> UnslothFinetuningJob:
     )  # fmt: skip
 
 
-class StopAt(threading.Event):
-    """Asks to stop at the end of step `n` (the training looks once per step)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n, self.looks = n, 0
-
-    def is_set(self) -> bool:
-        self.looks += 1
-        return self.looks >= self.n or super().is_set()
-
-
 @contextmanager
 def _messages(level: str = "DEBUG") -> Iterator[list[str]]:
     """The log messages of the block."""
@@ -70,17 +57,6 @@ def _steps_trained(messages: list[str]) -> list[int]:
     """The steps the distillation or the SFT trainer logged."""
     found = (re.match(r"(?:distill )?step (\d+)/", m) for m in messages)
     return [int(m.group(1)) for m in found if m]
-
-
-def _adapter(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(folder / "adapter_model.safetensors")
-
-
-def _assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = _adapter(a), _adapter(b)
-    assert wa.keys() == wb.keys() and wa
-    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, different
 
 
 def test_stopped_distillation_resumes_to_the_same_student(tiny_model_dir: Path, tmp_path: Path):
@@ -103,7 +79,7 @@ def test_stopped_distillation_resumes_to_the_same_student(tiny_model_dir: Path, 
         resumed = distill("resumed")
     assert f"resuming the distillation at step 4/{STEPS} ({saved})" in messages
     assert _steps_trained(messages) == [5, 6, 7, 8, 9]  # not trained from the start again
-    _assert_same_weights(straight, resumed)
+    assert_same_adapter(straight, resumed)
     assert (straight / "sl_distill.json").read_text().split('"seconds"')[0] == (
         resumed / "sl_distill.json"
     ).read_text().split('"seconds"')[0]  # the same steps and KL curve
@@ -136,7 +112,7 @@ def test_stopped_sft_resumes_to_the_same_student(tiny_model_dir: Path, tmp_path:
         run_open_source_job(job, ROWS, out)
     assert f"resuming the training from {checkpoints / 'checkpoint-5'}" in messages
     assert _steps_trained(messages) == [6, 7, 8, 9]
-    _assert_same_weights(straight.parent / "student_adapter", out.parent / "student_adapter")
+    assert_same_adapter(straight.parent / "student_adapter", out.parent / "student_adapter")
     assert not checkpoints.exists()
 
 
@@ -173,7 +149,7 @@ async def test_a_cancelled_training_waits_for_its_save_and_a_rerun_resumes(
     assert _steps_trained(messages) == list(range(state["step"] + 1, STEPS + 1))
     straight = tmp_path / "straight/student.json"
     distill_student(job, teacher, ROWS, straight, FP32)
-    _assert_same_weights(straight.parent / "student_adapter", tmp_path / "student_adapter")
+    assert_same_adapter(straight.parent / "student_adapter", tmp_path / "student_adapter")
 
 
 @pytest.mark.parametrize(

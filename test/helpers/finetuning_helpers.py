@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
 from sl.datasets.data_models import DatasetRow
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
@@ -63,3 +66,23 @@ def number_rows(n: int, seed: int) -> list[DatasetRow]:
                    completion=", ".join(map(str, rng.integers(0, 999, 5))))
         for _ in range(n)
     ]  # fmt: skip
+
+
+class StopAt(threading.Event):
+    """Asks a training to stop at the end of step `n` (the training looks once per step)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.looks = n, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n or super().is_set()
+
+
+def assert_same_adapter(a: Path, b: Path) -> None:
+    """The adapters saved in folders `a` and `b` hold the same tensors, bit for bit."""
+    wa, wb = (load_file(f / "adapter_model.safetensors") for f in (a, b))
+    assert wa.keys() == wb.keys() and wa
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different
