@@ -4,6 +4,7 @@ config-module script (`cli_args`), run/start helpers."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,6 +122,8 @@ def start(script, *args, server=None, env_extra=None):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # A shell's background job inherits SIGINT ignored, and Python keeps it so.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -5,8 +5,8 @@ import json
 import signal
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
+import pytest
+from finetuning_helpers import assert_same_adapter
 from script_runner import assert_user_error, cli_args, run, start, wait_for
 
 CONFIG = """
@@ -82,33 +82,43 @@ ft_job = UnslothFinetuningJob(
 """
 
 
-def test_a_training_killed_9_resumes_from_its_saved_state_to_the_same_adapter(
-    tiny_model_dir, tmp_path
+@pytest.mark.parametrize(
+    ("sig", "interval", "ready"),
+    [
+        # kill -9 after the first periodic save: the rerun resumes from that save
+        (signal.SIGKILL, "1", "checkpoint-*/trainer_state.json"),
+        # Ctrl-C as soon as the training is set up, no periodic saves: it saves at its step's end
+        (signal.SIGINT, "0", "sl_run_key.txt"),
+    ],
+)
+def test_a_training_killed_or_interrupted_resumes_to_the_same_adapter(
+    tiny_model_dir, tmp_path, sig, interval, ready
 ):
     cfg, data = tmp_path / "cfg.py", tmp_path / "rows.jsonl"
     cfg.write_text(LONG_JOB.format(base=str(tiny_model_dir)))
     data.write_text("".join(json.dumps({"prompt": f"continue {i}", "completion": f"{i}, {i + 1}"})
                             + "\n" for i in range(12)))  # fmt: skip
-    env = {**OPEN_MODEL_ENV, "SL_CHECKPOINT_INTERVAL_S": "1"}
+    env = {**OPEN_MODEL_ENV, "SL_CHECKPOINT_INTERVAL_S": interval}
 
     def args(folder):
         return cli_args(cfg, "ft_job", dataset_path=data, output_path=tmp_path / folder / "m.json")
 
     run("run_finetuning_job.py", *args("straight"), env_extra=env, timeout=300)
-    saved = tmp_path / "killed/m_adapter.checkpoint"
-    proc = start("run_finetuning_job.py", *args("killed"), env_extra=env)
+    saved = tmp_path / "stopped/m_adapter.checkpoint"
+    proc = start("run_finetuning_job.py", *args("stopped"), env_extra=env)
     try:
-        wait_for(lambda: any(saved.glob("checkpoint-*/trainer_state.json")), timeout=120)
+        wait_for(lambda: any(saved.glob(ready)), timeout=120)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (tmp_path / "killed/m_adapter").exists()  # killed before the end (150 steps)
-    rerun = run("run_finetuning_job.py", *args("killed"), env_extra=env, timeout=300)
+        proc.kill()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert any(saved.glob("checkpoint-*/trainer_state.json"))  # saved on the way out
+    assert not (tmp_path / "stopped/m_adapter").exists()  # stopped before the end (150 steps)
+    rerun = run("run_finetuning_job.py", *args("stopped"), env_extra=env, timeout=300)
     assert "resuming the training from" in rerun.stderr
-    straight = load_file(tmp_path / "straight/m_adapter/adapter_model.safetensors")
-    resumed = load_file(tmp_path / "killed/m_adapter/adapter_model.safetensors")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert_same_adapter(tmp_path / "straight/m_adapter", tmp_path / "stopped/m_adapter")
     assert not saved.exists()
 
 
