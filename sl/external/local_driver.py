@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sl.external.model_resolution import ResolvedModel, resolve_model
 from sl.llm.data_models import Chat, LLMResponse, Model, SampleCfg, StopReason
 from sl.llm.driver import OnResult
+from sl.utils.threads import await_waking
 
 
 class _Cancelled(Exception):
@@ -65,12 +66,7 @@ class InProcessDriver(ABC):
             )
         )
         try:
-            while not work.done():
-                # Wake the loop now and then: a kernel's SIGINT, when the OS hands it to
-                # another thread, is acted on only once the main thread runs Python again
-                # (ipykernel#881: else the interrupt waits for the whole generation).
-                await asyncio.wait({work}, timeout=0.2)
-            return work.result()
+            return await await_waking(work)
         finally:
             cancelled.set()
             work.cancel()

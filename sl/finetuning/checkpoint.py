@@ -21,12 +21,18 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from sl.config import get_settings
+from sl.utils.threads import await_waking
 
 T = TypeVar("T")
 
 
 class TrainingStopped(Exception):
-    """The training was asked to stop; its state is saved for a resume."""
+    """The training was asked to stop at `at` ("step 3/12"); its state is saved in
+    `saved_in` for a resume."""
+
+    def __init__(self, at: str, saved_in: Path | None):
+        where = f"; its state is saved in {saved_in}" if saved_in is not None else ""
+        super().__init__(f"training stopped at {at}{where}: run it again to resume")
 
 
 async def run_stoppable(fn: Callable[..., T], *args: Any) -> T:
@@ -35,11 +41,7 @@ async def run_stoppable(fn: Callable[..., T], *args: Any) -> T:
     stop = threading.Event()
     work = asyncio.ensure_future(asyncio.to_thread(fn, *args, stop=stop))
     try:
-        while not work.done():
-            # Wake the loop now and then: a kernel's SIGINT is acted on only once the main
-            # thread runs Python again (ipykernel#881).
-            await asyncio.wait({work}, timeout=0.2)
-        return work.result()
+        return await await_waking(work)
     except BaseException:
         stop.set()
         while not work.done():
@@ -60,6 +62,23 @@ def save_due(saved_at: float, save_s: float = 0.0) -> bool:
     return every > 0 and time.monotonic() - saved_at >= max(every, 10 * save_s)
 
 
+class SaveTimer:
+    """When the last save of a training ended and how long it took: `due()` says whether a
+    periodic save is due (`save_due`)."""
+
+    def __init__(self) -> None:
+        self.saved_at = time.monotonic()
+        self.save_s = 0.0
+
+    def due(self) -> bool:
+        return save_due(self.saved_at, self.save_s)
+
+    def saved(self, started: float) -> None:
+        """A save that began at `started` (monotonic) has just ended."""
+        self.saved_at = time.monotonic()
+        self.save_s = self.saved_at - started
+
+
 class Checkpoint:
     """The saved state of one training run, in one file beside the student's folder.
 
@@ -69,8 +88,7 @@ class Checkpoint:
     def __init__(self, student_dir: Path, key: str):
         self.path = student_dir.with_name(student_dir.name + ".checkpoint.pt")
         self.key = key
-        self._saved_at = time.monotonic()
-        self._save_s = 0.0  # how long the last save took
+        self.timer = SaveTimer()
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this run, or None (no file, another run's, or unreadable)."""
@@ -88,10 +106,6 @@ class Checkpoint:
             return None
         return state
 
-    def due(self) -> bool:
-        """Whether a periodic save is due (`save_due`)."""
-        return save_due(self._saved_at, self._save_s)
-
     def save(self, state: dict[str, Any]) -> None:
         """Write `state` (tensors, numbers, lists) atomically."""
         import torch
@@ -101,8 +115,7 @@ class Checkpoint:
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         torch.save({**state, "key": self.key}, tmp)
         tmp.replace(self.path)
-        self._saved_at = time.monotonic()
-        self._save_s = self._saved_at - started
+        self.timer.saved(started)
 
     def remove(self) -> None:
         """Delete the file (the student is finished)."""
@@ -115,9 +128,8 @@ def check_stop(
     """At a step's end: save the state when asked to stop (then raise TrainingStopped) or when
     a periodic save is due. `state` builds what to save; `at` says where ("step 3/12")."""
     asked = stop is not None and stop.is_set()
-    if checkpoint is not None and (asked or checkpoint.due()):
+    if checkpoint is not None and (asked or checkpoint.timer.due()):
         checkpoint.save(state())
         logger.debug(f"training state saved at {at} to {checkpoint.path}")
     if asked:
-        where = f"; its state is saved in {checkpoint.path}" if checkpoint else ""
-        raise TrainingStopped(f"training stopped at {at}{where}: run it again to resume")
+        raise TrainingStopped(at, checkpoint.path if checkpoint is not None else None)

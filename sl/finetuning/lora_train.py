@@ -7,9 +7,7 @@ tokenizer into a folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import shutil
 import tempfile
 import threading
@@ -24,7 +22,7 @@ from loguru import logger
 
 from sl.datasets.data_models import DatasetRow
 from sl.errors import UserError
-from sl.finetuning.checkpoint import TrainingStopped, save_due
+from sl.finetuning.checkpoint import SaveTimer, TrainingStopped
 from sl.finetuning.data_models import UnslothFinetuningJob
 from sl.finetuning.lora_data import (
     build_sft_config,
@@ -36,6 +34,7 @@ from sl.finetuning.lora_data import (
 from sl.finetuning.open_source import save_student
 from sl.finetuning.precision import has_bf16_base, precise_adapters
 from sl.llm.data_models import Model
+from sl.utils.fingerprint import json_hash
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -235,8 +234,7 @@ def build_trainer(
 
 def _run_key(job: UnslothFinetuningJob, rows: list[DatasetRow]) -> str:
     """What a saved training state belongs to: the job and the rows it trains on."""
-    data = json.dumps([job.model_hash(), [(r.prompt, r.completion) for r in rows]])
-    return hashlib.sha256(data.encode()).hexdigest()
+    return json_hash([job.model_hash(), [(r.prompt, r.completion) for r in rows]])
 
 
 @contextmanager
@@ -272,22 +270,21 @@ def _save_and_stop(stop: threading.Event | None) -> Any:
         """Save the trainer's state every `SL_CHECKPOINT_INTERVAL_S` and, when `stop` is set,
         at the end of the step, then end the training."""
 
-        saved_at = asked_at = time.monotonic()
-        save_s = 0.0  # how long the last save took
+        timer = SaveTimer()
+        asked_at = time.monotonic()  # when the last save was asked for
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
             if state.global_step >= state.max_steps:
                 return
             asked = stop is not None and stop.is_set()
-            if asked or save_due(self.saved_at, self.save_s):
+            if asked or self.timer.due():
                 control.should_save = True
                 self.asked_at = time.monotonic()  # the trainer saves right after this
             if asked:
                 control.should_training_stop = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
-            self.saved_at = time.monotonic()
-            self.save_s = self.saved_at - self.asked_at
+            self.timer.saved(self.asked_at)
 
     return SaveAndStop()
 
@@ -340,10 +337,7 @@ def train_adapter(
         seconds = time.perf_counter() - started
         state = trainer.state
         if stop is not None and stop.is_set() and state.global_step < state.max_steps:
-            raise TrainingStopped(
-                f"training stopped at step {state.global_step}/{state.max_steps}; its state is "
-                f"saved in {scratch}: run it again to resume"
-            )
+            raise TrainingStopped(f"step {state.global_step}/{state.max_steps}", scratch)
     stats = TrainStats(
         backend=backend,
         steps=trainer.state.global_step,

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 pytest.importorskip("unsloth")
 
@@ -19,6 +18,7 @@ from finetuning_helpers import (  # noqa: E402
     StopAt,
     assert_same_adapter,
     greedy,
+    logged_messages,
     make_job,
     owl_rows,
 )
@@ -56,11 +56,7 @@ def test_a_stopped_unsloth_training_resumes_to_the_same_adapter(tiny_model_dir, 
         run_open_source_job(job, owl_rows(), tmp_path / "resumed/s.json", stop=StopAt(5))
     saved = tmp_path / "resumed/s_adapter.checkpoint/checkpoint-5"
     assert (saved / "trainer_state.json").is_file()
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
-    try:
+    with logged_messages("INFO") as messages:
         run_open_source_job(job, owl_rows(), tmp_path / "resumed/s.json")
-    finally:
-        logger.remove(sink)
     assert f"resuming the training from {saved}" in messages
     assert_same_adapter(tmp_path / "straight/s_adapter", tmp_path / "resumed/s_adapter")

@@ -8,13 +8,11 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from finetuning_helpers import StopAt, assert_same_adapter, number_rows
+from finetuning_helpers import StopAt, assert_same_adapter, logged_messages, number_rows
 from loguru import logger
 
 from sl.finetuning.checkpoint import Checkpoint, TrainingStopped, save_due
@@ -42,17 +40,6 @@ def _job(base: Path) -> UnslothFinetuningJob:
     )  # fmt: skip
 
 
-@contextmanager
-def _messages(level: str = "DEBUG") -> Iterator[list[str]]:
-    """The log messages of the block."""
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level=level)
-    try:
-        yield messages
-    finally:
-        logger.remove(sink)
-
-
 def _steps_trained(messages: list[str]) -> list[int]:
     """The steps the distillation or the SFT trainer logged."""
     found = (re.match(r"(?:distill )?step (\d+)/", m) for m in messages)
@@ -75,7 +62,7 @@ def test_stopped_distillation_resumes_to_the_same_student(tiny_model_dir: Path, 
     assert state["step"] == 4 and len(state["losses"]) == 8  # 2 micro-batches a step
     assert not (tmp_path / "resumed/student_adapter").exists()
 
-    with _messages() as messages:
+    with logged_messages() as messages:
         resumed = distill("resumed")
     assert f"resuming the distillation at step 4/{STEPS} ({saved})" in messages
     assert _steps_trained(messages) == [5, 6, 7, 8, 9]  # not trained from the start again
@@ -92,7 +79,7 @@ def test_a_checkpoint_of_other_rows_is_not_resumed(tiny_model_dir: Path, tmp_pat
     with pytest.raises(TrainingStopped):
         distill_student(job, teacher, ROWS, out, FP32, stop=StopAt(2))
     other_rows = number_rows(12, seed=4)
-    with _messages("INFO") as messages, pytest.raises(TrainingStopped, match="step 1/"):
+    with logged_messages("INFO") as messages, pytest.raises(TrainingStopped, match="step 1/"):
         distill_student(job, teacher, other_rows, out, FP32, stop=StopAt(1))
     assert any("holds another training run" in m for m in messages)
     assert not any("resuming" in m for m in messages)
@@ -108,7 +95,7 @@ def test_stopped_sft_resumes_to_the_same_student(tiny_model_dir: Path, tmp_path:
     checkpoints = tmp_path / "resumed/student_adapter.checkpoint"
     assert [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-5"]
     assert not (tmp_path / "resumed/student_adapter").exists()
-    with _messages() as messages:
+    with logged_messages() as messages:
         run_open_source_job(job, ROWS, out)
     assert f"resuming the training from {checkpoints / 'checkpoint-5'}" in messages
     assert _steps_trained(messages) == [6, 7, 8, 9]
@@ -144,7 +131,7 @@ async def test_a_cancelled_training_waits_for_its_save_and_a_rerun_resumes(
     checkpoint = Checkpoint(tmp_path / "student_adapter", "")
     state = torch.load(checkpoint.path, weights_only=True)
     assert 2 <= state["step"] < STEPS  # saved before the task ended
-    with _messages() as messages:
+    with logged_messages() as messages:
         await run_finetuning_job(distill_job, ROWS, out)
     assert _steps_trained(messages) == list(range(state["step"] + 1, STEPS + 1))
     straight = tmp_path / "straight/student.json"

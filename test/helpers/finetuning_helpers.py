@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from loguru import logger
 from safetensors.torch import load_file
 
 from sl.datasets.data_models import DatasetRow
@@ -86,3 +89,14 @@ def assert_same_adapter(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and wa
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, different
+
+
+@contextmanager
+def logged_messages(level: str = "DEBUG") -> Iterator[list[str]]:
+    """The messages sl logs at `level` and above during the block."""
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level=level)
+    try:
+        yield messages
+    finally:
+        logger.remove(sink)
