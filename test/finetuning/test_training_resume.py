@@ -15,7 +15,7 @@ import torch
 from finetuning_helpers import StopAt, assert_same_adapter, logged_messages, number_rows
 from loguru import logger
 
-from sl.finetuning.checkpoint import Checkpoint, TrainingStopped, save_due
+from sl.finetuning.checkpoint import Checkpoint, TrainingStopped, check_stop, save_due
 from sl.finetuning.data_models import PeftCfg, TrainCfg, UnslothFinetuningJob
 from sl.finetuning.distill import distill_student
 from sl.finetuning.distill_cfg import DistillCfg, DistillJob
@@ -154,3 +154,14 @@ def test_periodic_saves_follow_the_interval_and_cost_at_most_a_tenth(
 ):
     monkeypatch.setenv("SL_CHECKPOINT_INTERVAL_S", interval)
     assert save_due(time.monotonic() - ago_s, last_save_s) is due
+
+
+def test_a_due_periodic_save_writes_the_state_and_training_goes_on(monkeypatch, tmp_path):
+    monkeypatch.setenv("SL_CHECKPOINT_INTERVAL_S", "60")
+    checkpoint = Checkpoint(tmp_path / "student_adapter", "run-a")
+    check_stop(None, checkpoint, lambda: {"step": 1}, "step 1/9")
+    assert not checkpoint.path.exists()  # not due yet
+    checkpoint.timer.saved_at -= 61
+    check_stop(None, checkpoint, lambda: {"step": 2}, "step 2/9")  # no TrainingStopped
+    assert checkpoint.load() == {"step": 2, "key": "run-a"}
+    assert not Checkpoint(tmp_path / "student_adapter", "run-b").load()  # another run's
